@@ -1,0 +1,3 @@
+//! Parse + aggregate + encode benchmarks (see README "Benchmarks").
+
+fn main() {}

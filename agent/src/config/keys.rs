@@ -1,0 +1,66 @@
+//! The table of every configuration key: environment name(s), `datadog.yaml` name, default, meaning.
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Environment names, first wins (e.g. `DD_DD_URL` before `DD_URL`).
+    pub envs: &'static [&'static str],
+    /// Name in the YAML config file (`offpath.` prefix for offpath's own section).
+    pub yaml: &'static str,
+    /// Default, as documented.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+macro_rules! keys {
+    ($( [$($env:literal),+] $yaml:literal $default:literal $doc:literal ;)*) => {
+        /// Every configuration key offpath reads, in documentation order.
+        pub const KEYS: &[Key] = &[ $( Key { envs: &[$($env),+], yaml: $yaml, default: $default, doc: $doc } ),* ];
+    };
+}
+
+keys! {
+    ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it offpath runs locally and prints flushed metrics to stdout as offpath records.";
+    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key (Lambda; resolved at first flush).";
+    ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
+    ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
+    ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";
+    ["DD_SKIP_SSL_VALIDATION"] "skip_ssl_validation" "false" "Disable TLS certificate verification (logged as a warning; never in production).";
+    ["DD_HOSTNAME"] "hostname" "none" "Host set on every metric unless a host: tag overrides it.";
+    ["DD_DOGSTATSD_PORT"] "dogstatsd_port" "8125" "UDP port; 0 disables UDP.";
+    ["DD_BIND_HOST"] "bind_host" "127.0.0.1" "Address the UDP listener binds to.";
+    ["DD_DOGSTATSD_NON_LOCAL_TRAFFIC"] "dogstatsd_non_local_traffic" "false" "Listen on all interfaces instead of DD_BIND_HOST.";
+    ["DD_DOGSTATSD_SOCKET"] "dogstatsd_socket" "none" "Unix datagram socket path.";
+    ["DD_DOGSTATSD_STREAM_SOCKET"] "dogstatsd_stream_socket" "none" "Unix stream socket path (frames: u32 little-endian length + payload).";
+    ["DD_DOGSTATSD_BUFFER_SIZE"] "dogstatsd_buffer_size" "8192" "Largest datagram or stream frame in bytes; larger ones are counted as truncated/oversize, never parsed.";
+    ["DD_DOGSTATSD_SO_RCVBUF"] "dogstatsd_so_rcvbuf" "8388608 asked" "Socket receive buffer in bytes; the size the kernel grants is logged.";
+    ["DD_DOGSTATSD_QUEUE_SIZE"] "dogstatsd_queue_size" "1024" "Packets queued between the listeners and the parser; a full queue drops and counts.";
+    ["OFFPATH_RECEIVE_THREADS"] "offpath.receive_threads" "0 (one per core, at most 4)" "UDP receive threads (SO_REUSEPORT sockets).";
+    ["DD_TAGS"] "tags" "none" "Global tags, separated by spaces or commas.";
+    ["DD_DOGSTATSD_TAGS"] "dogstatsd_tags" "none" "Extra tags for everything received over DogStatsD.";
+    ["DD_ENV"] "env" "none" "Adds env:<value>.";
+    ["DD_SERVICE"] "service" "none" "Adds service:<value>.";
+    ["DD_VERSION"] "version" "none" "Adds version:<value>.";
+    ["DD_STATSD_METRIC_NAMESPACE"] "statsd_metric_namespace" "none" "Prefix for every metric name (a trailing . is added).";
+    ["DD_HISTOGRAM_AGGREGATES"] "histogram_aggregates" "max,median,avg,count" "Histogram aggregates: max, min, median, avg, sum, count.";
+    ["DD_HISTOGRAM_PERCENTILES"] "histogram_percentiles" "0.95" "Histogram percentiles in (0, 1).";
+    ["DD_AGGREGATE_CONTEXT_LIMIT"] "aggregate_context_limit" "100000" "Live contexts; new contexts over the limit are dropped and counted.";
+    ["OFFPATH_FLUSH_INTERVAL"] "offpath.flush_interval" "15" "Seconds between flushes of closed 10 s buckets (sidecar).";
+    ["DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE"] "forwarder_retry_queue_payloads_max_size" "15728640" "Retry queue bound in bytes; the oldest payloads overflow to the fallback.";
+    ["DD_FORWARDER_TIMEOUT"] "forwarder_timeout" "20" "Seconds before an intake request times out.";
+    ["OFFPATH_ZSTD_LEVEL"] "offpath.zstd_level" "1" "zstd compression level for payloads.";
+    ["OFFPATH_FALLBACK"] "offpath.fallback" "auto" "auto (stdout in Lambda, CloudWatch when a log group is set, else stdout), cloudwatch, stdout, off.";
+    ["OFFPATH_FALLBACK_LOG_GROUP"] "offpath.fallback_log_group" "none" "CloudWatch Logs group for the fallback.";
+    ["OFFPATH_FALLBACK_LOG_STREAM"] "offpath.fallback_log_stream" "<host>-<pid>" "CloudWatch Logs stream for the fallback.";
+    ["OFFPATH_FALLBACK_FORMAT"] "offpath.fallback_format" "offpath" "offpath (replayable), forwarder ({m,v,e,t} lines), emf (CloudWatch metrics).";
+    ["OFFPATH_FALLBACK_EMF_DIMENSIONS"] "offpath.fallback_emf_dimensions" "none" "Tag keys that become EMF dimensions.";
+    ["OFFPATH_FALLBACK_EMF_NAMESPACE"] "offpath.fallback_emf_namespace" "offpath" "CloudWatch namespace of EMF records.";
+    ["DD_LOG_LEVEL"] "log_level" "info" "Log level (error, warn, info, debug, trace); logs go to stderr.";
+    ["OFFPATH_SHUTDOWN_TIMEOUT"] "offpath.shutdown_timeout" "10" "Seconds to drain, flush and deliver on SIGTERM/SIGINT.";
+    ["OFFPATH_STATUS_ADDR"] "offpath.status_addr" "127.0.0.1:8126" "Address of /health and /status; empty disables.";
+    ["OFFPATH_SELF_TELEMETRY"] "offpath.self_telemetry" "true" "Ship offpath's own counters as offpath.* metrics.";
+    ["DD_SERVERLESS_FLUSH_STRATEGY"] "serverless_flush_strategy" "adaptive" "Lambda: end, end,<ms>, periodically,<ms>, continuously,<ms>, adaptive.";
+    ["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"] "offpath.lambda_flush_budget_ms" "200" "Lambda: milliseconds a flush at the end of an invocation may take.";
+    ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";
+}

@@ -1,0 +1,1 @@
+//! CloudWatch Logs and stdout sinks for what the forwarder could not deliver; record formats; replay.

@@ -1,0 +1,1 @@
+//! Datadog HTTP transport, retry classification and backoff, byte-capped retry queue.

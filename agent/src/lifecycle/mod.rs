@@ -1,0 +1,1 @@
+//! Signals, flush triggers and shutdown under a deadline.

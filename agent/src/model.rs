@@ -1,0 +1,197 @@
+//! Owned values that leave the aggregator at a flush: series, sketches, events and service checks.
+//!
+//! These are the hand-off between `aggregate` and `encode`, and what fallback records are made of.
+
+/// How a series is typed at the intake (the agent-payload `MetricType` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesKind {
+    /// `COUNT = 1`: a raw sum over `interval` seconds.
+    Count,
+    /// `RATE = 2`: a per-second rate over `interval` seconds (DogStatsD `c` in the agent).
+    Rate,
+    /// `GAUGE = 3`: a last value.
+    Gauge,
+}
+
+impl SeriesKind {
+    /// The lower-case name used in fallback records (`"count"`, `"rate"`, `"gauge"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Rate => "rate",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+/// One metric series as shipped to `/api/v2/series`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Metric name, namespace already applied.
+    pub name: String,
+    /// Sorted, de-duplicated tags, global tags included.
+    pub tags: Vec<String>,
+    /// Host resource; empty when unknown.
+    pub host: String,
+    /// Intake type.
+    pub kind: SeriesKind,
+    /// Interval in seconds for `Rate`/`Count`; 0 for gauges.
+    pub interval: u32,
+    /// `(unix seconds, value)` points.
+    pub points: Vec<(i64, f64)>,
+    /// DogStatsD samples (values received) this series accounts for; used for the no-loss accounting.
+    pub samples: u64,
+}
+
+/// One agent DDSketch bucket as shipped in a `Dogsketch` message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DogSketch {
+    /// Bucket start, unix seconds.
+    pub ts: i64,
+    /// Number of values inserted (weighted by sample rate).
+    pub cnt: i64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Average value.
+    pub avg: f64,
+    /// Bin keys, ascending.
+    pub k: Vec<i32>,
+    /// Bin counts, each at most 65535.
+    pub n: Vec<u32>,
+}
+
+/// A distribution series as shipped to `/api/beta/sketches`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SketchSeries {
+    /// Metric name, namespace already applied.
+    pub name: String,
+    /// Sorted, de-duplicated tags, global tags included.
+    pub tags: Vec<String>,
+    /// Host; empty when unknown.
+    pub host: String,
+    /// One sketch per 10 s bucket.
+    pub sketches: Vec<DogSketch>,
+    /// DogStatsD samples this series accounts for.
+    pub samples: u64,
+}
+
+/// Event priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// `normal` (default).
+    #[default]
+    Normal,
+    /// `low`.
+    Low,
+}
+
+impl Priority {
+    /// Wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+/// Event alert type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertType {
+    /// `info` (default).
+    #[default]
+    Info,
+    /// `error`.
+    Error,
+    /// `warning`.
+    Warning,
+    /// `success`.
+    Success,
+}
+
+impl AlertType {
+    /// Wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Success => "success",
+        }
+    }
+}
+
+/// A DogStatsD event, owned, global tags added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Title (`\n` escapes already turned into newlines).
+    pub title: String,
+    /// Text.
+    pub text: String,
+    /// Unix seconds; the receive time when the client sent none.
+    pub ts: i64,
+    /// Priority.
+    pub priority: Priority,
+    /// Alert type.
+    pub alert_type: AlertType,
+    /// Aggregation key; empty when absent.
+    pub aggregation_key: String,
+    /// Source type name; empty when absent.
+    pub source_type_name: String,
+    /// Host; empty when unknown.
+    pub host: String,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A DogStatsD service check, owned, global tags added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceCheck {
+    /// Check name.
+    pub check: String,
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub status: u8,
+    /// Unix seconds; the receive time when the client sent none.
+    pub ts: i64,
+    /// Message; empty when absent.
+    pub message: String,
+    /// Host; empty when unknown.
+    pub host: String,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// Everything one flush of the aggregator produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flush {
+    /// Series for `/api/v2/series`.
+    pub series: Vec<Series>,
+    /// Sketches for `/api/beta/sketches`.
+    pub sketches: Vec<SketchSeries>,
+    /// Events for `/api/v1/events`.
+    pub events: Vec<Event>,
+    /// Service checks for `/api/v1/check_run`.
+    pub service_checks: Vec<ServiceCheck>,
+}
+
+impl Flush {
+    /// True when the flush carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+            && self.sketches.is_empty()
+            && self.events.is_empty()
+            && self.service_checks.is_empty()
+    }
+
+    /// DogStatsD samples (plus one per event and service check) this flush accounts for.
+    pub fn samples(&self) -> u64 {
+        self.series.iter().map(|s| s.samples).sum::<u64>()
+            + self.sketches.iter().map(|s| s.samples).sum::<u64>()
+            + self.events.len() as u64
+            + self.service_checks.len() as u64
+    }
+}

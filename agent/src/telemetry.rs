@@ -1,0 +1,263 @@
+//! offpath's own counters: what came in, what went out, and every drop with its reason.
+//!
+//! Counters are relaxed atomics. Hot loops (receive, parse) count into locals and add once per packet
+//! or batch, and each listener owns its own [`ListenerStats`], so no counter is shared between
+//! receive threads.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::dogstatsd::ParseError;
+
+/// Why whole packets were dropped before parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketDrop {
+    /// The queue from the listener to the parser was full.
+    QueueFull,
+    /// A datagram was larger than `DD_DOGSTATSD_BUFFER_SIZE` (detected, never parsed).
+    Truncated,
+    /// A Unix stream frame was larger than `DD_DOGSTATSD_BUFFER_SIZE`; the connection was closed.
+    OversizeFrame,
+}
+
+impl PacketDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [PacketDrop; 3] = [Self::QueueFull, Self::Truncated, Self::OversizeFrame];
+
+    /// The counter label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Truncated => "truncated",
+            Self::OversizeFrame => "oversize_frame",
+        }
+    }
+}
+
+/// Why accepted points (metric values, events, service checks) were dropped after parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointDrop {
+    /// NaN or ±Inf value.
+    NonFinite,
+    /// The live context limit (`DD_AGGREGATE_CONTEXT_LIMIT`) was reached.
+    ContextLimit,
+    /// `h`/`ms`/`s`/`d` with a `T` timestamp (the Agent discards these too).
+    TimestampUnsupported,
+    /// A DogStatsD client's own `datadog.dogstatsd.client.*` telemetry, dropped in Lambda mode.
+    ClientTelemetry,
+    /// The intake answered 400 (bad payload).
+    IntakeRejected,
+    /// A single item was larger than the intake accepts (413 with nothing left to split).
+    TooLarge,
+    /// The retry queue overflowed and no fallback was configured (`OFFPATH_FALLBACK=off`).
+    RetryQueueOverflow,
+    /// The fallback's own buffer overflowed while its sink kept failing.
+    FallbackOverflow,
+    /// CloudWatch Logs rejected the events (too old, too new, expired).
+    FallbackRejected,
+    /// Shutdown deadline passed before the data could be delivered or written.
+    ShutdownDeadline,
+}
+
+impl PointDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [PointDrop; 10] = [
+        Self::NonFinite,
+        Self::ContextLimit,
+        Self::TimestampUnsupported,
+        Self::ClientTelemetry,
+        Self::IntakeRejected,
+        Self::TooLarge,
+        Self::RetryQueueOverflow,
+        Self::FallbackOverflow,
+        Self::FallbackRejected,
+        Self::ShutdownDeadline,
+    ];
+
+    /// The counter label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NonFinite => "non_finite",
+            Self::ContextLimit => "context_limit",
+            Self::TimestampUnsupported => "timestamp_unsupported",
+            Self::ClientTelemetry => "client_telemetry",
+            Self::IntakeRejected => "intake_rejected",
+            Self::TooLarge => "too_large",
+            Self::RetryQueueOverflow => "retry_queue_overflow",
+            Self::FallbackOverflow => "fallback_overflow",
+            Self::FallbackRejected => "fallback_rejected",
+            Self::ShutdownDeadline => "shutdown_deadline",
+        }
+    }
+}
+
+/// Counters of one listener (one socket, or one group of `SO_REUSEPORT` sockets' threads each).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// `udp`, `unixgram` or `unix`, plus the address.
+    pub name: String,
+    /// Packets read from the socket.
+    pub packets: AtomicU64,
+    /// Bytes read from the socket.
+    pub bytes: AtomicU64,
+    /// Packets dropped, indexed like [`PacketDrop::ALL`].
+    pub dropped: [AtomicU64; 3],
+}
+
+impl ListenerStats {
+    /// Count one dropped packet.
+    pub fn drop_packet(&self, reason: PacketDrop, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+}
+
+/// Lines parsed per kind and rejected per reason.
+#[derive(Debug, Default)]
+pub struct ParseStats {
+    /// Metric lines parsed.
+    pub metrics: AtomicU64,
+    /// Event lines parsed.
+    pub events: AtomicU64,
+    /// Service-check lines parsed.
+    pub service_checks: AtomicU64,
+    /// Rejected lines, indexed like [`ParseError::ALL`].
+    pub errors: [AtomicU64; ParseError::ALL.len()],
+}
+
+impl ParseStats {
+    /// Count one rejected line.
+    pub fn error(&self, reason: ParseError) {
+        self.errors[reason.index()].fetch_add(1, Relaxed);
+    }
+}
+
+/// The no-loss ledger: every point ends in exactly one of delivered, fell back, or dropped by reason.
+#[derive(Debug, Default)]
+pub struct PointStats {
+    /// Metric values (each packed value counts), events and service checks accepted by the parser.
+    pub received: AtomicU64,
+    /// Points in payloads the intake accepted.
+    pub delivered: AtomicU64,
+    /// Points written to the fallback sink (CloudWatch Logs or stdout).
+    pub fell_back: AtomicU64,
+    /// Dropped points, indexed like [`PointDrop::ALL`].
+    pub dropped: [AtomicU64; PointDrop::ALL.len()],
+}
+
+impl PointStats {
+    /// Count dropped points.
+    pub fn drop_points(&self, reason: PointDrop, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Total dropped over every reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// Delivery-side state for `/status`.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// Payloads accepted by the intake.
+    pub payloads_delivered: AtomicU64,
+    /// Requests retried.
+    pub retries: AtomicU64,
+    /// Bytes currently held in the retry queue.
+    pub retry_queue_bytes: AtomicU64,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker: AtomicU64,
+    /// The last error the intake returned (status and short body), for `/status`.
+    pub last_intake_error: Mutex<Option<String>>,
+    /// Records written to the fallback sink.
+    pub fallback_records: AtomicU64,
+    /// Bytes written to the fallback sink.
+    pub fallback_bytes: AtomicU64,
+}
+
+/// All of offpath's counters; one per process, shared by `Arc`.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// When the process started.
+    pub started: Instant,
+    /// One entry per listener, registered at start.
+    pub listeners: Mutex<Vec<Arc<ListenerStats>>>,
+    /// Parser counters.
+    pub parse: ParseStats,
+    /// The point ledger.
+    pub points: PointStats,
+    /// Delivery counters.
+    pub forward: ForwardStats,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            listeners: Mutex::new(Vec::new()),
+            parse: ParseStats::default(),
+            points: PointStats::default(),
+            forward: ForwardStats::default(),
+        }
+    }
+}
+
+impl Telemetry {
+    /// Register a listener and get its counters.
+    pub fn register_listener(&self, name: impl Into<String>) -> Arc<ListenerStats> {
+        let stats = Arc::new(ListenerStats {
+            name: name.into(),
+            ..ListenerStats::default()
+        });
+        if let Ok(mut all) = self.listeners.lock() {
+            all.push(Arc::clone(&stats));
+        }
+        stats
+    }
+
+    /// Sum of packets received over every listener.
+    pub fn packets_received(&self) -> u64 {
+        self.listeners
+            .lock()
+            .map(|l| l.iter().map(|s| s.packets.load(Relaxed)).sum())
+            .unwrap_or(0)
+    }
+
+    /// Sum of dropped packets for one reason over every listener.
+    pub fn packets_dropped(&self, reason: PacketDrop) -> u64 {
+        self.listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|s| s.dropped[reason as usize].load(Relaxed))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// One-line accounting summary (logged at shutdown).
+    pub fn summary(&self) -> String {
+        let p = &self.points;
+        let mut s = format!(
+            "points received={} delivered={} fell_back={} dropped={}",
+            p.received.load(Relaxed),
+            p.delivered.load(Relaxed),
+            p.fell_back.load(Relaxed),
+            p.dropped_total()
+        );
+        for r in PointDrop::ALL {
+            let n = p.dropped[r as usize].load(Relaxed);
+            if n > 0 {
+                s.push_str(&format!(" dropped.{}={n}", r.as_str()));
+            }
+        }
+        for r in PacketDrop::ALL {
+            let n = self.packets_dropped(r);
+            if n > 0 {
+                s.push_str(&format!(" packets_dropped.{}={n}", r.as_str()));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,3 @@
+//! The offpath Lambda extension binary (`extensions/offpath` in the layer).
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! Test peers for offpath's end-to-end tests: a fake Datadog intake, a fake Lambda Runtime API,
+//! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
