@@ -99,6 +99,7 @@ impl Conn {
             };
             let len = u32::from_le_bytes(*header) as usize;
             if len > frame_max {
+                frames += 1;
                 sink.oversize_frame();
                 tracing::warn!(
                     len,

@@ -122,6 +122,28 @@ fn udp_delivers_exactly_what_was_sent() {
 }
 
 #[test]
+fn an_empty_udp_datagram_is_counted_and_not_delivered() {
+    let r = start(&udp_config(8192));
+    let addr = r.listeners.udp_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"", addr).unwrap();
+    client.send_to(b"x:1|c", addr).unwrap();
+    assert_eq!(r.lines(1), ["x:1|c"]);
+    let (rest, t) = r.stop();
+    assert!(rest.is_empty());
+    assert_eq!(t.packets_received(), 2);
+}
+
+#[test]
+fn the_receive_buffer_asked_for_is_granted_within_the_kernel_limit() {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let r = datagram::set_rcvbuf(SockRef::from(&s), 256 << 10).unwrap();
+    assert_eq!(r.asked, 256 << 10);
+    assert!(r.granted >= r.asked, "{r:?}");
+    assert!(!r.capped());
+}
+
+#[test]
 fn an_oversize_udp_datagram_is_counted_as_truncated_and_not_delivered() {
     let r = start(&udp_config(64));
     let addr = r.listeners.udp_addr().unwrap();
@@ -402,6 +424,11 @@ fn an_oversize_frame_closes_only_its_connection() {
     assert_eq!(r.lines(1), ["after:1|c"]);
     let (_, t) = r.stop();
     assert_eq!(t.packets_dropped(PacketDrop::OversizeFrame), 1);
+    assert_eq!(
+        t.packets_received(),
+        4,
+        "the oversize frame is read, then dropped"
+    );
 }
 
 #[test]
