@@ -1,2 +1,4 @@
 //! Test peers for offpath's end-to-end tests: a fake Datadog intake, a fake Lambda Runtime API,
 //! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
+
+pub mod fake_intake;
