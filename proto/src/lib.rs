@@ -337,7 +337,10 @@ mod tests {
             "repeated Dogsketch dogsketches = 7;",
             "repeated string tags = 4;",
         ] {
-            assert!(proto.contains(line), "{line} missing from agent_payload.proto");
+            assert!(
+                proto.contains(line),
+                "{line} missing from agent_payload.proto"
+            );
         }
     }
 }

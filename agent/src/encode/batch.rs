@@ -58,8 +58,6 @@ struct Span {
     samples: u64,
 }
 
-/// The compression ratio assumed before any payload of this encode call has been compressed.
-const INITIAL_RATIO: f64 = 4.0;
 /// Only payloads at least this large update the ratio estimate (small ones compress atypically).
 const RATIO_SAMPLE_MIN: usize = 64 * 1024;
 /// Margin kept under the compressed limit by the estimate, so that verification rarely has to split.
@@ -75,7 +73,8 @@ pub(super) struct Batcher<'z> {
     buf: Vec<u8>,
     spans: Vec<Span>,
     points: usize,
-    ratio: f64,
+    /// Raw / compressed size, measured on this call's data the first time the estimate matters.
+    ratio: Option<f64>,
     out: Vec<Payload>,
 }
 
@@ -99,7 +98,7 @@ impl<'z> Batcher<'z> {
             buf,
             spans: Vec::new(),
             points: 0,
-            ratio: INITIAL_RATIO,
+            ratio: None,
             out: Vec::new(),
         }
     }
@@ -123,15 +122,48 @@ impl<'z> Batcher<'z> {
         }
         if !self.spans.is_empty() {
             let raw = self.buf.len() + self.framing.sep.len() + len + self.framing.close.len();
-            let estimated = raw as f64 / self.ratio;
             if raw > self.limits.raw
                 || self.points + item.points() > self.limits.points
-                || estimated > self.limits.compressed as f64 * RATIO_SAFETY
+                || self.over_compressed_limit(raw)?
             {
                 self.finish()?;
             }
         }
         self.append(item, len);
+        Ok(())
+    }
+
+    /// Would a body of `raw` bytes likely compress to more than the limit (with a margin)?
+    ///
+    /// Below the limit raw, it cannot. Above, the ratio decides; it is measured by compressing the
+    /// buffer once when first needed (about the limit's size, so ~1 ms at level 1), then updated from
+    /// every payload compressed.
+    fn over_compressed_limit(&mut self, raw: usize) -> Result<bool, EncodeError> {
+        let budget = self.limits.compressed as f64 * RATIO_SAFETY;
+        if raw as f64 <= budget {
+            return Ok(false);
+        }
+        let ratio = match self.ratio {
+            Some(r) => r,
+            None => {
+                self.compress(None)?;
+                let r = self.buf.len() as f64 / self.scratch.len().max(1) as f64;
+                self.ratio = Some(r);
+                r
+            }
+        };
+        Ok(raw as f64 / ratio > budget)
+    }
+
+    /// Compress `raw` (the whole buffer when `None`) into `scratch`.
+    fn compress(&mut self, raw: Option<&[u8]>) -> Result<(), EncodeError> {
+        let raw = raw.unwrap_or(&self.buf);
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        self.zstd
+            .compress_to_buffer(raw, &mut self.scratch)
+            .map_err(EncodeError::Compress)?;
         Ok(())
     }
 
@@ -196,14 +228,9 @@ impl<'z> Batcher<'z> {
             owned = v;
             &owned
         };
-        self.scratch.clear();
-        self.scratch
-            .reserve(zstd::zstd_safe::compress_bound(raw.len()));
-        self.zstd
-            .compress_to_buffer(raw, &mut self.scratch)
-            .map_err(EncodeError::Compress)?;
+        self.compress(Some(raw))?;
         if raw.len() >= RATIO_SAMPLE_MIN && !self.scratch.is_empty() {
-            self.ratio = raw.len() as f64 / self.scratch.len() as f64;
+            self.ratio = Some(raw.len() as f64 / self.scratch.len() as f64);
         }
         if self.scratch.len() > self.limits.compressed && spans.len() > 1 {
             let (a, b) = spans.split_at(spans.len() / 2);
