@@ -14,8 +14,9 @@ use super::{EncodeError, Limits, Payload, PayloadKind};
 pub(super) trait Item: Sized {
     /// Bytes this item adds to the raw body (without the separator of JSON arrays).
     fn encoded_len(&self) -> usize;
-    /// Append the item's encoding; writes exactly [`Item::encoded_len`] bytes.
-    fn write(&self, buf: &mut Vec<u8>);
+    /// Append the item's encoding; `len` is what [`Item::encoded_len`] returned, and exactly that many
+    /// bytes are written.
+    fn write(&self, len: usize, buf: &mut Vec<u8>);
     /// Points counted against [`Limits::points`].
     fn points(&self) -> usize;
     /// DogStatsD samples this item accounts for.
@@ -172,7 +173,8 @@ impl<'z> Batcher<'z> {
             self.buf.extend_from_slice(self.framing.sep);
         }
         let start = self.buf.len();
-        item.write(&mut self.buf);
+        self.buf.reserve(len);
+        item.write(len, &mut self.buf);
         debug_assert_eq!(
             self.buf.len() - start,
             len,

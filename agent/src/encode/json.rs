@@ -79,7 +79,7 @@ impl Item for JsonItem {
     fn encoded_len(&self) -> usize {
         self.0.len()
     }
-    fn write(&self, buf: &mut Vec<u8>) {
+    fn write(&self, _len: usize, buf: &mut Vec<u8>) {
         buf.extend_from_slice(&self.0);
     }
     fn points(&self) -> usize {

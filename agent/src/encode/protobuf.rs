@@ -10,7 +10,7 @@ use offpath_proto::metric_payload::{MetricType, Resource};
 use offpath_proto::sketch_payload::sketch::Dogsketch;
 use offpath_proto::{MetricPayload, SketchPayload};
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encoded_len_varint};
 
 use super::EncodeError;
 use super::batch::Item;
@@ -19,6 +19,38 @@ use crate::model::{DogSketch, Series, SeriesKind, SketchSeries};
 /// Length of a length-delimited field (key + length prefix + body); every tag here is below 16.
 const fn delimited_len(body: usize) -> usize {
     1 + encoded_len_varint(body as u64) + body
+}
+
+/// The body length of a length-delimited field of total length `len` (the inverse of
+/// [`delimited_len`], which is strictly increasing).
+fn body_of(len: usize) -> usize {
+    (1..=10)
+        .map(|k| len.saturating_sub(1 + k))
+        .find(|&body| delimited_len(body) == len)
+        .unwrap_or(0)
+}
+
+/// A varint, inlined (the hot loop of sketch bins).
+#[inline]
+fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// A field key; every tag written here is below 16, so the key is one byte.
+#[inline]
+fn encode_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    debug_assert!(tag < 16);
+    buf.push(((tag << 3) | wire_type as u32) as u8);
+}
+
+/// ZigZag encoding of a `sint32`.
+#[inline]
+const fn zigzag(v: i32) -> u64 {
+    ((v << 1) ^ (v >> 31)) as u32 as u64
 }
 
 fn put_delimited_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
@@ -116,8 +148,8 @@ impl Item for Series {
         delimited_len(series_body_len(self))
     }
 
-    fn write(&self, buf: &mut Vec<u8>) {
-        put_delimited_header(1, series_body_len(self), buf);
+    fn write(&self, len: usize, buf: &mut Vec<u8>) {
+        put_delimited_header(1, body_of(len), buf);
         if !self.host.is_empty() {
             put_delimited_header(1, resource_len(&self.host), buf);
             put_str(1, HOST_RESOURCE, buf);
@@ -177,9 +209,7 @@ impl Series {
 // ---- sketches: SketchPayload.sketches (field 1) of Sketch ----
 
 fn packed_sint32_len(k: &[i32]) -> usize {
-    k.iter()
-        .map(|&v| encoded_len_varint(u64::from(((v << 1) ^ (v >> 31)) as u32)))
-        .sum()
+    k.iter().map(|&v| encoded_len_varint(zigzag(v))).sum()
 }
 
 fn packed_uint32_len(n: &[u32]) -> usize {
@@ -187,6 +217,11 @@ fn packed_uint32_len(n: &[u32]) -> usize {
 }
 
 fn dogsketch_body_len(d: &DogSketch) -> usize {
+    dogsketch_len_from(d, packed_sint32_len(&d.k), packed_uint32_len(&d.n))
+}
+
+/// A dogsketch's body length given its packed `k` and `n` lengths.
+fn dogsketch_len_from(d: &DogSketch, k_len: usize, n_len: usize) -> usize {
     let mut len = opt_i64_len(d.ts)
         + opt_i64_len(d.cnt)
         + opt_f64_len(d.min)
@@ -194,10 +229,10 @@ fn dogsketch_body_len(d: &DogSketch) -> usize {
         + opt_f64_len(d.avg)
         + opt_f64_len(d.sum);
     if !d.k.is_empty() {
-        len += delimited_len(packed_sint32_len(&d.k));
+        len += delimited_len(k_len);
     }
     if !d.n.is_empty() {
-        len += delimited_len(packed_uint32_len(&d.n));
+        len += delimited_len(n_len);
     }
     len
 }
@@ -218,15 +253,17 @@ impl Item for SketchSeries {
         delimited_len(sketch_body_len(self))
     }
 
-    fn write(&self, buf: &mut Vec<u8>) {
-        put_delimited_header(1, sketch_body_len(self), buf);
+    fn write(&self, len: usize, buf: &mut Vec<u8>) {
+        put_delimited_header(1, body_of(len), buf);
         put_opt_str(1, &self.name, buf);
         put_opt_str(2, &self.host, buf);
         for t in &self.tags {
             put_str(4, t, buf);
         }
         for d in &self.sketches {
-            put_delimited_header(7, dogsketch_body_len(d), buf);
+            let k_len = packed_sint32_len(&d.k);
+            let n_len = packed_uint32_len(&d.n);
+            put_delimited_header(7, dogsketch_len_from(d, k_len, n_len), buf);
             put_opt_i64(1, d.ts, buf);
             put_opt_i64(2, d.cnt, buf);
             put_opt_f64(3, d.min, buf);
@@ -234,13 +271,13 @@ impl Item for SketchSeries {
             put_opt_f64(5, d.avg, buf);
             put_opt_f64(6, d.sum, buf);
             if !d.k.is_empty() {
-                put_delimited_header(7, packed_sint32_len(&d.k), buf);
+                put_delimited_header(7, k_len, buf);
                 for &v in &d.k {
-                    encode_varint(u64::from(((v << 1) ^ (v >> 31)) as u32), buf);
+                    encode_varint(zigzag(v), buf);
                 }
             }
             if !d.n.is_empty() {
-                put_delimited_header(8, packed_uint32_len(&d.n), buf);
+                put_delimited_header(8, n_len, buf);
                 for &v in &d.n {
                     encode_varint(u64::from(v), buf);
                 }
@@ -412,7 +449,7 @@ mod tests {
         let mut buf = Vec::new();
         for i in items {
             let before = buf.len();
-            i.write(&mut buf);
+            i.write(i.encoded_len(), &mut buf);
             assert_eq!(buf.len() - before, i.encoded_len());
         }
         buf
@@ -499,6 +536,24 @@ mod tests {
                 metadata: None,
             };
             prop_assert_eq!(write(&sketches), expected.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn body_of_inverts_delimited_len_across_varint_widths() {
+        for body in [
+            0,
+            1,
+            126,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            300_000_000,
+        ] {
+            assert_eq!(body_of(delimited_len(body)), body, "{body}");
         }
     }
 
