@@ -502,6 +502,14 @@ fn answer(
     if rec.agent_version.is_none() {
         violations.push(format!("{path}: no DD-Agent-Version"));
     }
+    // Like the real intake: size limits first (413 without parsing), then the body.
+    if body.len() > max_compressed {
+        violations.push(format!(
+            "{path}: {} B compressed > {max_compressed}",
+            body.len()
+        ));
+        return finish(shared, violations, 413, None);
+    }
     let raw = match rec.content_encoding.as_deref() {
         Some("zstd") => match zstd::stream::decode_all(body) {
             Ok(raw) => raw,
@@ -516,14 +524,9 @@ fn answer(
         }
     };
     rec.raw_len = raw.len();
-    if body.len() > max_compressed {
-        violations.push(format!(
-            "{path}: {} B compressed > {max_compressed}",
-            body.len()
-        ));
-    }
     if raw.len() > max_raw {
         violations.push(format!("{path}: {} B uncompressed > {max_raw}", raw.len()));
+        return finish(shared, violations, 413, None);
     }
     let decoded = match decode_body(path, &raw) {
         Ok(d) => d,
@@ -536,8 +539,6 @@ fn answer(
     rec.points = decoded.points();
     if rec.points > max_points {
         violations.push(format!("{path}: {} points > {max_points}", rec.points));
-    }
-    if body.len() > max_compressed || raw.len() > max_raw || rec.points > max_points {
         return finish(shared, violations, 413, None);
     }
     if !(200..300).contains(&scripted) {
