@@ -169,7 +169,14 @@ async fn a_healthy_intake_receives_series_sketches_events_and_checks_exactly() {
             tags: vec!["env:test".into()],
         }],
     };
-    r.fwd.send(encode(&flush), deadline()).await;
+    // On a spawned task, as the pipeline runs it (the future is Send).
+    let mut fwd = r.fwd;
+    let payloads = encode(&flush);
+    let fwd_task = tokio::spawn(async move {
+        fwd.send(payloads, deadline()).await;
+        fwd
+    });
+    r.fwd = fwd_task.await.unwrap();
 
     let rate = r
         .intake
@@ -387,12 +394,7 @@ async fn repeated_dropped_connections_are_retried_with_backoff_until_delivered()
 
 #[tokio::test]
 async fn a_hung_intake_times_out_and_the_retry_delivers() {
-    let mut r = rig_with(
-        |c| c.timeout = Duration::from_millis(300),
-        fast_policy(),
-        false,
-    )
-    .await;
+    let mut r = rig_with(|c| c.timeout = Duration::from_secs(1), fast_policy(), false).await;
     r.intake.push_replies([Reply::Hang]);
     r.fwd.send(encode(&series_flush(5)), deadline()).await;
     let answers: Vec<Answer> = r.intake.requests().iter().map(|q| q.answer).collect();
