@@ -775,8 +775,7 @@ impl Formatter {
         let base = prefix.len() + mid.len() + 2;
 
         // Fullest metrics first (awslabs LogSerializer).
-        g.metrics
-            .sort_by(|a, b| b.values.len().cmp(&a.values.len()));
+        g.metrics.sort_by_key(|m| std::cmp::Reverse(m.values.len()));
         let mut offsets = vec![0usize; g.metrics.len()];
         let mut defs = String::new();
         let mut vals = String::new();
