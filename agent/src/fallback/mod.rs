@@ -26,6 +26,7 @@
 
 mod cloudwatch;
 pub mod records;
+pub mod replay;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
