@@ -265,6 +265,15 @@ proptest! {
     }
 
     #[test]
+    fn values_parse_to_the_correctly_rounded_float(
+        text in "[-+]?[0-9]{0,18}(\\.[0-9]{0,18})?([eE][-+]?[0-9]{1,3})?",
+    ) {
+        // Rust's own parser rounds correctly; ours must agree bit for bit (fast path and fallback alike).
+        let ours = super::metric::parse_f64(text.as_bytes()).map(f64::to_bits);
+        prop_assert_eq!(ours, text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
+    }
+
+    #[test]
     fn a_well_formed_metric_round_trips(g in generated(), ending in prop::sample::select(vec!["", "\n", "\r\n"])) {
         check_round_trip(&g, parse_line(g.line.as_bytes()));
         // The same line inside a packet, after another line, with any line ending.
