@@ -17,7 +17,10 @@ pub fn packets(seed: u64, lines: usize, max_packet: usize) -> Vec<Vec<u8>> {
         line.clear();
         write_line(&mut rng, &mut line);
         if !packet.is_empty() && packet.len() + 1 + line.len() > max_packet {
-            packets.push(std::mem::replace(&mut packet, Vec::with_capacity(max_packet)));
+            packets.push(std::mem::replace(
+                &mut packet,
+                Vec::with_capacity(max_packet),
+            ));
         }
         if !packet.is_empty() {
             packet.push(b'\n');
@@ -32,16 +35,58 @@ pub fn packets(seed: u64, lines: usize, max_packet: usize) -> Vec<Vec<u8>> {
 
 /// The number of lines in `packets` (non-empty lines).
 pub fn line_count(packets: &[Vec<u8>]) -> usize {
-    packets.iter().map(|p| p.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()).sum()
+    packets
+        .iter()
+        .map(|p| p.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+        .sum()
 }
 
-const PREFIXES: &[&str] = &["checkout", "payments", "search", "auth", "inventory", "gateway", "orders", "users"];
-const MIDDLES: &[&str] = &["http.request", "db.query", "cache", "queue.consumer", "grpc.server", "worker.job", "api"];
-const SUFFIXES: &[&str] = &["count", "duration", "errors", "bytes", "latency", "size", "hits", "in_flight"];
+const PREFIXES: &[&str] = &[
+    "checkout",
+    "payments",
+    "search",
+    "auth",
+    "inventory",
+    "gateway",
+    "orders",
+    "users",
+];
+const MIDDLES: &[&str] = &[
+    "http.request",
+    "db.query",
+    "cache",
+    "queue.consumer",
+    "grpc.server",
+    "worker.job",
+    "api",
+];
+const SUFFIXES: &[&str] = &[
+    "count",
+    "duration",
+    "errors",
+    "bytes",
+    "latency",
+    "size",
+    "hits",
+    "in_flight",
+];
 
-const SERVICES: &[&str] = &["checkout", "payments", "search", "auth", "inventory", "gateway"];
-const ENDPOINTS: &[&str] =
-    &["/api/v2/orders/{id}", "/api/v2/cart", "/healthz", "/api/v1/users/{id}/profile", "/graphql", "/api/v2/search"];
+const SERVICES: &[&str] = &[
+    "checkout",
+    "payments",
+    "search",
+    "auth",
+    "inventory",
+    "gateway",
+];
+const ENDPOINTS: &[&str] = &[
+    "/api/v2/orders/{id}",
+    "/api/v2/cart",
+    "/healthz",
+    "/api/v1/users/{id}/profile",
+    "/graphql",
+    "/api/v2/search",
+];
 
 fn write_line(rng: &mut SplitMix, out: &mut String) {
     use std::fmt::Write as _;
@@ -60,14 +105,26 @@ fn write_line(rng: &mut SplitMix, out: &mut String) {
         rng.pick(MIDDLES),
         rng.pick(SUFFIXES)
     );
-    let values = if kind != "c" && rng.below(10) == 0 { 2 + rng.below(4) } else { 1 };
+    let values = if kind != "c" && rng.below(10) == 0 {
+        2 + rng.below(4)
+    } else {
+        1
+    };
     for i in 0..values {
         if i > 0 {
             out.push(':');
         }
         match kind {
             "c" => {
-                let _ = write!(out, "{}", if rng.below(4) == 0 { 1 + rng.below(50) } else { 1 });
+                let _ = write!(
+                    out,
+                    "{}",
+                    if rng.below(4) == 0 {
+                        1 + rng.below(50)
+                    } else {
+                        1
+                    }
+                );
             }
             "g" if rng.below(2) == 0 => {
                 let _ = write!(out, "{}", rng.below(100_000));
@@ -92,13 +149,39 @@ fn write_line(rng: &mut SplitMix, out: &mut String) {
             0 => write!(out, "env:{}", rng.pick(&["prod", "staging", "dev"])),
             1 => write!(out, "service:{}", rng.pick(SERVICES)),
             2 => write!(out, "version:1.{}.{}", rng.below(20), rng.below(10)),
-            3 => write!(out, "host:ip-10-0-{}-{}.ec2.internal", rng.below(256), rng.below(256)),
-            4 => write!(out, "region:{}", rng.pick(&["us-east-1", "eu-west-1", "ap-southeast-2"])),
+            3 => write!(
+                out,
+                "host:ip-10-0-{}-{}.ec2.internal",
+                rng.below(256),
+                rng.below(256)
+            ),
+            4 => write!(
+                out,
+                "region:{}",
+                rng.pick(&["us-east-1", "eu-west-1", "ap-southeast-2"])
+            ),
             5 => write!(out, "endpoint:{}", rng.pick(ENDPOINTS)),
-            6 => write!(out, "status_code:{}", rng.pick(&["200", "201", "404", "500", "503"])),
-            7 => write!(out, "method:{}", rng.pick(&["GET", "POST", "PUT", "DELETE"])),
-            8 => write!(out, "pod_name:{}-7d9f8b6c5d-{:05x}", rng.pick(SERVICES), rng.below(1 << 20)),
-            _ => write!(out, "kube_namespace:{}", rng.pick(&["default", "platform", "payments"])),
+            6 => write!(
+                out,
+                "status_code:{}",
+                rng.pick(&["200", "201", "404", "500", "503"])
+            ),
+            7 => write!(
+                out,
+                "method:{}",
+                rng.pick(&["GET", "POST", "PUT", "DELETE"])
+            ),
+            8 => write!(
+                out,
+                "pod_name:{}-7d9f8b6c5d-{:05x}",
+                rng.pick(SERVICES),
+                rng.below(1 << 20)
+            ),
+            _ => write!(
+                out,
+                "kube_namespace:{}",
+                rng.pick(&["default", "platform", "payments"])
+            ),
         };
     }
 }

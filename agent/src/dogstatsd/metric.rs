@@ -8,6 +8,7 @@ use super::{
 };
 
 /// Parse one metric line, following the Agent's `parseMetricSample` step by step.
+#[inline]
 pub(super) fn parse<'a, L: Line<'a>>(line: L) -> Result<MetricSample<'a>, ParseError> {
     let bytes = line.bytes();
     // The name ends at the first `:`, which must come before the first `|`.
@@ -100,10 +101,17 @@ pub(super) fn parse<'a, L: Line<'a>>(line: L) -> Result<MetricSample<'a>, ParseE
 }
 
 /// The packed value list `bytes[start..end]` (v1.1): empty items are skipped; one bad item rejects the line.
-fn parse_packed<'a, L: Line<'a>>(line: L, start: usize, end: usize) -> Result<MetricValue<'a>, ParseError> {
+fn parse_packed<'a, L: Line<'a>>(
+    line: L,
+    start: usize,
+    end: usize,
+) -> Result<MetricValue<'a>, ParseError> {
     let mut count = 0usize;
     let mut first = 0.0;
-    for item in line.bytes()[start..end].split(|&b| b == b':').filter(|item| !item.is_empty()) {
+    for item in line.bytes()[start..end]
+        .split(|&b| b == b':')
+        .filter(|item| !item.is_empty())
+    {
         let value = parse_f64(item).ok_or(ParseError::BadValue)?;
         if count == 0 {
             first = value;
@@ -113,7 +121,9 @@ fn parse_packed<'a, L: Line<'a>>(line: L, start: usize, end: usize) -> Result<Me
     match count {
         0 => Err(ParseError::EmptyValue),
         1 => Ok(MetricValue::Single(first)),
-        _ => Ok(MetricValue::Packed(PackedValues { raw: line.text(start, end)? })),
+        _ => Ok(MetricValue::Packed(PackedValues {
+            raw: line.text(start, end)?,
+        })),
     }
 }
 
@@ -128,7 +138,9 @@ pub(super) fn parse_f64(bytes: &[u8]) -> Option<f64> {
 }
 
 /// Exact powers of ten up to 10^15.
-const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
 
 /// The common value shapes (`1`, `-3`, `250.125`, `.5`) with at most 15 digits, else `None`.
 ///

@@ -274,6 +274,12 @@ proptest! {
     }
 
     #[test]
+    fn find_byte_finds_the_first_occurrence(haystack in prop::collection::vec(prop::sample::select(b",a\x80\xff".to_vec()), 0..40)) {
+        let want = haystack.iter().position(|&b| b == b',');
+        prop_assert_eq!(super::line::find_byte(&haystack, b','), want);
+    }
+
+    #[test]
     fn a_well_formed_metric_round_trips(g in generated(), ending in prop::sample::select(vec!["", "\n", "\r\n"])) {
         check_round_trip(&g, parse_line(g.line.as_bytes()));
         // The same line inside a packet, after another line, with any line ending.
