@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod self_metrics;
+pub use self_metrics::SelfMetrics;
+
 /// Why whole packets were dropped before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketDrop {
@@ -108,6 +111,8 @@ pub struct ListenerStats {
     pub bytes: AtomicU64,
     /// Packets dropped, indexed like [`PacketDrop::ALL`].
     pub dropped: [AtomicU64; 3],
+    /// Unix stream connections closed at once because the listener already served its maximum.
+    pub connections_refused: AtomicU64,
 }
 
 impl ListenerStats {

@@ -1,2 +1,7 @@
 //! Test peers for offpath's end-to-end tests: a fake Datadog intake, a fake Lambda Runtime API,
 //! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod cloudwatch;
+pub mod support;
+pub mod fake_intake;
