@@ -356,7 +356,10 @@ impl Destination {
 }
 
 /// Error code and message of an SDK error, or its display form.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub(crate) fn describe<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
     err: &SdkError<E, R>,
 ) -> String {
     match err.as_service_error() {

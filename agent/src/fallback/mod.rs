@@ -35,9 +35,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
 use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{FallbackConfig, FallbackFormat, FallbackMode};
+use crate::encode::{Payload, decode};
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 pub use cloudwatch::{
@@ -298,6 +301,29 @@ impl Fallback {
         }
     }
 
+    /// Write the records of payloads the forwarder gave up on (decoded back into series, sketches,
+    /// events and service checks; each payload's samples are shared among its items).
+    /// `points.fell_back` grows when the records are written ([`Fallback::flush`]).
+    pub async fn write_payloads(&mut self, payloads: Vec<Payload>) {
+        for p in payloads {
+            if matches!(self.sink, Sink::Off) {
+                self.telemetry
+                    .points
+                    .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+                continue;
+            }
+            match decode(&p) {
+                Ok(flush) => self.write_flush(&flush).await,
+                Err(e) => {
+                    tracing::error!(error = %e, kind = p.kind.as_str(), "cannot decode a payload for the fallback; dropping it");
+                    self.telemetry
+                        .points
+                        .drop_points(PointDrop::FallbackRejected, p.samples);
+                }
+            }
+        }
+    }
+
     /// Write a flush's records (local mode, and the decoded payloads of the forwarder).
     /// `points.fell_back` grows when the records are written ([`Fallback::flush`]).
     pub async fn write_flush(&mut self, flush: &Flush) {
@@ -443,6 +469,32 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
     }
 }
 
+/// Run the fallback as a task: write payloads as they arrive on `rx`, push records out every
+/// [`FLUSH_EVERY`] or as soon as a full CloudWatch batch waits, and when `rx` closes (every sender
+/// dropped) flush everything within [`FINAL_FLUSH_BUDGET`] and return.
+pub fn spawn(mut fb: Fallback, mut rx: mpsc::Receiver<Payload>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        break;
+                    }
+                    fb.write_payloads(std::mem::take(&mut batch)).await;
+                    if fb.wants_flush() {
+                        fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await;
+                    }
+                }
+                _ = tick.tick() => fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await,
+            }
+        }
+        fb.flush(Instant::now() + FINAL_FLUSH_BUDGET).await;
+    })
+}
+
 impl Drop for Fallback {
     fn drop(&mut self) {
         let held = match &mut self.sink {
@@ -455,5 +507,64 @@ impl Drop for Fallback {
                 .points
                 .drop_points(PointDrop::ShutdownDeadline, held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(mode: FallbackMode, group: Option<&str>) -> FallbackConfig {
+        FallbackConfig {
+            mode,
+            log_group: group.map(str::to_owned),
+            log_stream: None,
+            format: FallbackFormat::Offpath,
+            emf_dimensions: vec![],
+            emf_namespace: "offpath".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_sink_follows_offpath_fallback_inside_and_outside_lambda() {
+        use FallbackMode::*;
+        let cases = [
+            (Auto, None, false, SinkKind::Stdout),
+            (Auto, Some("g"), false, SinkKind::CloudWatch),
+            (Auto, Some("g"), true, SinkKind::Stdout),
+            (Auto, None, true, SinkKind::Stdout),
+            (CloudWatch, Some("g"), true, SinkKind::CloudWatch),
+            (Stdout, Some("g"), false, SinkKind::Stdout),
+            (Off, Some("g"), true, SinkKind::Off),
+        ];
+        for (mode, group, lambda, want) in cases {
+            assert_eq!(
+                SinkKind::resolve(&cfg(mode, group), lambda),
+                want,
+                "{mode:?} {group:?} lambda={lambda}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_cloudwatch_settings_are_refused_with_the_key_to_fix() {
+        let t = Arc::new(Telemetry::default());
+        let aws = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let mut c = cfg(FallbackMode::CloudWatch, Some("bad name"));
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_GROUP"));
+        c.log_group = Some("good".into());
+        c.log_stream = Some("a:b".into());
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_STREAM"));
+        c.log_stream = None;
+        let no_region = aws_config::SdkConfig::builder().build();
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &no_region).unwrap_err();
+        assert_eq!(e, FallbackError::NoRegion);
+        c.log_group = None;
+        let e = Fallback::with_aws(&c, false, t, &aws).unwrap_err();
+        assert_eq!(e, FallbackError::NoLogGroup);
     }
 }
