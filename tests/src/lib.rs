@@ -3,5 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cloudwatch;
-pub mod support;
 pub mod fake_intake;
+pub mod support;
