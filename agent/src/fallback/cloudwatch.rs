@@ -121,6 +121,11 @@ impl Buffer {
         }
     }
 
+    /// True when adding `len` bytes would push older records out.
+    pub fn would_overflow(&self, len: usize) -> bool {
+        !self.events.is_empty() && self.bytes + len > self.max_bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

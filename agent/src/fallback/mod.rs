@@ -170,10 +170,10 @@ impl Fallback {
                 .await;
             return Self::with_aws(cfg, in_lambda, telemetry, &aws);
         }
-        Self::with_aws_config_unused(cfg, in_lambda, telemetry)
+        Self::without_aws(cfg, in_lambda, telemetry)
     }
 
-    fn with_aws_config_unused(
+    fn without_aws(
         cfg: &FallbackConfig,
         in_lambda: bool,
         telemetry: Arc<Telemetry>,
@@ -202,7 +202,7 @@ impl Fallback {
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, FallbackError> {
         if SinkKind::resolve(cfg, in_lambda) != SinkKind::CloudWatch {
-            return Self::with_aws_config_unused(cfg, in_lambda, telemetry);
+            return Self::without_aws(cfg, in_lambda, telemetry);
         }
         let group = cfg.log_group.clone().ok_or(FallbackError::NoLogGroup)?;
         if !cloudwatch::valid_group(&group) {
@@ -366,6 +366,12 @@ impl Fallback {
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
                 for r in records.drain(..) {
+                    if cw.buffer.would_overflow(r.line.len()) && cw.backoff.not_before().is_none() {
+                        // Make room by sending rather than dropping while CloudWatch answers; once a
+                        // call fails (backoff running) the oldest records give way instead.
+                        flush_cloudwatch(cw, t, Instant::now() + PERIODIC_FLUSH_BUDGET, false)
+                            .await;
+                    }
                     let dropped = cw.buffer.push(Pending::new(r.ts, r.line, r.samples, now));
                     t.points.drop_points(PointDrop::FallbackOverflow, dropped);
                 }
@@ -393,16 +399,18 @@ impl Fallback {
                     }
                 }
             }
-            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline).await,
+            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline, true).await,
         }
     }
 }
 
-async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Instant) {
+/// Send batches until the buffer is empty or `deadline`; with `wait`, sleep out backoffs that end
+/// before the deadline, without it return at the first backoff.
+async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Instant, wait: bool) {
     let mut created = false;
     while !cw.buffer.is_empty() {
         if let Some(at) = cw.backoff.not_before() {
-            if at >= deadline {
+            if at >= deadline || !wait {
                 return;
             }
             tokio::time::sleep_until(at).await;
@@ -483,9 +491,11 @@ pub fn spawn(mut fb: Fallback, mut rx: mpsc::Receiver<Payload>) -> JoinHandle<()
                     if n == 0 {
                         break;
                     }
-                    fb.write_payloads(std::mem::take(&mut batch)).await;
-                    if fb.wants_flush() {
-                        fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await;
+                    for p in batch.drain(..) {
+                        fb.write_payloads(vec![p]).await;
+                        if fb.wants_flush() {
+                            fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await;
+                        }
                     }
                 }
                 _ = tick.tick() => fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await,
