@@ -98,9 +98,21 @@ impl Harness {
         }
     }
 
-    fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
+    /// Flush as the aggregator orders it (one context's series stay together, in order).
+    fn flush_unsorted(&mut self, now: i64, final_flush: bool) -> Flush {
         let f = self.agg.flush(now, final_flush);
         self.flushed += f.samples();
+        f
+    }
+
+    /// Flush, with series and sketches sorted by name, host and tags (the aggregator emits contexts in table
+    /// order).
+    fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
+        let mut f = self.flush_unsorted(now, final_flush);
+        f.series
+            .sort_by(|a, b| (&a.name, &a.host, &a.tags).cmp(&(&b.name, &b.host, &b.tags)));
+        f.sketches
+            .sort_by(|a, b| (&a.name, &a.host, &a.tags).cmp(&(&b.name, &b.host, &b.tags)));
         f
     }
 
@@ -230,7 +242,7 @@ fn histograms_and_timers_ship_max_median_avg_count_and_95th_percentile() {
         let lines: Vec<String> = (1..=100).map(|i| format!("lat:{i}|{kind}")).collect();
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         h.send(&refs, T0);
-        let f = h.flush(T0 + 10, false);
+        let f = h.flush_unsorted(T0 + 10, false);
         let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -281,7 +293,7 @@ fn configured_aggregates_and_percentiles_name_series_like_the_agent() {
     cfg.histogram_percentiles = vec![0.99, 0.299];
     let mut h = Harness::new(cfg);
     h.send(&["t:1|ms", "t:2|ms", "t:3|ms"], T0);
-    let f = h.flush(T0 + 10, false);
+    let f = h.flush_unsorted(T0 + 10, false);
     let got: Vec<(&str, f64)> = f
         .series
         .iter()
@@ -386,10 +398,14 @@ fn tag_order_and_duplicates_do_not_make_new_contexts() {
         T0,
     );
     let f = h.flush(T0 + 10, false);
-    assert_eq!(f.series.len(), 2);
-    assert_eq!(f.series[0].tags, ["a:1", "b:2"]);
-    assert_eq!(f.series[0].points[0].1, 0.3);
-    assert_eq!(f.series[1].tags, ["a:1"]);
+    let got: Vec<(&[String], f64)> = f
+        .series
+        .iter()
+        .map(|s| (s.tags.as_slice(), s.points[0].1))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], (&["a:1".to_owned()][..], 0.1));
+    assert_eq!(got[1], (&["a:1".to_owned(), "b:2".to_owned()][..], 0.3));
 }
 
 #[test]
@@ -409,7 +425,7 @@ fn the_namespace_prefixes_names_except_the_agents_exempt_prefixes() {
     let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["app.req", "jvm.heap", "datadog.dogstatsd.client.metrics"]
+        ["app.req", "datadog.dogstatsd.client.metrics", "jvm.heap"]
     );
 }
 
@@ -432,7 +448,7 @@ fn a_host_tag_sets_the_host_and_leaves_the_tags() {
         .iter()
         .map(|s| (s.host.as_str(), s.points[0].1))
         .collect();
-    assert_eq!(got, [("web1", 0.1), ("box", 0.3), ("", 0.1)]);
+    assert_eq!(got, [("", 0.1), ("box", 0.3), ("web1", 0.1)]);
     assert!(f.series.iter().all(|s| s.tags == ["a"]));
 }
 
@@ -452,9 +468,9 @@ fn global_tags_are_added_sorted_and_not_duplicated() {
         2,
         "a line tag equal to a global tag is the same context"
     );
-    assert_eq!(f.series[0].tags, ["b:1", "env:prod", "z"]);
-    assert_eq!(f.series[0].points[0].1, 0.2);
-    assert_eq!(f.series[1].tags, ["a", "b:1", "env:prod"]);
+    assert_eq!(f.series[0].tags, ["a", "b:1", "env:prod"]);
+    assert_eq!(f.series[1].tags, ["b:1", "env:prod", "z"]);
+    assert_eq!(f.series[1].points[0].1, 0.2);
 }
 
 #[test]
@@ -582,7 +598,7 @@ fn lambda_mapping_ships_counts_histograms_and_timers_as_distributions() {
         .collect();
     assert_eq!(
         sketches,
-        [("c", 2, 2.0), ("h", 1, 2.0), ("t", 1, 3.0), ("d", 1, 4.0)]
+        [("c", 2, 2.0), ("d", 1, 4.0), ("h", 1, 2.0), ("t", 1, 3.0)]
     );
     let gauges: Vec<(&str, SeriesKind, f64)> = f
         .series
