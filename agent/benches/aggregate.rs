@@ -13,7 +13,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use offpath::aggregate::Aggregator;
 use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
-use offpath::dogstatsd::{Message, MetricKind, MetricSample, MetricValue, Origin, Tags};
+use offpath::dogstatsd::{self, Message};
 use offpath::telemetry::Telemetry;
 
 /// The system allocator, counting the bytes currently allocated.
@@ -88,33 +88,28 @@ fn corpus(contexts: usize, total: usize) -> Vec<String> {
         .collect()
 }
 
-/// Messages over the corpus, as the parser would hand them out.
+/// The corpus as datagrams of at most 8 KiB (the Agent's default buffer), lines separated by `\n`.
+fn packets(lines: &[String]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
+    for l in lines {
+        let cur = out.last_mut().unwrap();
+        if !cur.is_empty() && cur.len() + 1 + l.len() > 8192 {
+            out.push(Vec::new());
+        }
+        let cur = out.last_mut().unwrap();
+        if !cur.is_empty() {
+            cur.push(b'\n');
+        }
+        cur.extend_from_slice(l.as_bytes());
+    }
+    out
+}
+
+/// The corpus parsed ahead of time.
 fn messages(lines: &[String]) -> Vec<Message<'_>> {
     lines
         .iter()
-        .map(|l| {
-            let (name, rest) = l.split_once(':').unwrap();
-            let mut f = rest.split('|');
-            let value = f.next().unwrap().parse().unwrap();
-            let kind = match f.next().unwrap() {
-                "c" => MetricKind::Count,
-                "g" => MetricKind::Gauge,
-                "ms" => MetricKind::Timer,
-                _ => MetricKind::Distribution,
-            };
-            let tags = Tags {
-                raw: f.next().unwrap().trim_start_matches('#'),
-            };
-            Message::Metric(MetricSample {
-                name,
-                kind,
-                value: MetricValue::Single(value),
-                sample_rate: 1.0,
-                tags,
-                timestamp: None,
-                origin: Origin::default(),
-            })
-        })
+        .map(|l| dogstatsd::parse_line(l.as_bytes()).unwrap())
         .collect()
 }
 
@@ -122,30 +117,47 @@ fn throughput(c: &mut Criterion) {
     const LINES: usize = 100_000;
     let mut group = c.benchmark_group("aggregate");
     group.throughput(Throughput::Elements(LINES as u64));
-    group.sample_size(20);
+    group.sample_size(10);
     for contexts in [1_000, 10_000, 100_000] {
         let lines = corpus(contexts, LINES);
+        let datagrams = packets(&lines);
         let msgs = messages(&lines);
-        group.bench_function(format!("insert/{contexts}_contexts"), |b| {
+        group.bench_function(format!("parse_and_insert/{contexts}_contexts"), |b| {
             let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
-            let mut now = T0;
             b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = cpu_time();
+                pass(&mut agg, iters, |agg, now| {
+                    for p in &datagrams {
+                        agg.insert_packet(p, now);
+                    }
+                })
+            });
+        });
+        group.bench_function(format!("insert_parsed/{contexts}_contexts"), |b| {
+            let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
+            b.iter_custom(|iters| {
+                pass(&mut agg, iters, |agg, now| {
                     for m in &msgs {
                         agg.insert(m, now);
                     }
-                    spent += cpu_time() - start;
-                    // One second per pass, so a bucket sees ten passes; flushing is not timed here.
-                    now += 1;
-                    std::hint::black_box(agg.flush(now, false));
-                }
-                spent
+                })
             });
         });
     }
     group.finish();
+}
+
+/// Run `work` once per iteration at one second per pass (a bucket sees ten passes), flushing untimed between.
+fn pass(agg: &mut Aggregator, iters: u64, work: impl Fn(&mut Aggregator, i64)) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut now = T0;
+    for _ in 0..iters {
+        let start = cpu_time();
+        work(agg, now);
+        spent += cpu_time() - start;
+        now += 1;
+        std::hint::black_box(agg.flush(now, false));
+    }
+    spent
 }
 
 /// CPU time of this thread: the 2 shared cores of a busy machine make wall time meaningless.

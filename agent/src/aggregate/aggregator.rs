@@ -8,9 +8,7 @@ use super::bucket::{
 };
 use super::context::{Class, Context, Contexts, LineKey, TagBuf, canonicalize, tag_hash};
 use crate::config::{AggregateConfig, MetricMapping};
-use crate::dogstatsd::{
-    self, Message, MetricKind, MetricSample, MetricValue, PackedValues, ParseError, Tags,
-};
+use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -137,6 +135,26 @@ impl Aggregator {
         }
     }
 
+    /// Parse a packet and insert every line, counting lines per kind, rejected lines per reason, received and
+    /// dropped points into the telemetry once for the whole packet.
+    pub fn insert_packet(&mut self, packet: &[u8], now: i64) {
+        let mut tally = Tally::default();
+        for line in dogstatsd::parse_packet(packet) {
+            match line {
+                Ok(msg) => {
+                    match &msg {
+                        Message::Metric(_) => tally.metric_lines += 1,
+                        Message::Event(_) => tally.event_lines += 1,
+                        Message::ServiceCheck(_) => tally.service_check_lines += 1,
+                    }
+                    self.insert_counted(&msg, now, &mut tally);
+                }
+                Err(e) => tally.parse_errors[e.index()] += 1,
+            }
+        }
+        tally.commit(&self.telemetry);
+    }
+
     /// Insert one parsed message received at `now` (unix seconds), counting received and dropped points.
     pub fn insert(&mut self, msg: &Message<'_>, now: i64) {
         let mut tally = Tally::default();
@@ -185,6 +203,11 @@ impl Aggregator {
         self.contexts.heap_bytes()
     }
 
+    /// Count points lost after a flush left the aggregator (its receiver was gone).
+    pub(super) fn count_lost(&self, n: u64, reason: PointDrop) {
+        self.telemetry.points.drop_points(reason, n);
+    }
+
     fn insert_counted(&mut self, msg: &Message<'_>, now: i64, tally: &mut Tally) {
         match msg {
             Message::Metric(m) => self.insert_metric(m, now, tally),
@@ -194,7 +217,7 @@ impl Aggregator {
     }
 
     fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, tally: &mut Tally) {
-        let n = value_count(&m.value);
+        let n = m.value.len() as u64;
         tally.received += n;
         let lambda = self.mapping == MetricMapping::LambdaDistribution;
         if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
@@ -393,31 +416,16 @@ fn special_tag(t: &str) -> Special<'_> {
     }
 }
 
-/// How many values a line carries (a set member counts 1).
-fn value_count(v: &MetricValue<'_>) -> u64 {
-    match v {
-        MetricValue::Single(_) | MetricValue::Set(_) => 1,
-        MetricValue::Packed(p) => packed(*p).count() as u64,
-    }
-}
-
 /// The numbers of a line (none for a set member).
-fn numbers<'a>(v: &MetricValue<'a>) -> impl Iterator<Item = f64> + 'a {
-    let (single, packed) = match *v {
-        MetricValue::Single(x) => (Some(x), None),
-        MetricValue::Packed(p) => (None, Some(packed(p))),
+fn numbers<'s>(v: &'s MetricValue<'_>) -> impl Iterator<Item = f64> + 's {
+    let (single, packed) = match v {
+        MetricValue::Single(x) => (Some(*x), None),
+        MetricValue::Packed(p) => (None, Some(p.iter())),
         MetricValue::Set(_) => (None, None),
     };
     single.into_iter().chain(packed.into_iter().flatten())
 }
 
-fn tags<'a>(t: &Tags<'a>) -> impl Iterator<Item = &'a str> + 'a {
-    t.raw.split(',').filter(|t| !t.is_empty())
-}
-
-fn packed<'a>(p: PackedValues<'a>) -> impl Iterator<Item = f64> + 'a {
-    p.raw
-        .split(':')
-        .filter(|v| !v.is_empty())
-        .filter_map(|v| v.parse().ok())
+fn tags<'s, 'a>(t: &'s Tags<'a>) -> impl Iterator<Item = &'a str> + 's {
+    t.iter()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Aggregator;
 use super::sketch::AgentSketch;
 use crate::config::{AggregateConfig, HistogramAggregate, MetricMapping};
-use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, PackedValues, Tags};
+use crate::dogstatsd::{self, Message, ParseError, Tags};
 use crate::model::{AlertType, Flush, Priority, Series, SeriesKind, SketchSeries};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -33,46 +33,10 @@ fn config() -> AggregateConfig {
     }
 }
 
-/// A minimal line reader for hand-built messages: `name:value[:value]|type[|@rate][|#tags][|Tts]`.
+/// One line, parsed by the real parser.
+#[track_caller]
 fn line(s: &str) -> Message<'_> {
-    let (name, rest) = s.split_once(':').unwrap();
-    let mut fields = rest.split('|');
-    let raw_value = fields.next().unwrap();
-    let kind = match fields.next().unwrap() {
-        "c" => MetricKind::Count,
-        "g" => MetricKind::Gauge,
-        "h" => MetricKind::Histogram,
-        "ms" => MetricKind::Timer,
-        "s" => MetricKind::Set,
-        "d" => MetricKind::Distribution,
-        other => panic!("type {other}"),
-    };
-    let value = if kind == MetricKind::Set {
-        MetricValue::Set(raw_value)
-    } else if raw_value.contains(':') {
-        MetricValue::Packed(PackedValues { raw: raw_value })
-    } else {
-        MetricValue::Single(raw_value.parse().unwrap())
-    };
-    let mut sample = MetricSample {
-        name,
-        kind,
-        value,
-        sample_rate: 1.0,
-        tags: Tags::default(),
-        timestamp: None,
-        origin: dogstatsd::Origin::default(),
-    };
-    for f in fields {
-        if let Some(r) = f.strip_prefix('@') {
-            sample.sample_rate = r.parse().unwrap();
-        } else if let Some(t) = f.strip_prefix('#') {
-            sample.tags = Tags { raw: t };
-        } else if let Some(t) = f.strip_prefix('T') {
-            sample.timestamp = Some(t.parse().unwrap());
-        }
-    }
-    Message::Metric(sample)
+    dogstatsd::parse_line(s.as_bytes()).unwrap()
 }
 
 struct Harness {
@@ -692,4 +656,99 @@ fn a_set_drops_and_counts_members_beyond_its_limit() {
     );
     assert_eq!(h.dropped(PointDrop::AggregateLimit), 10);
     h.assert_ledger_balances();
+}
+
+#[test]
+fn a_packet_is_parsed_and_counted_once_per_kind_and_error() {
+    let mut h = Harness::new(config());
+    let packet = b"a:1|c\nb:2:3|d\n_e{1,2}:t|xy\n_sc|chk|0\nbad\nc:x|c\n\nd:1|q\n";
+    h.agg.insert_packet(packet, T0);
+    let p = &h.telemetry.parse;
+    assert_eq!(p.metrics.load(Relaxed), 2);
+    assert_eq!(p.events.load(Relaxed), 1);
+    assert_eq!(p.service_checks.load(Relaxed), 1);
+    let errors = |e: ParseError| p.errors[e.index()].load(Relaxed);
+    assert_eq!(errors(ParseError::BadFormat), 1);
+    assert_eq!(errors(ParseError::BadValue), 1);
+    assert_eq!(errors(ParseError::UnknownType), 1);
+    assert_eq!(h.telemetry.points.received.load(Relaxed), 1 + 2 + 1 + 1);
+    let f = h.flush(T0 + 10, false);
+    assert_eq!(
+        (
+            f.series.len(),
+            f.sketches.len(),
+            f.events.len(),
+            f.service_checks.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    h.assert_ledger_balances();
+}
+
+mod worker {
+    use super::*;
+    use crate::aggregate::{Control, spawn_worker};
+
+    fn clock() -> i64 {
+        T0 + 5
+    }
+
+    fn flush(control: &crossbeam_channel::Sender<Control>, final_flush: bool) -> Flush {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        control.send(Control::Flush { final_flush, reply }).unwrap();
+        rx.blocking_recv().unwrap()
+    }
+
+    #[test]
+    fn the_worker_inserts_queued_packets_before_it_flushes() {
+        let (packets, packets_rx) = crossbeam_channel::bounded::<Vec<u8>>(16);
+        let (control, control_rx) = crossbeam_channel::bounded(1);
+        let telemetry = Arc::new(Telemetry::default());
+        let agg = Aggregator::new(&config(), Arc::clone(&telemetry));
+        let worker = spawn_worker(agg, packets_rx, control_rx, clock);
+        for i in 0..10 {
+            packets
+                .send(format!("m:{i}|c\ng:{i}|g").into_bytes())
+                .unwrap();
+        }
+        let f = flush(&control, true);
+        assert_eq!(f.samples(), 20);
+        let total: f64 = f
+            .series
+            .iter()
+            .filter(|s| s.name == "m")
+            .map(|s| s.points[0].1)
+            .sum();
+        assert_eq!(total, 4.5);
+        // Packets disconnect: the worker keeps answering flushes.
+        drop(packets);
+        assert!(flush(&control, true).is_empty());
+        // Control disconnects: the worker returns.
+        drop(control);
+        assert!(worker.join().is_ok());
+        assert_eq!(telemetry.points.received.load(Relaxed), 20);
+    }
+
+    #[test]
+    fn a_flush_nobody_waits_for_is_counted_as_dropped() {
+        let (packets, packets_rx) = crossbeam_channel::bounded::<Vec<u8>>(16);
+        let (control, control_rx) = crossbeam_channel::bounded(1);
+        let telemetry = Arc::new(Telemetry::default());
+        let agg = Aggregator::new(&config(), Arc::clone(&telemetry));
+        let worker = spawn_worker(agg, packets_rx, control_rx, clock);
+        packets.send(b"m:1:2:3|d".to_vec()).unwrap();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        drop(rx);
+        control
+            .send(Control::Flush {
+                final_flush: true,
+                reply,
+            })
+            .unwrap();
+        drop(control);
+        assert!(worker.join().is_ok());
+        let lost = telemetry.points.dropped[PointDrop::ShutdownDeadline as usize].load(Relaxed);
+        assert_eq!(lost, 3);
+        drop(packets);
+    }
 }
