@@ -199,7 +199,9 @@ impl Engine {
         let Some(mut flush) = self.collect(final_flush, deadline).await else {
             return FlushReport::default();
         };
-        if let Some(sm) = self.self_metrics.as_mut() {
+        // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
+        // what the application sent).
+        if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
             flush
                 .series
                 .extend(sm.collect(&self.telemetry, unix_now(), None));
