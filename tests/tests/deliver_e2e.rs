@@ -295,7 +295,7 @@ async fn sigterm_with_a_healthy_intake_delivers_everything_before_exit_and_the_l
     send_contexts(udp, "shutdown", 50);
     let c = client(udp);
     for v in [1u64, 2, 3] {
-        c.distribution("dist", v).send();
+        c.distribution_with_tags("dist", v).send();
     }
     raw_send(udp, &[b"_sc|e2e.shutdown.check|0"]);
     wait_received(&offpath, 50 + 3 + 1);
