@@ -175,11 +175,15 @@ async fn a_statsd_workload_arrives_with_exact_values_types_tags_hosts_and_10s_ti
     let udp = offpath.udp.expect("udp address");
     let c = client(udp);
     for _ in 0..5 {
-        c.count_with_tags("requests", 2).with_tag("route", "/a").send();
+        c.count_with_tags("requests", 2)
+            .with_tag("route", "/a")
+            .send();
     }
     c.gauge_with_tags("temperature", 20.0).send();
     c.gauge_with_tags("temperature", 21.5).send();
-    c.count_with_tags("moved", 3).with_tag("host", "web2").send();
+    c.count_with_tags("moved", 3)
+        .with_tag("host", "web2")
+        .send();
     for v in [0.5f64, 1.5, 2.5, 7.0] {
         c.distribution_with_tags("payload", v)
             .with_tag("kind", "json")
@@ -202,7 +206,8 @@ async fn a_statsd_workload_arrives_with_exact_values_types_tags_hosts_and_10s_ti
             (points_sum(&i.points("e2e.requests", &[])) * 10.0 - 10.0).abs() < 1e-9
                 && !i.points("e2e.temperature", &[]).is_empty()
                 && !i.series("e2e.moved").is_empty()
-                && i.sketch_totals("e2e.payload", &[]).is_some_and(|t| t.cnt == 4)
+                && i.sketch_totals("e2e.payload", &[])
+                    .is_some_and(|t| t.cnt == 4)
                 && !i.events().is_empty()
                 && !i.service_checks().is_empty()
         })
@@ -376,6 +381,7 @@ async fn an_intake_that_recovers_after_the_breaker_opened_gets_new_data_again() 
 
     // The intake recovers; new data must reach it.
     let recovered_at = Instant::now();
+    let recovered_wall = std::time::SystemTime::now();
     intake.set_default_reply(Reply::Status(202));
     send_contexts(udp, "after", 5);
     wait_received(&offpath, 10);
@@ -394,9 +400,17 @@ async fn an_intake_that_recovers_after_the_breaker_opened_gets_new_data_again() 
         .find(|r| r.answer == Answer::Status(202))
         .map(|r| r.arrived)
         .unwrap();
+    // The data waits for its 10 s bucket to close; measure from the close too.
+    let bucket_end = intake.series("e2e.after")[0].points[0].0 + 10;
+    let since_recovery = first_ok.duration_since(recovered_at);
+    let recovered_unix = recovered_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     eprintln!(
-        "recovery: first 202 {:?} after the intake recovered (breaker open)",
-        first_ok.duration_since(recovered_at)
+        "recovery: first 202 {since_recovery:?} after the intake recovered (breaker open), \
+         {:.3} s after the bucket holding the new data closed",
+        recovered_unix + since_recovery.as_secs_f64() - bucket_end as f64
     );
 
     let ledger = stop(&mut offpath);
@@ -427,7 +441,9 @@ async fn a_413_splits_the_payload_and_every_part_is_delivered() {
     assert_eq!(reqs[0].items, 40);
     assert!(reqs.len() >= 3, "split in at least two parts: {reqs:?}");
     assert!(
-        reqs[1..].iter().all(|r| r.answer == Answer::Status(202) && r.items < 40),
+        reqs[1..]
+            .iter()
+            .all(|r| r.answer == Answer::Status(202) && r.items < 40),
         "{reqs:?}"
     );
     ledger.assert_balanced();
@@ -481,7 +497,11 @@ async fn a_400_drops_the_payload_and_counts_it_as_intake_rejected() {
         1
     );
     ledger.assert_balanced();
-    assert_eq!(ledger.dropped_by.get("intake_rejected"), Some(&7), "{ledger:?}");
+    assert_eq!(
+        ledger.dropped_by.get("intake_rejected"),
+        Some(&7),
+        "{ledger:?}"
+    );
     assert_eq!(ledger.delivered, 3, "{ledger:?}");
     assert!(
         offpath.stderr().contains("HTTP 400"),
@@ -605,7 +625,11 @@ async fn a_burst_of_30000_contexts_is_split_into_several_payloads_within_the_lim
     while sent < CONTEXTS {
         let mut d = String::new();
         for k in sent..(sent + PER_DATAGRAM).min(CONTEXTS) {
-            d.push_str(&format!("e2e.burst.gauge.{}:{k}|g|#i:{k},shard:{}\n", k % 7, k % 13));
+            d.push_str(&format!(
+                "e2e.burst.gauge.{}:{k}|g|#i:{k},shard:{}\n",
+                k % 7,
+                k % 13
+            ));
         }
         assert!(d.len() < 8192, "datagram of {} B", d.len());
         raw.send_to(d.as_bytes(), udp).unwrap();
@@ -620,7 +644,10 @@ async fn a_burst_of_30000_contexts_is_split_into_several_payloads_within_the_lim
 
     assert!(intake.violations().is_empty(), "{:?}", intake.violations());
     let reqs = intake.requests_to(SERIES);
-    assert!(reqs.len() >= 3, "30,000 points need several payloads: {reqs:?}");
+    assert!(
+        reqs.len() >= 3,
+        "30,000 points need several payloads: {reqs:?}"
+    );
     for r in &reqs {
         assert_eq!(r.answer, Answer::Status(202), "{r:?}");
         assert!(r.points <= 10_000, "{r:?}");
