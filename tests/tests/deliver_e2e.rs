@@ -674,3 +674,63 @@ async fn a_burst_of_30000_contexts_is_split_into_several_payloads_within_the_lim
     ledger.assert_balanced();
     assert_eq!(ledger.delivered, CONTEXTS as u64, "{ledger:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payload_kind_survives_server_errors_and_arrives_exactly_once() {
+    let intake = FakeIntake::start(KEY).await;
+    intake.push_replies([Reply::Status(500), Reply::Status(429)]);
+    let mut offpath = start(&intake, &[("OFFPATH_FLUSH_INTERVAL", "3600")]);
+    let udp = offpath.udp.unwrap();
+    send_contexts(udp, "kinds", 4);
+    let c = client(udp);
+    for v in [10u64, 20] {
+        c.distribution_with_tags("kinds.dist", v).send();
+    }
+    raw_send(
+        udp,
+        &[b"_e{4,4}:boom|text", b"_sc|e2e.kinds.check|1|m:warn"],
+    );
+    wait_received(&offpath, 4 + 2 + 1 + 1);
+    let ledger = stop(&mut offpath);
+
+    assert_contexts_once(&intake, "kinds", 4);
+    let t = intake.sketch_totals("e2e.kinds.dist", &[]).unwrap();
+    assert_eq!((t.cnt, t.min, t.max, t.sum), (2, 10.0, 20.0, 30.0));
+    assert_eq!(intake.events().len(), 1, "{:?}", intake.events());
+    assert_eq!(intake.service_checks().len(), 1);
+    let failed = intake
+        .requests()
+        .iter()
+        .filter(|r| !matches!(r.answer, Answer::Status(202)))
+        .count();
+    assert_eq!(failed, 2, "{:?}", intake.requests());
+    ledger.assert_balanced();
+    assert_eq!(ledger.delivered, 8, "{ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_hung_intake_falls_back_within_the_shutdown_timeout_and_the_ledger_balances()
+{
+    let intake = FakeIntake::start(KEY).await;
+    intake.set_default_reply(Reply::Hang);
+    let mut offpath = start(
+        &intake,
+        &[
+            ("OFFPATH_FLUSH_INTERVAL", "3600"),
+            ("OFFPATH_SHUTDOWN_TIMEOUT", "3"),
+        ],
+    );
+    send_contexts(offpath.udp.unwrap(), "stuck", 8);
+    wait_received(&offpath, 8);
+    let ledger = stop(&mut offpath);
+
+    assert!(intake.series("e2e.stuck").is_empty());
+    let stdout = offpath.stdout_json();
+    let records: Vec<&Value> = stdout
+        .iter()
+        .filter(|r| r["kind"] == "series" && r["metric"] == "e2e.stuck")
+        .collect();
+    assert_eq!(records.len(), 8, "fallback records: {stdout:?}");
+    ledger.assert_balanced();
+    assert_eq!(ledger.fell_back, 8, "{ledger:?}");
+}
