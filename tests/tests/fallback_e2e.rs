@@ -298,8 +298,9 @@ enum Outage {
 }
 
 /// Outage → the workload lands in the log group → the intake recovers → new data is delivered; the
-/// ledger balances. Returns the time from the recovery to the first delivered payload.
-async fn outage_then_recovery(outage: Outage) -> Duration {
+/// ledger balances. Returns how long the outage lasted and the time from the recovery to the first
+/// delivered payload.
+async fn outage_then_recovery(outage: Outage) -> (Duration, Duration) {
     let moto = Moto::start();
     let intake = FakeIntake::start(KEY).await;
     let group = format!("/offpath/e2e-{outage:?}").to_lowercase();
@@ -315,6 +316,7 @@ async fn outage_then_recovery(outage: Outage) -> Duration {
         Outage::Unreachable => format!("http://{closed_addr}"),
     };
     let mut offpath = start(&sidecar_env(&url, KEY, &moto, &group));
+    let outage_started = Instant::now();
 
     let (lines, outage_points) = workload("outage");
     send(&offpath, &lines, outage_points).await;
@@ -327,6 +329,7 @@ async fn outage_then_recovery(outage: Outage) -> Duration {
 
     // Recovery.
     let recovered_at = Instant::now();
+    let outage_lasted = recovered_at - outage_started;
     let _relay = match outage {
         Outage::Unavailable => {
             intake.set_default_reply(offpath_tests::fake_intake::Reply::Status(202));
@@ -387,15 +390,16 @@ async fn outage_then_recovery(outage: Outage) -> Duration {
         "data sent after the recovery fell back"
     );
     assert!(intake.violations().is_empty(), "{:?}", intake.violations());
-    recovery
+    (outage_lasted, recovery)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intake_answering_503_diverts_to_cloudwatch_and_new_data_returns_to_datadog_after_recovery()
  {
-    let recovery = outage_then_recovery(Outage::Unavailable).await;
+    let (outage, recovery) = outage_then_recovery(Outage::Unavailable).await;
     println!(
-        "time from the intake's recovery to the first delivered payload (503 outage): {} ms",
+        "time from the intake's recovery to the first delivered payload (503 outage of {} ms): {} ms",
+        outage.as_millis(),
         recovery.as_millis()
     );
 }
@@ -403,9 +407,10 @@ async fn an_intake_answering_503_diverts_to_cloudwatch_and_new_data_returns_to_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_intake_diverts_to_cloudwatch_and_new_data_returns_to_datadog_once_it_listens()
  {
-    let recovery = outage_then_recovery(Outage::Unreachable).await;
+    let (outage, recovery) = outage_then_recovery(Outage::Unreachable).await;
     println!(
-        "time from the intake's recovery to the first delivered payload (connection refused): {} ms",
+        "time from the intake's recovery to the first delivered payload (connection refused of {} ms): {} ms",
+        outage.as_millis(),
         recovery.as_millis()
     );
 }
@@ -630,6 +635,16 @@ async fn replay_from_the_log_group_recreates_exactly_the_series_and_sketches_the
     assert_eq!(
         got_sketches, want_sketches,
         "replayed sketches differ\n{stdout}"
+    );
+    let checks: Vec<_> = up
+        .service_checks()
+        .into_iter()
+        .filter(|c| c.check == "e2e.replayed.check")
+        .collect();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(
+        (checks[0].status, checks[0].message.as_deref()),
+        (1, Some("degraded"))
     );
     assert!(up.violations().is_empty(), "{:?}", up.violations());
 }
