@@ -722,6 +722,11 @@ impl FakeIntake {
             .sum()
     }
 
+    /// Every accepted sketch series.
+    pub fn all_sketches(&self) -> Vec<ReceivedSketch> {
+        self.shared.lock().sketches.clone()
+    }
+
     /// Accepted sketch series named `metric` with every tag of `tags`.
     pub fn sketches(&self, metric: &str, tags: &[&str]) -> Vec<ReceivedSketch> {
         self.shared
