@@ -2,8 +2,9 @@
 //! invalid configuration, `offpath check` against the fake intake, SIGTERM under load, a second signal
 //! during a stuck shutdown, `/health` and `/status`, and the API key never being printed.
 
+use std::io::Write;
 use std::net::UdpSocket;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -518,10 +519,12 @@ fn a_second_signal_during_a_stuck_shutdown_exits_at_once() {
 fn health_is_200_and_status_matches_what_was_sent() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("dsd.socket");
+    let stream_sock = dir.path().join("dsd-stream.socket");
     let mut offpath = Offpath::start(
         &[],
         &[
             ("DD_DOGSTATSD_SOCKET", sock.to_str().unwrap()),
+            ("DD_DOGSTATSD_STREAM_SOCKET", stream_sock.to_str().unwrap()),
             ("OFFPATH_FLUSH_INTERVAL", "3600"),
             ("OFFPATH_SELF_TELEMETRY", "false"),
         ],
@@ -553,8 +556,18 @@ fn health_is_200_and_status_matches_what_was_sent() {
     for p in uds_packets {
         uds.send_to(p, &sock).unwrap();
     }
-    let packets = (udp_packets.len() + uds_packets.len()) as u64;
-    let points = 1 + 3 + 3 + 1 + 2;
+    // Unix stream socket: 2 frames (u32 little-endian length + payload), 1 + 2 points.
+    let stream_frames: [&[u8]; 2] = [b"st.f:1|c", b"st.g:5|ms\nst.h:x|s"];
+    let mut stream = UnixStream::connect(&stream_sock).unwrap();
+    for f in stream_frames {
+        stream
+            .write_all(&u32::try_from(f.len()).unwrap().to_le_bytes())
+            .unwrap();
+        stream.write_all(f).unwrap();
+    }
+    stream.flush().unwrap();
+    let packets = (udp_packets.len() + uds_packets.len() + stream_frames.len()) as u64;
+    let points = 1 + 3 + 3 + 1 + 2 + 3;
     let s = wait_status(&offpath, "every packet parsed", |s| {
         s["packets_received"].as_u64() == Some(packets)
             && received(s) >= points
@@ -586,6 +599,9 @@ fn health_is_200_and_status_matches_what_was_sent() {
     assert_eq!(sum("udp ", "bytes"), udp_bytes as u64, "{s}");
     assert_eq!(sum("unixgram ", "packets"), uds_packets.len() as u64, "{s}");
     assert_eq!(sum("unixgram ", "bytes"), uds_bytes as u64, "{s}");
+    let stream_bytes: usize = stream_frames.iter().map(|f| f.len()).sum();
+    assert_eq!(sum("unix ", "packets"), stream_frames.len() as u64, "{s}");
+    assert_eq!(sum("unix ", "bytes"), stream_bytes as u64, "{s}");
     for l in listeners {
         let dropped: u64 = l["dropped"]
             .as_object()
@@ -598,7 +614,13 @@ fn health_is_200_and_status_matches_what_was_sent() {
 
     let (code, body) = offpath.http_get("/health");
     assert_eq!(code, 200, "{body}");
+    drop(stream);
     assert_eq!(offpath.stop(), Some(0), "stderr:\n{}", offpath.stderr());
+    assert!(
+        !offpath.stderr().contains('\u{1b}'),
+        "stderr is not a terminal (journald, docker logs): no colour escape codes:\n{}",
+        offpath.stderr()
+    );
     // The local-mode ledger at exit: every point was written as a record.
     let (received, delivered, fell_back, dropped) = summary(&offpath.stderr());
     assert_eq!(received, points);
@@ -662,4 +684,35 @@ fn the_api_key_never_appears_in_output_status_check_or_help() {
     }
     let out = run_once(&["check"], &with_key);
     assert!(text(&out).contains("403"), "{}", text(&out));
+}
+
+#[test]
+fn disabling_tls_verification_is_logged_as_a_warning() {
+    let rt = runtime();
+    let intake = rt.block_on(FakeIntake::start(SECRET_KEY));
+    let mut offpath = Offpath::start(
+        &[],
+        &[
+            ("DD_API_KEY", SECRET_KEY),
+            ("DD_DD_URL", &intake.url()),
+            ("DD_SKIP_SSL_VALIDATION", "true"),
+        ],
+    );
+    assert_eq!(offpath.stop(), Some(0), "stderr:\n{}", offpath.stderr());
+    let stderr = offpath.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("DD_SKIP_SSL_VALIDATION")),
+        "{stderr}"
+    );
+    assert_no_secret("stderr", &stderr);
+
+    // Without it, no such warning.
+    let mut offpath = Offpath::start(
+        &[],
+        &[("DD_API_KEY", SECRET_KEY), ("DD_DD_URL", &intake.url())],
+    );
+    assert_eq!(offpath.stop(), Some(0), "stderr:\n{}", offpath.stderr());
+    assert!(!offpath.stderr().contains("DD_SKIP_SSL_VALIDATION"));
 }
