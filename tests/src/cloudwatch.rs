@@ -275,6 +275,7 @@ impl PutCall {
 #[derive(Debug, Default)]
 struct ProxyState {
     faults: Vec<Fault>,
+    always: Option<Fault>,
     requests: Vec<ProxiedRequest>,
 }
 
@@ -296,6 +297,7 @@ impl FaultProxy {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ProxyState {
             faults: faults.into_iter().rev().collect(),
+            always: None,
             requests: Vec::new(),
         }));
         let upstream = upstream.trim_end_matches('/').to_owned();
@@ -324,6 +326,12 @@ impl FaultProxy {
             state,
             task,
         }
+    }
+
+    /// Answer every PutLogEvents call with `fault` from now on (`None`: back to the scripted faults,
+    /// then pass-through).
+    pub fn fail_every_put(&self, fault: Option<Fault>) {
+        self.state.lock().unwrap().always = fault;
     }
 
     /// Every request so far.
@@ -400,7 +408,7 @@ async fn proxy(
     let (fault, index) = {
         let mut st = state.lock().unwrap();
         let fault = if target.ends_with(".PutLogEvents") {
-            st.faults.pop()
+            st.always.or_else(|| st.faults.pop())
         } else {
             None
         };

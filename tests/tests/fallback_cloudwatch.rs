@@ -476,7 +476,8 @@ async fn emf_documents_follow_the_embedded_metric_format_spec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_wait_while_cloudwatch_fails_and_only_an_overflow_drops_them() {
     let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.endpoint, vec![Fault::Bare503; 3]).await;
+    let proxy = FaultProxy::start(&moto.endpoint, vec![]).await;
+    proxy.fail_every_put(Some(Fault::Bare503));
     let telemetry = Arc::new(Telemetry::default());
     let mut fb = fallback(FallbackFormat::Offpath, &proxy, &telemetry)
         .await
@@ -495,6 +496,7 @@ async fn records_wait_while_cloudwatch_fails_and_only_an_overflow_drops_them() {
     let overflow = telemetry.points.dropped[PointDrop::FallbackOverflow as usize].load(Relaxed);
     assert!(overflow > 0);
 
+    proxy.fail_every_put(None);
     fb.flush(deadline(60)).await;
     assert_eq!(fb.buffered_bytes(), 0);
     assert_eq!(
@@ -506,6 +508,24 @@ async fn records_wait_while_cloudwatch_fails_and_only_an_overflow_drops_them() {
         stored.len() as u64,
         telemetry.forward.fallback_records.load(Relaxed)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_buffer_is_sent_rather_than_dropped_while_cloudwatch_answers() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint, vec![]).await;
+    let telemetry = Arc::new(Telemetry::default());
+    let mut fb = fallback(FallbackFormat::Offpath, &proxy, &telemetry)
+        .await
+        .with_buffer_max_bytes(300_000);
+    let flush = series_burst(20_000, now());
+    fb.write_flush(&flush).await;
+    fb.flush(deadline(60)).await;
+    assert_eq!(telemetry.points.dropped_total(), 0);
+    assert_eq!(fell_back(&telemetry), flush.samples());
+    for c in proxy.put_calls() {
+        assert_call_within_limits(&c);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,11 @@ impl Buffer {
         }
     }
 
+    /// True when adding `len` bytes would push older records out.
+    pub fn would_overflow(&self, len: usize) -> bool {
+        !self.events.is_empty() && self.bytes + len > self.max_bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -356,7 +361,10 @@ impl Destination {
 }
 
 /// Error code and message of an SDK error, or its display form.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub(crate) fn describe<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
     err: &SdkError<E, R>,
 ) -> String {
     match err.as_service_error() {

@@ -35,9 +35,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
 use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{FallbackConfig, FallbackFormat, FallbackMode};
+use crate::encode::{Payload, decode};
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 pub use cloudwatch::{
@@ -167,10 +170,10 @@ impl Fallback {
                 .await;
             return Self::with_aws(cfg, in_lambda, telemetry, &aws);
         }
-        Self::with_aws_config_unused(cfg, in_lambda, telemetry)
+        Self::without_aws(cfg, in_lambda, telemetry)
     }
 
-    fn with_aws_config_unused(
+    fn without_aws(
         cfg: &FallbackConfig,
         in_lambda: bool,
         telemetry: Arc<Telemetry>,
@@ -199,7 +202,7 @@ impl Fallback {
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, FallbackError> {
         if SinkKind::resolve(cfg, in_lambda) != SinkKind::CloudWatch {
-            return Self::with_aws_config_unused(cfg, in_lambda, telemetry);
+            return Self::without_aws(cfg, in_lambda, telemetry);
         }
         let group = cfg.log_group.clone().ok_or(FallbackError::NoLogGroup)?;
         if !cloudwatch::valid_group(&group) {
@@ -298,6 +301,29 @@ impl Fallback {
         }
     }
 
+    /// Write the records of payloads the forwarder gave up on (decoded back into series, sketches,
+    /// events and service checks; each payload's samples are shared among its items).
+    /// `points.fell_back` grows when the records are written ([`Fallback::flush`]).
+    pub async fn write_payloads(&mut self, payloads: Vec<Payload>) {
+        for p in payloads {
+            if matches!(self.sink, Sink::Off) {
+                self.telemetry
+                    .points
+                    .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+                continue;
+            }
+            match decode(&p) {
+                Ok(flush) => self.write_flush(&flush).await,
+                Err(e) => {
+                    tracing::error!(error = %e, kind = p.kind.as_str(), "cannot decode a payload for the fallback; dropping it");
+                    self.telemetry
+                        .points
+                        .drop_points(PointDrop::FallbackRejected, p.samples);
+                }
+            }
+        }
+    }
+
     /// Write a flush's records (local mode, and the decoded payloads of the forwarder).
     /// `points.fell_back` grows when the records are written ([`Fallback::flush`]).
     pub async fn write_flush(&mut self, flush: &Flush) {
@@ -340,6 +366,12 @@ impl Fallback {
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
                 for r in records.drain(..) {
+                    if cw.buffer.would_overflow(r.line.len()) && cw.backoff.not_before().is_none() {
+                        // Make room by sending rather than dropping while CloudWatch answers; once a
+                        // call fails (backoff running) the oldest records give way instead.
+                        flush_cloudwatch(cw, t, Instant::now() + PERIODIC_FLUSH_BUDGET, false)
+                            .await;
+                    }
                     let dropped = cw.buffer.push(Pending::new(r.ts, r.line, r.samples, now));
                     t.points.drop_points(PointDrop::FallbackOverflow, dropped);
                 }
@@ -367,16 +399,18 @@ impl Fallback {
                     }
                 }
             }
-            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline).await,
+            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline, true).await,
         }
     }
 }
 
-async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Instant) {
+/// Send batches until the buffer is empty or `deadline`; with `wait`, sleep out backoffs that end
+/// before the deadline, without it return at the first backoff.
+async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Instant, wait: bool) {
     let mut created = false;
     while !cw.buffer.is_empty() {
         if let Some(at) = cw.backoff.not_before() {
-            if at >= deadline {
+            if at >= deadline || !wait {
                 return;
             }
             tokio::time::sleep_until(at).await;
@@ -443,6 +477,34 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
     }
 }
 
+/// Run the fallback as a task: write payloads as they arrive on `rx`, push records out every
+/// [`FLUSH_EVERY`] or as soon as a full CloudWatch batch waits, and when `rx` closes (every sender
+/// dropped) flush everything within [`FINAL_FLUSH_BUDGET`] and return.
+pub fn spawn(mut fb: Fallback, mut rx: mpsc::Receiver<Payload>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for p in batch.drain(..) {
+                        fb.write_payloads(vec![p]).await;
+                        if fb.wants_flush() {
+                            fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await;
+                        }
+                    }
+                }
+                _ = tick.tick() => fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await,
+            }
+        }
+        fb.flush(Instant::now() + FINAL_FLUSH_BUDGET).await;
+    })
+}
+
 impl Drop for Fallback {
     fn drop(&mut self) {
         let held = match &mut self.sink {
@@ -455,5 +517,64 @@ impl Drop for Fallback {
                 .points
                 .drop_points(PointDrop::ShutdownDeadline, held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(mode: FallbackMode, group: Option<&str>) -> FallbackConfig {
+        FallbackConfig {
+            mode,
+            log_group: group.map(str::to_owned),
+            log_stream: None,
+            format: FallbackFormat::Offpath,
+            emf_dimensions: vec![],
+            emf_namespace: "offpath".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_sink_follows_offpath_fallback_inside_and_outside_lambda() {
+        use FallbackMode::*;
+        let cases = [
+            (Auto, None, false, SinkKind::Stdout),
+            (Auto, Some("g"), false, SinkKind::CloudWatch),
+            (Auto, Some("g"), true, SinkKind::Stdout),
+            (Auto, None, true, SinkKind::Stdout),
+            (CloudWatch, Some("g"), true, SinkKind::CloudWatch),
+            (Stdout, Some("g"), false, SinkKind::Stdout),
+            (Off, Some("g"), true, SinkKind::Off),
+        ];
+        for (mode, group, lambda, want) in cases {
+            assert_eq!(
+                SinkKind::resolve(&cfg(mode, group), lambda),
+                want,
+                "{mode:?} {group:?} lambda={lambda}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_cloudwatch_settings_are_refused_with_the_key_to_fix() {
+        let t = Arc::new(Telemetry::default());
+        let aws = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let mut c = cfg(FallbackMode::CloudWatch, Some("bad name"));
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_GROUP"));
+        c.log_group = Some("good".into());
+        c.log_stream = Some("a:b".into());
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_STREAM"));
+        c.log_stream = None;
+        let no_region = aws_config::SdkConfig::builder().build();
+        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &no_region).unwrap_err();
+        assert_eq!(e, FallbackError::NoRegion);
+        c.log_group = None;
+        let e = Fallback::with_aws(&c, false, t, &aws).unwrap_err();
+        assert_eq!(e, FallbackError::NoLogGroup);
     }
 }

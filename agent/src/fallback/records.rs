@@ -19,11 +19,12 @@
 //!     distribution is the total count), a `count` point as its value, a `gauge` point as its value;
 //!   - a sketch bucket goes out as one line per value it holds, each line carrying its bin's value
 //!     (γ^(k−1338), within 1/128 of the original; the lowest line carries the exact `min`, the highest the
-//!     exact `max`). Datadog rebuilds the same bins from these values, so percentiles, count and sum
-//!     match the sketch's — **exact only for distributions, and only up to [`EXPANDED_VALUES_MAX`] values
-//!     per bucket**: above that the lines are allotted to bins in proportion (largest remainder), so
-//!     percentiles stay within the sketch's precision plus 1/[`EXPANDED_VALUES_MAX`] of rank, while
-//!     count and sum are scaled down;
+//!     exact `max`). Datadog rebuilds the same bins from these values, so count, min, max and the bins
+//!     (hence percentiles) match the sketch's and the sum is within 1/128 — **exact only for
+//!     distributions, and only up to [`EXPANDED_VALUES_MAX`] values per bucket**: above that the lines
+//!     are allotted to bins in proportion (largest remainder), so percentiles stay within the sketch's
+//!     precision plus 1/[`EXPANDED_VALUES_MAX`] of rank, while count and sum are scaled down. Each value
+//!     is one log event (about 100 bytes), which is what this format costs;
 //!   - a non-empty host becomes a `host:<host>` tag (the line has no host field);
 //!   - the Forwarder types every name as a distribution: a name that Datadog already holds as a gauge or
 //!     count conflicts (PROTOCOLS.md §4.1 "type-conflict caveat").

@@ -25,9 +25,16 @@
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::time::Instant;
+
+use crate::encode::{EncodeError, Encoder};
+use crate::forward::Forwarder;
 use crate::model::Flush;
+use crate::telemetry::Telemetry;
 
 use super::records::{Parsed, RecordError, parse_record};
 
@@ -219,6 +226,9 @@ pub enum ReplayError {
     /// The AWS SDK found no region for the log group source.
     #[error("no AWS region to read --log-group from: set AWS_REGION")]
     NoRegion,
+    /// The records could not be encoded for the intake.
+    #[error("cannot encode replayed records: {0}")]
+    Encode(#[from] EncodeError),
     /// FilterLogEvents failed.
     #[error(
         "FilterLogEvents on log group {group}: {message} (check --log-group, --log-stream and AWS credentials)"
@@ -278,6 +288,178 @@ pub fn parse_time(flag: &'static str, value: &str, now_ms: i64) -> Result<i64, R
         rest = &rest[digits + 1..];
     }
     Ok(now_ms - total)
+}
+
+/// Replay `opts.source` through `fwd`: read every record, re-encode with `enc`, send batch by batch,
+/// then retry what the forwarder queued until a last deadline. `telemetry` must be the forwarder's:
+/// what was delivered is read from its `points.delivered`. Build the forwarder without an overflow
+/// channel so that nothing goes back to a fallback.
+///
+/// # Errors
+/// A [`ReplayError`] when the source cannot be read or the records cannot be encoded; what was sent
+/// before the error stays sent.
+pub async fn replay(
+    opts: &ReplayOptions,
+    enc: &Encoder,
+    fwd: &mut Forwarder,
+    telemetry: &Telemetry,
+) -> Result<ReplayReport, ReplayError> {
+    let delivered_before = telemetry.points.delivered.load(Relaxed);
+    let mut r = Replayer {
+        collector: Collector::new(opts.now, opts.dedupe),
+        enc,
+        fwd,
+        batch_deadline: opts.batch_deadline,
+    };
+    match &opts.source {
+        ReplaySource::File(path) => {
+            let shown = path.display().to_string();
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|source| ReplayError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+            r.read(BufReader::new(file), &shown).await?;
+        }
+        ReplaySource::Stdin => r.read(BufReader::new(tokio::io::stdin()), "-").await?,
+        ReplaySource::LogGroup {
+            group,
+            stream,
+            since_ms,
+            until_ms,
+        } => {
+            let aws = match &opts.aws {
+                Some(aws) => aws.clone(),
+                None => {
+                    aws_config::defaults(aws_config::BehaviorVersion::latest())
+                        .load()
+                        .await
+                }
+            };
+            if aws.region().is_none() {
+                return Err(ReplayError::NoRegion);
+            }
+            let client = aws_sdk_cloudwatchlogs::Client::new(&aws);
+            r.log_group(&client, group, stream.as_deref(), *since_ms, *until_ms)
+                .await?;
+        }
+    }
+    r.ship().await?;
+    r.fwd
+        .retry_queued(Instant::now() + opts.batch_deadline)
+        .await;
+    let left: u64 = r.fwd.take_queued().iter().map(|p| p.samples).sum();
+    let mut report = r.collector.report;
+    report.delivered = telemetry
+        .points
+        .delivered
+        .load(Relaxed)
+        .saturating_sub(delivered_before);
+    report.not_delivered = report.sent.saturating_sub(report.delivered);
+    if left > 0 {
+        tracing::warn!(
+            items = left,
+            "replay: the intake did not accept everything before the deadline"
+        );
+    }
+    tracing::info!("{report}");
+    Ok(report)
+}
+
+/// The replay loop's state: the collector and where batches go.
+struct Replayer<'a> {
+    collector: Collector,
+    enc: &'a Encoder,
+    fwd: &'a mut Forwarder,
+    batch_deadline: Duration,
+}
+
+impl Replayer<'_> {
+    async fn line(&mut self, line: &str) -> Result<(), ReplayError> {
+        self.collector.line(line);
+        if self.collector.full() {
+            self.ship().await?;
+        }
+        Ok(())
+    }
+
+    /// Encode and send what has been gathered.
+    async fn ship(&mut self) -> Result<(), ReplayError> {
+        let flush = self.collector.take();
+        if flush.is_empty() {
+            return Ok(());
+        }
+        self.collector.report.sent += flush.samples();
+        let payloads = self.enc.encode(&flush)?;
+        self.fwd
+            .send(payloads, Instant::now() + self.batch_deadline)
+            .await;
+        Ok(())
+    }
+
+    async fn read(
+        &mut self,
+        mut input: impl AsyncBufRead + Unpin,
+        shown: &str,
+    ) -> Result<(), ReplayError> {
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n =
+                input
+                    .read_until(b'\n', &mut buf)
+                    .await
+                    .map_err(|source| ReplayError::Read {
+                        path: shown.to_owned(),
+                        source,
+                    })?;
+            if n == 0 {
+                return Ok(());
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if !line.trim().is_empty() {
+                self.line(line).await?;
+            }
+        }
+    }
+
+    /// Every page of FilterLogEvents over the range.
+    async fn log_group(
+        &mut self,
+        client: &aws_sdk_cloudwatchlogs::Client,
+        group: &str,
+        stream: Option<&str>,
+        since_ms: i64,
+        until_ms: Option<i64>,
+    ) -> Result<(), ReplayError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = client
+                .filter_log_events()
+                .log_group_name(group)
+                .set_log_stream_names(stream.map(|s| vec![s.to_owned()]))
+                .start_time(since_ms)
+                .set_end_time(until_ms)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| ReplayError::CloudWatch {
+                    group: group.to_owned(),
+                    message: super::cloudwatch::describe(&e),
+                })?;
+            for e in page.events() {
+                if let Some(m) = e.message() {
+                    self.line(m).await?;
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 /// Gathers records into a [`Flush`]: skips other lines, duplicates (with dedupe) and what is too old.

@@ -118,6 +118,9 @@ pub struct Forwarder {
     telemetry: Arc<Telemetry>,
     overflow: Option<mpsc::Sender<Payload>>,
     queue: RetryQueue,
+    /// Payloads of the `send`/`retry_queued` call in progress, until each one's fate is settled: a
+    /// call cancelled at shutdown loses nothing, [`Forwarder::take_queued`] hands these on too.
+    pending: VecDeque<Payload>,
     breaker: Breaker,
     policy: RetryPolicy,
     encoder: Encoder,
@@ -232,6 +235,7 @@ impl Forwarder {
             telemetry,
             overflow,
             queue: RetryQueue::new(cfg.retry_queue_max_bytes),
+            pending: VecDeque::new(),
             breaker: Breaker::new(policy.breaker_threshold, policy.probe),
             policy,
             encoder: Encoder::new(cfg.zstd_level),
@@ -266,13 +270,21 @@ impl Forwarder {
     /// delivered by then joins the retry queue (or goes to `overflow` while the breaker is open).
     /// When everything went through and time is left, queued payloads are retried too.
     pub async fn send(&mut self, payloads: Vec<Payload>, deadline: Instant) {
-        self.run(payloads.into(), deadline).await;
+        self.enqueue(payloads);
+        self.run(VecDeque::new(), deadline).await;
         if self.breaker.state() == BreakerState::Closed && !self.queue.is_empty() {
             self.retry_queued(deadline).await;
         }
     }
 
-    /// Retry what waits in the retry queue, oldest first, before `deadline`.
+    /// Take `payloads` in without sending yet; the next [`Forwarder::retry_queued`] (or `send`) sends
+    /// them first. Lets a caller cancel the sending future without losing what it handed over.
+    pub fn enqueue(&mut self, payloads: Vec<Payload>) {
+        self.pending.extend(payloads);
+    }
+
+    /// Send what [`Forwarder::enqueue`] took in, then retry what waits in the retry queue, oldest
+    /// first, before `deadline`.
     pub async fn retry_queued(&mut self, deadline: Instant) {
         let queued = self.queue.drain();
         self.sync_queue_bytes();
@@ -281,7 +293,8 @@ impl Forwarder {
 
     /// Take everything out of the retry queue (at shutdown, for the fallback).
     pub fn take_queued(&mut self) -> Vec<Payload> {
-        let all = self.queue.drain();
+        let mut all: Vec<Payload> = self.pending.drain(..).collect();
+        all.extend(self.queue.drain());
         self.sync_queue_bytes();
         all
     }
@@ -317,46 +330,43 @@ impl Forwarder {
         }
     }
 
-    async fn run(&mut self, mut work: VecDeque<Payload>, deadline: Instant) {
-        while let Some(p) = work.pop_front() {
+    async fn run(&mut self, work: VecDeque<Payload>, deadline: Instant) {
+        self.pending.extend(work);
+        // Each payload stays at the front of `pending` (cloning a payload only bumps the `Bytes`
+        // refcount) until its fate is settled, so cancelling this future loses nothing.
+        while let Some(p) = self.pending.front().cloned() {
+            let mut parts = Vec::new();
             if p.exceeds_limits() {
                 // Only a single item that the encoder could not cut gets here; never send it.
-                self.split_or_drop(&p, &mut work);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
+                parts = self.split_or_drop(&p);
+            } else if Instant::now() >= deadline {
                 self.undelivered(p, deadline).await;
-                continue;
-            }
-            let fate = match self.breaker.admit(now) {
-                Admission::Divert => Fate::Undelivered(p),
-                Admission::Probe => {
-                    self.publish_breaker();
-                    tracing::debug!(kind = p.kind.as_str(), "probing the intake");
-                    self.deliver(p, deadline, true).await
-                }
-                Admission::Send => self.deliver(p, deadline, false).await,
-            };
-            match fate {
-                Fate::Done => {}
-                Fate::Parts(parts) => {
-                    for part in parts.into_iter().rev() {
-                        work.push_front(part);
+            } else {
+                let fate = match self.breaker.admit(Instant::now()) {
+                    Admission::Divert => Fate::Undelivered(p),
+                    Admission::Probe => {
+                        self.publish_breaker();
+                        tracing::debug!(kind = p.kind.as_str(), "probing the intake");
+                        self.deliver(p, deadline, true).await
                     }
+                    Admission::Send => self.deliver(p, deadline, false).await,
+                };
+                match fate {
+                    Fate::Done => {}
+                    Fate::Parts(ps) => parts = ps,
+                    Fate::Undelivered(p) => self.undelivered(p, deadline).await,
                 }
-                Fate::Undelivered(p) => self.undelivered(p, deadline).await,
+            }
+            self.pending.pop_front();
+            for part in parts.into_iter().rev() {
+                self.pending.push_front(part);
             }
         }
     }
 
-    fn split_or_drop(&mut self, p: &Payload, work: &mut VecDeque<Payload>) {
+    fn split_or_drop(&mut self, p: &Payload) -> Vec<Payload> {
         match split(p, &self.encoder) {
-            Ok(parts) => {
-                for part in parts.into_iter().rev() {
-                    work.push_front(part);
-                }
-            }
+            Ok(parts) => parts,
             Err(e) => {
                 tracing::warn!(
                     kind = p.kind.as_str(),
@@ -369,6 +379,7 @@ impl Forwarder {
                 self.telemetry
                     .points
                     .drop_points(PointDrop::TooLarge, p.samples);
+                Vec::new()
             }
         }
     }
@@ -395,9 +406,7 @@ impl Forwarder {
                 }
                 Outcome::Split => {
                     self.intake_answered();
-                    let mut parts = VecDeque::new();
-                    self.split_or_drop(&p, &mut parts);
-                    return Fate::Parts(parts.into());
+                    return Fate::Parts(self.split_or_drop(&p));
                 }
                 Outcome::KeyProblem => {
                     if !self.logged_key_problem {
