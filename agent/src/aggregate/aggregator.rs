@@ -276,8 +276,14 @@ impl Aggregator {
                 }
             }
             value => {
+                // The parser already clamps; a hand-built message may not have.
+                let rate = if m.sample_rate > 0.0 && m.sample_rate <= 1.0 {
+                    m.sample_rate
+                } else {
+                    1.0
+                };
                 for v in numbers(&m.value).filter(|v| v.is_finite()) {
-                    value.add(v, m.sample_rate);
+                    value.add(v, rate);
                 }
                 kept = finite;
             }
