@@ -215,7 +215,10 @@ impl Aggregator {
     }
 
     fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, tally: &mut Tally) {
-        let n = m.value.len() as u64;
+        let n = match m.value {
+            MetricValue::Single(_) | MetricValue::Set(_) => 1,
+            MetricValue::Packed(p) => p.len() as u64,
+        };
         tally.received += n;
         let lambda = self.mapping == MetricMapping::LambdaDistribution;
         if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
@@ -409,14 +412,10 @@ enum Special<'a> {
 }
 
 fn special_tag(t: &str) -> Special<'_> {
-    if let Some(h) = t.strip_prefix("host:") {
-        Special::Host(h)
-    } else if t.starts_with("dd.internal.")
-        && METADATA_TAG_PREFIXES.iter().any(|p| t.starts_with(p))
-    {
-        Special::Metadata
-    } else {
-        Special::No
+    match t.as_bytes().first() {
+        Some(b'h') => t.strip_prefix("host:").map_or(Special::No, Special::Host),
+        Some(b'd') if METADATA_TAG_PREFIXES.iter().any(|p| t.starts_with(p)) => Special::Metadata,
+        _ => Special::No,
     }
 }
 

@@ -41,8 +41,10 @@ pub(super) fn tag_hash(tag: &str) -> u64 {
 
 /// Put tags in canonical order and drop duplicates.
 pub(super) fn canonicalize(tags: &mut TagBuf<'_>) {
-    tags.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    tags.dedup();
+    if tags.len() > 1 {
+        tags.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        tags.dedup();
+    }
 }
 
 /// The key of one metric line, borrowed from the packet: built, hashed and compared without allocating.
