@@ -352,6 +352,10 @@ impl<F: Flusher> Lifecycle<F> {
                 .map(Instant::from_std);
         self.drain_telemetry();
         self.pipeline.reap();
+        if self.pipeline.is_down() {
+            // Nothing to flush: answer event/next at once, never wait for runtimeDone.
+            return;
+        }
 
         let plan = self
             .policy
@@ -535,6 +539,10 @@ impl<F: Flusher> Pipeline<F> {
             failure_logged: false,
             overrun_logged: false,
         }
+    }
+
+    fn is_down(&self) -> bool {
+        matches!(self.slot, Slot::Down)
     }
 
     fn set_tags(&mut self, tags: Vec<String>) {

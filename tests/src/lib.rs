@@ -2,4 +2,5 @@
 //! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod lambda_runtime;
 pub mod support;
