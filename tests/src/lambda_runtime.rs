@@ -537,7 +537,17 @@ impl Extension {
 
     /// Start `binary` (an `offpath-lambda` build) with exactly `env` (plus PATH).
     pub fn start_binary(binary: &std::path::Path, env: HashMap<String, String>) -> Self {
+        Self::start_with_args(binary, &[], env)
+    }
+
+    /// Start `binary` with `args` and exactly `env` (plus PATH).
+    pub fn start_with_args(
+        binary: &std::path::Path,
+        args: &[&str],
+        env: HashMap<String, String>,
+    ) -> Self {
         let mut child = tokio::process::Command::new(binary)
+            .args(args)
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH"))
             .envs(env)

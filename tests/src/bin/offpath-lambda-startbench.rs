@@ -1,0 +1,106 @@
+//! Start-up benchmark of the Lambda extension: time from exec to the register call, and to the first
+//! `event/next` (registered, configured, telemetry subscribed), against the fake Runtime API.
+//!
+//! ```text
+//! offpath-lambda-startbench [--runs N] <offpath-lambda binary>...
+//! offpath-lambda-startbench [--runs N] --probe <register_probe example binary>
+//! ```
+//! Each run starts a fresh fake Runtime API and a fresh process, then shuts it down with SHUTDOWN.
+//! `--probe` compares the cold register round trip of the extension's hyper client with reqwest's
+//! (`cargo build --release -p offpath-lambda --example register_probe`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use offpath_tests::lambda_runtime::{
+    CallKind, Extension, FakeRuntime, TelemetryMode, extension_env,
+};
+
+fn summary(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{name:<34} n={:<3} median {:>8.2} ms  p90 {:>8.2} ms  min {:>8.2} ms  max {:>8.2} ms",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.9).as_secs_f64() * 1e3,
+        samples[0].as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3,
+    );
+}
+
+/// One start of `binary` (with `args`); returns (exec -> register, exec -> first event/next).
+async fn one_start(binary: &Path, args: &[&str], wait_ready: bool) -> (Duration, Option<Duration>) {
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let env = extension_env(&rt, &[("DD_LOG_LEVEL", "warn")]);
+    let t0 = Instant::now();
+    let mut ext = Extension::start_with_args(binary, args, env);
+    let calls = rt
+        .wait_for("register", |c| {
+            c.iter()
+                .any(|c| matches!(c.kind, CallKind::Register { .. }))
+        })
+        .await;
+    let register = calls
+        .iter()
+        .find(|c| matches!(c.kind, CallKind::Register { .. }))
+        .unwrap()
+        .at
+        - t0;
+    let ready = if wait_ready {
+        let calls = rt.wait_next_event(1).await;
+        let first = calls
+            .iter()
+            .find(|c| c.kind == CallKind::NextEvent)
+            .unwrap();
+        rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+        Some(first.at - t0)
+    } else {
+        None
+    };
+    ext.wait_exit().await;
+    (register, ready)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut runs = 20;
+    let mut probe: Option<PathBuf> = None;
+    let mut binaries = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--probe" => probe = Some(args.next().expect("--probe <binary>").into()),
+            _ => binaries.push(PathBuf::from(a)),
+        }
+    }
+    if binaries.is_empty() && probe.is_none() {
+        eprintln!(
+            "usage: offpath-lambda-startbench [--runs N] <offpath-lambda>... | --probe <register_probe>"
+        );
+        std::process::exit(2);
+    }
+    for binary in &binaries {
+        let mut register = Vec::new();
+        let mut ready = Vec::new();
+        for _ in 0..runs {
+            let (r, f) = one_start(binary, &[], true).await;
+            register.push(r);
+            ready.extend(f);
+        }
+        println!("{}", binary.display());
+        summary("exec -> register", register);
+        summary("exec -> first event/next", ready);
+    }
+    if let Some(probe) = probe {
+        for client in ["hyper", "reqwest"] {
+            let mut register = Vec::new();
+            for _ in 0..runs {
+                register.push(one_start(&probe, &[client], false).await.0);
+            }
+            summary(&format!("probe {client}: exec -> register"), register);
+        }
+    }
+}
