@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod self_metrics;
+pub use self_metrics::SelfMetrics;
+
 /// Why whole packets were dropped before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketDrop {
@@ -58,11 +61,14 @@ pub enum PointDrop {
     FallbackRejected,
     /// Shutdown deadline passed before the data could be delivered or written.
     ShutdownDeadline,
+    /// A per-context bound of the aggregator was reached (set members per bucket, timestamped points between
+    /// flushes), or too many events and service checks waited for one flush.
+    AggregateLimit,
 }
 
 impl PointDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PointDrop; 10] = [
+    pub const ALL: [PointDrop; 11] = [
         Self::NonFinite,
         Self::ContextLimit,
         Self::TimestampUnsupported,
@@ -73,6 +79,7 @@ impl PointDrop {
         Self::FallbackOverflow,
         Self::FallbackRejected,
         Self::ShutdownDeadline,
+        Self::AggregateLimit,
     ];
 
     /// The counter label.
@@ -88,6 +95,7 @@ impl PointDrop {
             Self::FallbackOverflow => "fallback_overflow",
             Self::FallbackRejected => "fallback_rejected",
             Self::ShutdownDeadline => "shutdown_deadline",
+            Self::AggregateLimit => "aggregate_limit",
         }
     }
 }
@@ -103,6 +111,8 @@ pub struct ListenerStats {
     pub bytes: AtomicU64,
     /// Packets dropped, indexed like [`PacketDrop::ALL`].
     pub dropped: [AtomicU64; 3],
+    /// Unix stream connections closed at once because the listener already served its maximum.
+    pub connections_refused: AtomicU64,
 }
 
 impl ListenerStats {
