@@ -4,14 +4,21 @@
 //! ```text
 //! offpath-lambda-startbench [--runs N] <offpath-lambda binary>...
 //! offpath-lambda-startbench [--runs N] --probe <register_probe example binary>
+//! offpath-lambda-startbench [--runs N] --post-runtime
 //! ```
+//! `--post-runtime` runs the lifecycle in process with a flusher that returns at once (`end` strategy)
+//! and times `runtimeDone` POSTed -> next `event/next`: the lifecycle's own post-runtime cost, without
+//! Lambda's telemetry buffering (25 ms) and without the pipeline's flush.
 //! Each run starts a fresh fake Runtime API and a fresh process, then shuts it down with SHUTDOWN.
 //! `--probe` compares the cold register round trip of the extension's hyper client with reqwest's
 //! (`cargo build --release -p offpath-lambda --example register_probe`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use offpath_lambda::lifecycle::{self, BoxError, FlushKind, FlushOutcome, Flusher, Options};
 
 use offpath_tests::lambda_runtime::{
     CallKind, Extension, FakeRuntime, TelemetryMode, extension_env,
@@ -63,9 +70,64 @@ async fn one_start(binary: &Path, args: &[&str], wait_ready: bool) -> (Duration,
     (register, ready)
 }
 
+/// A flusher that has nothing to do: isolates the lifecycle's own cost.
+struct NothingToFlush;
+
+impl Flusher for NothingToFlush {
+    async fn flush(&mut self, _deadline: tokio::time::Instant, _kind: FlushKind) -> FlushOutcome {
+        FlushOutcome::Complete
+    }
+    fn set_tags(&mut self, _tags: Vec<String>) {}
+}
+
+async fn post_runtime(runs: usize) {
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let vars = extension_env(&rt, &[("DD_SERVERLESS_FLUSH_STRATEGY", "end")]);
+    let opts = Options {
+        runtime_api: rt.runtime_api(),
+        env: Arc::new(move |k| vars.get(k).cloned()),
+        proc_root: PathBuf::from("/proc"),
+        os_release: PathBuf::from("/etc/os-release"),
+    };
+    let run = tokio::spawn(lifecycle::run(opts, |_| async {
+        Ok::<_, BoxError>(NothingToFlush)
+    }));
+    rt.wait_next_event(1).await;
+    let mut samples = Vec::new();
+    for i in 0..runs {
+        let id = format!("r{i}");
+        rt.invoke(&id, Duration::from_secs(30)).await;
+        rt.wait_for("INVOKE delivered", |c| {
+            c.iter()
+                .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
+        })
+        .await;
+        rt.finish(&id).await;
+        let calls = rt.wait_next_event(i + 2).await;
+        let done = calls
+            .iter()
+            .rfind(|c| matches!(&c.kind, CallKind::RuntimeDone { request_id } if *request_id == id))
+            .unwrap()
+            .at;
+        let next = calls
+            .iter()
+            .rfind(|c| c.kind == CallKind::NextEvent)
+            .unwrap()
+            .at;
+        samples.push(next - done);
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    run.await.unwrap().unwrap();
+    summary("runtimeDone -> event/next (no-op flush)", samples.clone());
+    samples.sort();
+    let p99 = samples[((samples.len() - 1) as f64 * 0.99).round() as usize];
+    println!("  p99 {:.2} ms", p99.as_secs_f64() * 1e3);
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut runs = 20;
+    let mut post_runtime_mode = false;
     let mut probe: Option<PathBuf> = None;
     let mut binaries = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -73,10 +135,14 @@ async fn main() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--probe" => probe = Some(args.next().expect("--probe <binary>").into()),
+            "--post-runtime" => post_runtime_mode = true,
             _ => binaries.push(PathBuf::from(a)),
         }
     }
-    if binaries.is_empty() && probe.is_none() {
+    if post_runtime_mode {
+        post_runtime(runs).await;
+    }
+    if binaries.is_empty() && probe.is_none() && !post_runtime_mode {
         eprintln!(
             "usage: offpath-lambda-startbench [--runs N] <offpath-lambda>... | --probe <register_probe>"
         );
