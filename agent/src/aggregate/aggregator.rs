@@ -4,14 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::bucket::{
-    BUCKET_SECS, Bucket, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start,
-    emit,
+    BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
 };
-use super::context::{Class, Context, Contexts, LineKey, TagBuf};
+use super::context::{Class, Context, Contexts, LineKey, TagBuf, canonicalize, tag_hash};
 use crate::config::{AggregateConfig, MetricMapping};
-use crate::dogstatsd::{
-    self, Message, MetricKind, MetricSample, MetricValue, PackedValues, ParseError, Tags,
-};
+use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -104,6 +101,8 @@ pub struct Aggregator {
     namespace: String,
     /// Sorted and de-duplicated; kept out of the contexts and merged in at flush.
     global_tags: Vec<String>,
+    /// The global tags' hashes, sorted, to take them out of a line's tags quickly.
+    global_hashes: Vec<u64>,
     hostname: String,
     mapping: MetricMapping,
     shape: HistogramShape,
@@ -120,9 +119,12 @@ impl Aggregator {
             cfg.tags.iter().filter(|t| !t.is_empty()).cloned().collect();
         global_tags.sort_unstable();
         global_tags.dedup();
+        let mut global_hashes: Vec<u64> = global_tags.iter().map(|t| tag_hash(t)).collect();
+        global_hashes.sort_unstable();
         Self {
             namespace: cfg.namespace.clone(),
             global_tags,
+            global_hashes,
             hostname: cfg.hostname.clone(),
             mapping: cfg.mapping,
             shape: HistogramShape::new(&cfg.histogram_aggregates, &cfg.histogram_percentiles),
@@ -131,6 +133,26 @@ impl Aggregator {
             service_checks: Vec::new(),
             telemetry,
         }
+    }
+
+    /// Parse a packet and insert every line, counting lines per kind, rejected lines per reason, received and
+    /// dropped points into the telemetry once for the whole packet.
+    pub fn insert_packet(&mut self, packet: &[u8], now: i64) {
+        let mut tally = Tally::default();
+        for line in dogstatsd::parse_packet(packet) {
+            match line {
+                Ok(msg) => {
+                    match &msg {
+                        Message::Metric(_) => tally.metric_lines += 1,
+                        Message::Event(_) => tally.event_lines += 1,
+                        Message::ServiceCheck(_) => tally.service_check_lines += 1,
+                    }
+                    self.insert_counted(&msg, now, &mut tally);
+                }
+                Err(e) => tally.parse_errors[e.index()] += 1,
+            }
+        }
+        tally.commit(&self.telemetry);
     }
 
     /// Insert one parsed message received at `now` (unix seconds), counting received and dropped points.
@@ -155,32 +177,35 @@ impl Aggregator {
         };
         let (globals, hostname, shape) = (&self.global_tags, &self.hostname, &self.shape);
         self.contexts.retain(|ctx| {
-            let closed = ctx
-                .buckets
-                .iter()
-                .take_while(|b| final_flush || b.ts.saturating_add(BUCKET_SECS) <= now)
-                .count();
-            if closed > 0 {
+            if ctx.has_closed(now, final_flush) {
                 let id = identity(ctx, globals, hostname);
+                let class = ctx.class;
+                let closed = ctx.take_closed(now, final_flush);
                 emit(
-                    ctx.class,
+                    class,
                     id,
-                    ctx.buckets.drain(..closed),
+                    closed,
                     shape,
                     &mut flush.series,
                     &mut flush.sketches,
                 );
+                ctx.release_older();
             }
-            !ctx.buckets.is_empty()
+            !ctx.is_empty()
                 || ctx.last_bucket + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now && !final_flush
         });
         flush
     }
 
-    /// Heap bytes the aggregator holds for its contexts' identities and tables (buckets not included); for
-    /// benchmarks and the status page.
+    /// Heap bytes held for the live contexts: the table, their identities and open buckets (not what sets,
+    /// histograms and sketches hold); for benchmarks and the status page.
     pub fn context_bytes(&self) -> usize {
-        self.contexts.overhead_bytes() + self.contexts.iter().map(Context::text_len).sum::<usize>()
+        self.contexts.heap_bytes()
+    }
+
+    /// Count points lost after a flush left the aggregator (its receiver was gone).
+    pub(super) fn count_lost(&self, n: u64, reason: PointDrop) {
+        self.telemetry.points.drop_points(reason, n);
     }
 
     fn insert_counted(&mut self, msg: &Message<'_>, now: i64, tally: &mut Tally) {
@@ -192,7 +217,7 @@ impl Aggregator {
     }
 
     fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, tally: &mut Tally) {
-        let n = value_count(&m.value);
+        let n = m.value.len() as u64;
         tally.received += n;
         let lambda = self.mapping == MetricMapping::LambdaDistribution;
         if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
@@ -234,7 +259,7 @@ impl Aggregator {
         };
         ctx.last_bucket = ctx.last_bucket.max(now_bucket);
         let timestamped = matches!(class, Class::TimestampedCount | Class::TimestampedGauge);
-        let bucket = bucket_mut(ctx, if timestamped { i64::MIN } else { now_bucket });
+        let bucket = ctx.bucket_mut(if timestamped { i64::MIN } else { now_bucket });
         match &mut bucket.value {
             Value::Set(members) => {
                 let added = match m.value {
@@ -328,14 +353,13 @@ impl Aggregator {
             match special_tag(t) {
                 Special::Host(h) => host = Some(h),
                 Special::Metadata => {}
-                Special::No => buf.push(t),
+                Special::No => buf.push((tag_hash(t), t)),
             }
         }
-        buf.sort_unstable();
-        buf.dedup();
-        if !self.global_tags.is_empty() {
-            let globals = &self.global_tags;
-            buf.retain(|t| globals.binary_search_by(|g| g.as_str().cmp(t)).is_err());
+        canonicalize(&mut buf);
+        if !self.global_hashes.is_empty() {
+            let (hashes, globals) = (&self.global_hashes, &self.global_tags);
+            buf.retain(|(h, t)| hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t));
         }
         LineKey {
             class,
@@ -355,57 +379,23 @@ impl Aggregator {
             .or(key.host)
             .unwrap_or(self.hostname.as_str())
             .to_owned();
-        let mut out: Vec<String> = key.tags.iter().map(|t| (*t).to_owned()).collect();
+        let mut out: Vec<String> = key.tags.iter().map(|(_, t)| (*t).to_owned()).collect();
         out.extend(self.global_tags.iter().cloned());
         out.sort_unstable();
         (host, out)
     }
 }
 
-/// A context's name, host and tags (its own merged with the global ones) as shipped.
+/// A context's name, host and tags (its own and the global ones, sorted) as shipped.
 fn identity(ctx: &Context, globals: &[String], hostname: &str) -> Identity {
-    let mut tags = Vec::with_capacity(globals.len() + 8);
-    let mut own = ctx.tags().peekable();
-    let mut global = globals.iter().map(String::as_str).peekable();
-    loop {
-        let next = match (own.peek(), global.peek()) {
-            (Some(a), Some(b)) if a <= b => own.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => global.next(),
-            (Some(_), None) => own.next(),
-            (None, None) => break,
-        };
-        if let Some(t) = next {
-            tags.push(t.to_owned());
-        }
-    }
+    let mut tags: Vec<String> = ctx.tags().map(str::to_owned).collect();
+    tags.extend(globals.iter().cloned());
+    tags.sort_unstable();
     Identity {
         name: ctx.name().to_owned(),
         tags,
         host: ctx.host().unwrap_or(hostname).to_owned(),
     }
-}
-
-/// The context's bucket starting at `ts`, created in order when missing.
-fn bucket_mut(ctx: &mut Context, ts: i64) -> &mut Bucket {
-    let class = ctx.class;
-    let buckets = &mut ctx.buckets;
-    let at = buckets.iter().rposition(|b| b.ts <= ts);
-    let i = match at {
-        Some(i) if buckets[i].ts == ts => i,
-        other => {
-            let i = other.map_or(0, |i| i + 1);
-            buckets.insert(
-                i,
-                Bucket {
-                    ts,
-                    samples: 0,
-                    value: Value::new(class),
-                },
-            );
-            i
-        }
-    };
-    &mut buckets[i]
 }
 
 enum Special<'a> {
@@ -426,31 +416,16 @@ fn special_tag(t: &str) -> Special<'_> {
     }
 }
 
-/// How many values a line carries (a set member counts 1).
-fn value_count(v: &MetricValue<'_>) -> u64 {
-    match v {
-        MetricValue::Single(_) | MetricValue::Set(_) => 1,
-        MetricValue::Packed(p) => packed(*p).count() as u64,
-    }
-}
-
 /// The numbers of a line (none for a set member).
-fn numbers<'a>(v: &MetricValue<'a>) -> impl Iterator<Item = f64> + 'a {
-    let (single, packed) = match *v {
-        MetricValue::Single(x) => (Some(x), None),
-        MetricValue::Packed(p) => (None, Some(packed(p))),
+fn numbers<'s>(v: &'s MetricValue<'_>) -> impl Iterator<Item = f64> + 's {
+    let (single, packed) = match v {
+        MetricValue::Single(x) => (Some(*x), None),
+        MetricValue::Packed(p) => (None, Some(p.iter())),
         MetricValue::Set(_) => (None, None),
     };
     single.into_iter().chain(packed.into_iter().flatten())
 }
 
-fn tags<'a>(t: &Tags<'a>) -> impl Iterator<Item = &'a str> + 'a {
-    t.raw.split(',').filter(|t| !t.is_empty())
-}
-
-fn packed<'a>(p: PackedValues<'a>) -> impl Iterator<Item = f64> + 'a {
-    p.raw
-        .split(':')
-        .filter(|v| !v.is_empty())
-        .filter_map(|v| v.parse().ok())
+fn tags<'s, 'a>(t: &'s Tags<'a>) -> impl Iterator<Item = &'a str> + 's {
+    t.iter()
 }

@@ -39,6 +39,16 @@ pub(super) struct Bucket {
     pub value: Value,
 }
 
+impl Bucket {
+    pub fn new(ts: i64, class: Class) -> Self {
+        Self {
+            ts,
+            samples: 0,
+            value: Value::new(class),
+        }
+    }
+}
+
 /// The aggregate of one bucket, by class.
 #[derive(Debug)]
 pub(super) enum Value {

@@ -3,10 +3,11 @@
 use std::hash::Hasher;
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use rustc_hash::FxHasher;
 use smallvec::SmallVec;
 
-use super::bucket::Bucket;
+use super::bucket::{BUCKET_SECS, Bucket};
 
 /// What a context aggregates; part of its identity, so `x:1|c` and `x:1|g` never share state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +28,22 @@ pub(super) enum Class {
     TimestampedGauge,
 }
 
-/// Tags of one line live here while the key is built; lines with more tags spill to the heap.
-pub(super) type TagBuf<'a> = SmallVec<[&'a str; 16]>;
+/// Tags of one line with their hashes, while the key is built; lines with more tags spill to the heap.
+pub(super) type TagBuf<'a> = SmallVec<[(u64, &'a str); 16]>;
+
+/// The hash of one tag. Tags of a key are kept in the order of these hashes (ties by text): sorting and
+/// de-duplicating then compares integers, not strings, and the order is as canonical as sorting by text.
+pub(super) fn tag_hash(tag: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(tag.as_bytes());
+    h.finish()
+}
+
+/// Put tags in canonical order and drop duplicates.
+pub(super) fn canonicalize(tags: &mut TagBuf<'_>) {
+    tags.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    tags.dedup();
+}
 
 /// The key of one metric line, borrowed from the packet: built, hashed and compared without allocating.
 #[derive(Debug)]
@@ -40,7 +55,8 @@ pub(super) struct LineKey<'a> {
     pub name: &'a str,
     /// `Some` when a `host:` tag names a host other than the configured one.
     pub host: Option<&'a str>,
-    /// Sorted, de-duplicated, without special tags and without the global tags (added back at flush).
+    /// In canonical order ([`canonicalize`]), without special tags and without the global tags (added back at
+    /// flush).
     pub tags: TagBuf<'a>,
 }
 
@@ -57,16 +73,15 @@ impl LineKey<'_> {
             h.write(host.as_bytes());
             h.write_u8(0xff);
         }
-        for t in &self.tags {
-            h.write(t.as_bytes());
-            h.write_u8(0xfe);
+        for &(th, _) in &self.tags {
+            h.write_u64(th);
         }
         h.finish()
     }
 
     /// Total length of the tags joined by `,`.
     fn tags_len(&self) -> usize {
-        self.tags.iter().map(|t| t.len()).sum::<usize>() + self.tags.len().saturating_sub(1)
+        self.tags.iter().map(|(_, t)| t.len()).sum::<usize>() + self.tags.len().saturating_sub(1)
     }
 }
 
@@ -85,8 +100,11 @@ pub(super) struct Context {
     pub hash: u64,
     /// Start of the newest bucket that received a sample; contexts expire from it.
     pub last_bucket: i64,
-    /// Buckets holding data, oldest first.
-    pub buckets: SmallVec<[Bucket; 2]>,
+    /// The newest bucket holding data (the one samples go to).
+    current: Option<Bucket>,
+    /// Older buckets still holding data, oldest first (usually empty: one closed bucket waits here between its
+    /// end and the next flush).
+    older: Vec<Bucket>,
 }
 
 impl Context {
@@ -99,7 +117,7 @@ impl Context {
         text.push_str(prefix);
         text.push_str(key.name);
         text.push_str(host);
-        for (i, t) in key.tags.iter().enumerate() {
+        for (i, (_, t)) in key.tags.iter().enumerate() {
             if i > 0 {
                 text.push(',');
             }
@@ -112,7 +130,8 @@ impl Context {
             class: key.class,
             hash,
             last_bucket: now_bucket,
-            buckets: SmallVec::new(),
+            current: None,
+            older: Vec::new(),
         }
     }
 
@@ -131,7 +150,7 @@ impl Context {
         })
     }
 
-    /// The context's own tags (not the global ones), sorted.
+    /// The context's own tags (not the global ones), in canonical (hash) order.
     pub fn tags(&self) -> impl Iterator<Item = &str> {
         let start = self.name_len as usize
             + if self.host_len == DEFAULT_HOST {
@@ -143,9 +162,58 @@ impl Context {
         joined.split(',').filter(move |_| !joined.is_empty())
     }
 
-    /// Bytes this context holds on the heap for its identity.
-    pub fn text_len(&self) -> usize {
-        self.text.len()
+    /// The bucket starting at `ts`, created when missing.
+    pub fn bucket_mut(&mut self, ts: i64) -> &mut Bucket {
+        let class = self.class;
+        let new = || Bucket::new(ts, class);
+        match &mut self.current {
+            // Written this way (not with a guard binding) so the borrow ends on the other paths.
+            Some(cur) if cur.ts == ts => {}
+            Some(cur) if cur.ts < ts => {
+                let old = std::mem::replace(cur, new());
+                self.older.push(old);
+            }
+            Some(_) => {
+                // The clock went back: an older bucket, kept in order.
+                let at = self.older.partition_point(|b| b.ts < ts);
+                if self.older.get(at).is_none_or(|b| b.ts != ts) {
+                    self.older.insert(at, new());
+                }
+                return &mut self.older[at];
+            }
+            None => self.current = Some(new()),
+        }
+        self.current.get_or_insert_with(new)
+    }
+
+    /// True when no bucket holds data.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.older.is_empty()
+    }
+
+    /// Take the buckets closed at `now` (all of them when `all`), oldest first.
+    pub fn take_closed(&mut self, now: i64, all: bool) -> impl Iterator<Item = Bucket> + '_ {
+        let closed = |b: &Bucket| all || b.ts.saturating_add(BUCKET_SECS) <= now;
+        let n = self.older.iter().take_while(|b| closed(b)).count();
+        let current = if n == self.older.len() && self.current.as_ref().is_some_and(closed) {
+            self.current.take()
+        } else {
+            None
+        };
+        self.older.drain(..n).chain(current)
+    }
+
+    /// Whether any bucket is closed at `now`.
+    pub fn has_closed(&self, now: i64, all: bool) -> bool {
+        let closed = |b: &Bucket| all || b.ts.saturating_add(BUCKET_SECS) <= now;
+        self.older.first().is_some_and(closed) || self.current.as_ref().is_some_and(closed)
+    }
+
+    /// Free the list of older buckets once it is empty (it is needed for a few seconds every 10 s).
+    pub fn release_older(&mut self) {
+        if self.older.is_empty() {
+            self.older = Vec::new();
+        }
     }
 
     fn matches(&self, key: &LineKey<'_>, namespace: &str) -> bool {
@@ -164,10 +232,26 @@ impl Context {
             return false;
         }
         let tags_start = self.name_len as usize + self.host().map_or(0, str::len);
-        if self.text.len().saturating_sub(tags_start) != key.tags_len() {
+        let Some(mut rest) = self.text.get(tags_start..) else {
+            return false;
+        };
+        if rest.len() != key.tags_len() {
             return false;
         }
-        self.tags().eq(key.tags.iter().copied())
+        // Same total length: compare tag by tag without searching for separators.
+        for (i, (_, t)) in key.tags.iter().enumerate() {
+            if i > 0 {
+                match rest.strip_prefix(',') {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+            }
+            match rest.strip_prefix(t) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.is_empty()
     }
 }
 
@@ -179,12 +263,11 @@ fn len32(n: usize) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ContextLimitReached;
 
-/// The live contexts: a slab of contexts and a hash table of `(hash, slab index)`.
+/// The live contexts, stored in the hash table itself: one probe reaches a context's key and its current
+/// bucket.
 #[derive(Debug)]
 pub(super) struct Contexts {
-    table: HashTable<(u64, u32)>,
-    slots: Vec<Option<Context>>,
-    free: Vec<u32>,
+    table: HashTable<Context>,
     limit: usize,
 }
 
@@ -192,8 +275,6 @@ impl Contexts {
     pub fn new(limit: usize) -> Self {
         Self {
             table: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
             limit,
         }
     }
@@ -210,81 +291,43 @@ impl Contexts {
         now_bucket: i64,
     ) -> Result<&mut Context, ContextLimitReached> {
         let hash = key.hash();
-        let slots = &self.slots;
-        let found = self.table.find(hash, |&(h, id)| {
-            h == hash
-                && slots
-                    .get(id as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|c| c.matches(key, namespace))
-        });
-        let id = match found {
-            Some(&(_, id)) => id,
-            None => {
-                if self.table.len() >= self.limit {
-                    return Err(ContextLimitReached);
-                }
-                let ctx = Context::new(key, namespace, hash, now_bucket);
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.slots[id as usize] = Some(ctx);
-                        id
-                    }
-                    None => {
-                        // The limit keeps the slab far below u32::MAX entries.
-                        let id = len32(self.slots.len());
-                        self.slots.push(Some(ctx));
-                        id
-                    }
-                };
-                self.table.insert_unique(hash, (hash, id), |&(h, _)| h);
-                id
-            }
-        };
-        self.slots
-            .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .ok_or(ContextLimitReached)
+        let full = self.table.len() >= self.limit;
+        match self.table.entry(
+            hash,
+            |c| c.hash == hash && c.matches(key, namespace),
+            |c| c.hash,
+        ) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(_) if full => Err(ContextLimitReached),
+            Entry::Vacant(e) => Ok(e
+                .insert(Context::new(key, namespace, hash, now_bucket))
+                .into_mut()),
+        }
     }
 
     /// Visit every live context; remove those for which `keep` answers false.
-    pub fn retain(&mut self, mut keep: impl FnMut(&mut Context) -> bool) {
-        for (id, slot) in self.slots.iter_mut().enumerate() {
-            let Some(ctx) = slot else { continue };
-            if keep(ctx) {
-                continue;
-            }
-            let hash = ctx.hash;
-            let id = len32(id);
-            if let Ok(entry) = self.table.find_entry(hash, |&(_, i)| i == id) {
-                entry.remove();
-            }
-            *slot = None;
-            self.free.push(id);
-        }
+    pub fn retain(&mut self, keep: impl FnMut(&mut Context) -> bool) {
+        self.table.retain(keep);
         // Give memory back after a burst of contexts has expired.
-        while matches!(self.slots.last(), Some(None)) {
-            self.slots.pop();
-        }
-        let live = self.slots.len();
-        self.free.retain(|&id| (id as usize) < live);
-        if live < self.slots.capacity() / 4 {
-            self.slots.shrink_to(live * 2);
-            self.free.shrink_to(live);
-            self.table.shrink_to(self.table.len() * 2, |&(h, _)| h);
+        if self.table.len() < self.table.capacity() / 4 {
+            self.table.shrink_to(self.table.len() * 2, |c| c.hash);
         }
     }
 
-    /// Heap bytes held by the table and slab themselves (not counting what contexts own).
-    pub fn overhead_bytes(&self) -> usize {
+    /// Heap bytes held for the contexts: the table, each identity and each list of older buckets.
+    pub fn heap_bytes(&self) -> usize {
         self.table.allocation_size()
-            + self.slots.capacity() * std::mem::size_of::<Option<Context>>()
-            + self.free.capacity() * 4
+            + self
+                .table
+                .iter()
+                .map(|c| c.text.len() + c.older.capacity() * std::mem::size_of::<Bucket>())
+                .sum::<usize>()
     }
 
     /// Iterate the live contexts.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Context> {
-        self.slots.iter().filter_map(Option::as_ref)
+        self.table.iter()
     }
 }
 
@@ -298,7 +341,11 @@ mod tests {
             prefixed: false,
             name,
             host,
-            tags: tags.iter().copied().collect(),
+            tags: {
+                let mut buf: TagBuf<'a> = tags.iter().map(|t| (tag_hash(t), *t)).collect();
+                canonicalize(&mut buf);
+                buf
+            },
         }
     }
 
@@ -311,8 +358,15 @@ mod tests {
         let c = Context::new(&k, "app.", k.hash(), 0);
         assert_eq!(c.name(), "app.req");
         assert_eq!(c.host(), Some("web1"));
-        assert_eq!(c.tags().collect::<Vec<_>>(), ["a:1", "b:2"]);
-        assert_eq!(c.text_len(), "app.reqweb1a:1,b:2".len());
+        let mut tags: Vec<&str> = c.tags().collect();
+        tags.sort_unstable();
+        assert_eq!(tags, ["a:1", "b:2"]);
+        assert_eq!(c.text.len(), "app.reqweb1a:1,b:2".len());
+        let other = LineKey {
+            prefixed: true,
+            ..key("req", Some("web1"), &["a:1", "b:3"])
+        };
+        assert!(!c.matches(&other, "app."));
         assert!(c.matches(&k, "app."));
         let none = key("req", None, &[]);
         let c = Context::new(&none, "", none.hash(), 0);
@@ -379,8 +433,7 @@ mod tests {
         let ha = a.hash();
         // Force both into the table under one hash.
         let ctx_b = Context::new(&b, "", ha, 0);
-        contexts.slots.push(Some(ctx_b));
-        contexts.table.insert_unique(ha, (ha, 0), |&(h, _)| h);
+        contexts.table.insert_unique(ha, ctx_b, |c| c.hash);
         let got = contexts
             .get_or_insert(&a, "", 0)
             .map(|c| c.name().to_owned());

@@ -11,5 +11,7 @@ mod context;
 pub mod sketch;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 pub use aggregator::Aggregator;
+pub use worker::{Control, spawn_worker};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Aggregator;
 use super::sketch::AgentSketch;
 use crate::config::{AggregateConfig, HistogramAggregate, MetricMapping};
-use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, PackedValues, Tags};
+use crate::dogstatsd::{self, Message, ParseError, Tags};
 use crate::model::{AlertType, Flush, Priority, Series, SeriesKind, SketchSeries};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -33,46 +33,10 @@ fn config() -> AggregateConfig {
     }
 }
 
-/// A minimal line reader for hand-built messages: `name:value[:value]|type[|@rate][|#tags][|Tts]`.
+/// One line, parsed by the real parser.
+#[track_caller]
 fn line(s: &str) -> Message<'_> {
-    let (name, rest) = s.split_once(':').unwrap();
-    let mut fields = rest.split('|');
-    let raw_value = fields.next().unwrap();
-    let kind = match fields.next().unwrap() {
-        "c" => MetricKind::Count,
-        "g" => MetricKind::Gauge,
-        "h" => MetricKind::Histogram,
-        "ms" => MetricKind::Timer,
-        "s" => MetricKind::Set,
-        "d" => MetricKind::Distribution,
-        other => panic!("type {other}"),
-    };
-    let value = if kind == MetricKind::Set {
-        MetricValue::Set(raw_value)
-    } else if raw_value.contains(':') {
-        MetricValue::Packed(PackedValues { raw: raw_value })
-    } else {
-        MetricValue::Single(raw_value.parse().unwrap())
-    };
-    let mut sample = MetricSample {
-        name,
-        kind,
-        value,
-        sample_rate: 1.0,
-        tags: Tags::default(),
-        timestamp: None,
-        origin: dogstatsd::Origin::default(),
-    };
-    for f in fields {
-        if let Some(r) = f.strip_prefix('@') {
-            sample.sample_rate = r.parse().unwrap();
-        } else if let Some(t) = f.strip_prefix('#') {
-            sample.tags = Tags { raw: t };
-        } else if let Some(t) = f.strip_prefix('T') {
-            sample.timestamp = Some(t.parse().unwrap());
-        }
-    }
-    Message::Metric(sample)
+    dogstatsd::parse_line(s.as_bytes()).unwrap()
 }
 
 struct Harness {
@@ -98,9 +62,21 @@ impl Harness {
         }
     }
 
-    fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
+    /// Flush as the aggregator orders it (one context's series stay together, in order).
+    fn flush_unsorted(&mut self, now: i64, final_flush: bool) -> Flush {
         let f = self.agg.flush(now, final_flush);
         self.flushed += f.samples();
+        f
+    }
+
+    /// Flush, with series and sketches sorted by name, host and tags (the aggregator emits contexts in table
+    /// order).
+    fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
+        let mut f = self.flush_unsorted(now, final_flush);
+        f.series
+            .sort_by(|a, b| (&a.name, &a.host, &a.tags).cmp(&(&b.name, &b.host, &b.tags)));
+        f.sketches
+            .sort_by(|a, b| (&a.name, &a.host, &a.tags).cmp(&(&b.name, &b.host, &b.tags)));
         f
     }
 
@@ -230,7 +206,7 @@ fn histograms_and_timers_ship_max_median_avg_count_and_95th_percentile() {
         let lines: Vec<String> = (1..=100).map(|i| format!("lat:{i}|{kind}")).collect();
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         h.send(&refs, T0);
-        let f = h.flush(T0 + 10, false);
+        let f = h.flush_unsorted(T0 + 10, false);
         let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -281,7 +257,7 @@ fn configured_aggregates_and_percentiles_name_series_like_the_agent() {
     cfg.histogram_percentiles = vec![0.99, 0.299];
     let mut h = Harness::new(cfg);
     h.send(&["t:1|ms", "t:2|ms", "t:3|ms"], T0);
-    let f = h.flush(T0 + 10, false);
+    let f = h.flush_unsorted(T0 + 10, false);
     let got: Vec<(&str, f64)> = f
         .series
         .iter()
@@ -386,10 +362,14 @@ fn tag_order_and_duplicates_do_not_make_new_contexts() {
         T0,
     );
     let f = h.flush(T0 + 10, false);
-    assert_eq!(f.series.len(), 2);
-    assert_eq!(f.series[0].tags, ["a:1", "b:2"]);
-    assert_eq!(f.series[0].points[0].1, 0.3);
-    assert_eq!(f.series[1].tags, ["a:1"]);
+    let got: Vec<(&[String], f64)> = f
+        .series
+        .iter()
+        .map(|s| (s.tags.as_slice(), s.points[0].1))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], (&["a:1".to_owned()][..], 0.1));
+    assert_eq!(got[1], (&["a:1".to_owned(), "b:2".to_owned()][..], 0.3));
 }
 
 #[test]
@@ -409,7 +389,7 @@ fn the_namespace_prefixes_names_except_the_agents_exempt_prefixes() {
     let names: Vec<&str> = f.series.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["app.req", "jvm.heap", "datadog.dogstatsd.client.metrics"]
+        ["app.req", "datadog.dogstatsd.client.metrics", "jvm.heap"]
     );
 }
 
@@ -432,7 +412,7 @@ fn a_host_tag_sets_the_host_and_leaves_the_tags() {
         .iter()
         .map(|s| (s.host.as_str(), s.points[0].1))
         .collect();
-    assert_eq!(got, [("web1", 0.1), ("box", 0.3), ("", 0.1)]);
+    assert_eq!(got, [("", 0.1), ("box", 0.3), ("web1", 0.1)]);
     assert!(f.series.iter().all(|s| s.tags == ["a"]));
 }
 
@@ -452,9 +432,9 @@ fn global_tags_are_added_sorted_and_not_duplicated() {
         2,
         "a line tag equal to a global tag is the same context"
     );
-    assert_eq!(f.series[0].tags, ["b:1", "env:prod", "z"]);
-    assert_eq!(f.series[0].points[0].1, 0.2);
-    assert_eq!(f.series[1].tags, ["a", "b:1", "env:prod"]);
+    assert_eq!(f.series[0].tags, ["a", "b:1", "env:prod"]);
+    assert_eq!(f.series[1].tags, ["b:1", "env:prod", "z"]);
+    assert_eq!(f.series[1].points[0].1, 0.2);
 }
 
 #[test]
@@ -582,7 +562,7 @@ fn lambda_mapping_ships_counts_histograms_and_timers_as_distributions() {
         .collect();
     assert_eq!(
         sketches,
-        [("c", 2, 2.0), ("h", 1, 2.0), ("t", 1, 3.0), ("d", 1, 4.0)]
+        [("c", 2, 2.0), ("d", 1, 4.0), ("h", 1, 2.0), ("t", 1, 3.0)]
     );
     let gauges: Vec<(&str, SeriesKind, f64)> = f
         .series
@@ -676,4 +656,99 @@ fn a_set_drops_and_counts_members_beyond_its_limit() {
     );
     assert_eq!(h.dropped(PointDrop::AggregateLimit), 10);
     h.assert_ledger_balances();
+}
+
+#[test]
+fn a_packet_is_parsed_and_counted_once_per_kind_and_error() {
+    let mut h = Harness::new(config());
+    let packet = b"a:1|c\nb:2:3|d\n_e{1,2}:t|xy\n_sc|chk|0\nbad\nc:x|c\n\nd:1|q\n";
+    h.agg.insert_packet(packet, T0);
+    let p = &h.telemetry.parse;
+    assert_eq!(p.metrics.load(Relaxed), 2);
+    assert_eq!(p.events.load(Relaxed), 1);
+    assert_eq!(p.service_checks.load(Relaxed), 1);
+    let errors = |e: ParseError| p.errors[e.index()].load(Relaxed);
+    assert_eq!(errors(ParseError::BadFormat), 1);
+    assert_eq!(errors(ParseError::BadValue), 1);
+    assert_eq!(errors(ParseError::UnknownType), 1);
+    assert_eq!(h.telemetry.points.received.load(Relaxed), 1 + 2 + 1 + 1);
+    let f = h.flush(T0 + 10, false);
+    assert_eq!(
+        (
+            f.series.len(),
+            f.sketches.len(),
+            f.events.len(),
+            f.service_checks.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    h.assert_ledger_balances();
+}
+
+mod worker {
+    use super::*;
+    use crate::aggregate::{Control, spawn_worker};
+
+    fn clock() -> i64 {
+        T0 + 5
+    }
+
+    fn flush(control: &crossbeam_channel::Sender<Control>, final_flush: bool) -> Flush {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        control.send(Control::Flush { final_flush, reply }).unwrap();
+        rx.blocking_recv().unwrap()
+    }
+
+    #[test]
+    fn the_worker_inserts_queued_packets_before_it_flushes() {
+        let (packets, packets_rx) = crossbeam_channel::bounded::<Vec<u8>>(16);
+        let (control, control_rx) = crossbeam_channel::bounded(1);
+        let telemetry = Arc::new(Telemetry::default());
+        let agg = Aggregator::new(&config(), Arc::clone(&telemetry));
+        let worker = spawn_worker(agg, packets_rx, control_rx, clock);
+        for i in 0..10 {
+            packets
+                .send(format!("m:{i}|c\ng:{i}|g").into_bytes())
+                .unwrap();
+        }
+        let f = flush(&control, true);
+        assert_eq!(f.samples(), 20);
+        let total: f64 = f
+            .series
+            .iter()
+            .filter(|s| s.name == "m")
+            .map(|s| s.points[0].1)
+            .sum();
+        assert_eq!(total, 4.5);
+        // Packets disconnect: the worker keeps answering flushes.
+        drop(packets);
+        assert!(flush(&control, true).is_empty());
+        // Control disconnects: the worker returns.
+        drop(control);
+        assert!(worker.join().is_ok());
+        assert_eq!(telemetry.points.received.load(Relaxed), 20);
+    }
+
+    #[test]
+    fn a_flush_nobody_waits_for_is_counted_as_dropped() {
+        let (packets, packets_rx) = crossbeam_channel::bounded::<Vec<u8>>(16);
+        let (control, control_rx) = crossbeam_channel::bounded(1);
+        let telemetry = Arc::new(Telemetry::default());
+        let agg = Aggregator::new(&config(), Arc::clone(&telemetry));
+        let worker = spawn_worker(agg, packets_rx, control_rx, clock);
+        packets.send(b"m:1:2:3|d".to_vec()).unwrap();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        drop(rx);
+        control
+            .send(Control::Flush {
+                final_flush: true,
+                reply,
+            })
+            .unwrap();
+        drop(control);
+        assert!(worker.join().is_ok());
+        let lost = telemetry.points.dropped[PointDrop::ShutdownDeadline as usize].load(Relaxed);
+        assert_eq!(lost, 3);
+        drop(packets);
+    }
 }

@@ -6,6 +6,12 @@ use super::Aggregator;
 use crate::model::Flush;
 use crate::telemetry::PointDrop;
 
+impl AsRef<[u8]> for crate::ingest::Packet {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 /// A request to the aggregation thread.
 #[derive(Debug)]
 pub enum Control {
@@ -24,8 +30,8 @@ pub enum Control {
 ///
 /// Before a flush the thread first inserts the packets already queued at that moment, so a final flush sent
 /// after the listeners stopped covers everything they read. The thread keeps serving `control` after
-/// `packets` disconnects, and returns when `control` disconnects. `P` is the ingest queue's packet type (any
-/// byte buffer; the ingest `Packet` returns its buffer to the pool when dropped).
+/// `packets` disconnects, and returns when `control` disconnects. `P` is the ingest queue's
+/// [`Packet`](crate::ingest::Packet) (returned to its pool once inserted), or any byte buffer in tests.
 pub fn spawn_worker<P>(
     mut agg: Aggregator,
     packets: Receiver<P>,
