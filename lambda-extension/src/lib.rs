@@ -5,8 +5,8 @@
 //!  Lambda ──POST platform.runtimeDone──> telemetry listener ──────────┘            (the metrics pipeline)
 //! ```
 //!
-//! [`lifecycle::run`] is the whole extension; the metrics pipeline plugs in through
-//! [`lifecycle::Flusher`]. [`flush_policy`] decides when to flush, [`tags`] what every metric is tagged
+//! [`lifecycle::run`] is the whole extension; the metrics pipeline ([`pipeline::LambdaPipeline`]) plugs
+//! in through [`lifecycle::Flusher`]. [`flush_policy`] decides when to flush, [`tags`] what every metric is tagged
 //! with.
 #![deny(missing_docs)]
 
@@ -14,5 +14,6 @@ pub mod extension;
 pub mod flush_policy;
 pub mod http;
 pub mod lifecycle;
+pub mod pipeline;
 pub mod tags;
 pub mod telemetry;

@@ -1,36 +1,23 @@
 //! The offpath Lambda extension binary (`extensions/offpath` in the layer).
 //!
-//! Thin: logging, a single-threaded runtime, then [`offpath_lambda::lifecycle::run`].
+//! Thin: logging, a single-threaded runtime, then [`offpath_lambda::lifecycle::run`] with the
+//! metrics pipeline.
 
 use std::io::Write;
 
-use offpath_lambda::lifecycle::{self, BoxError, FlushKind, FlushOutcome, Flusher, Options};
-use tokio::time::Instant;
-
-/// This build carries no metrics pipeline: the extension answers the Runtime API only.
-enum NoPipeline {}
-
-impl Flusher for NoPipeline {
-    async fn flush(&mut self, _deadline: Instant, _kind: FlushKind) -> FlushOutcome {
-        match *self {}
-    }
-    fn set_tags(&mut self, _tags: Vec<String>) {
-        match *self {}
-    }
-}
+use offpath_lambda::lifecycle::{self, BoxError, Options};
+use offpath_lambda::pipeline::LambdaPipeline;
 
 fn main() {
     init_logging();
-    let code = match tokio::runtime::Builder::new_current_thread()
+    let result = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt.block_on(async {
             let opts = Options::from_env()?;
-            lifecycle::run(opts, |_startup| async {
-                Err::<NoPipeline, BoxError>(
-                    "this build of offpath-lambda has no metrics pipeline".into(),
-                )
+            lifecycle::run(opts, |startup| async {
+                LambdaPipeline::start(startup).await.map_err(BoxError::from)
             })
             .await
         }),
@@ -39,7 +26,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match code {
+    let code = match result {
         Ok(exit) => {
             tracing::debug!(reason = %exit.reason, "shut down");
             0

@@ -485,6 +485,8 @@ pub struct Extension {
     child: tokio::process::Child,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout_changed: watch::Sender<usize>,
+    stderr_changed: watch::Sender<usize>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -501,6 +503,7 @@ pub fn extension_env(rt: &FakeRuntime, extra: &[(&str, &str)]) -> HashMap<String
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
         ("DD_LOG_LEVEL", "debug"),
         ("OFFPATH_STATUS_ADDR", ""),
+        ("DD_DOGSTATSD_PORT", "__random__"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -514,6 +517,7 @@ pub fn extension_env(rt: &FakeRuntime, extra: &[(&str, &str)]) -> HashMap<String
 fn capture(
     mut from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     into: Arc<Mutex<Vec<u8>>>,
+    changed: watch::Sender<usize>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut chunk = [0u8; 16384];
@@ -521,9 +525,36 @@ fn capture(
             if n == 0 {
                 break;
             }
-            into.lock().unwrap().extend_from_slice(&chunk[..n]);
+            let len = {
+                let mut buf = into.lock().unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                buf.len()
+            };
+            changed.send_replace(len);
         }
     })
+}
+
+async fn wait_output(
+    what: &str,
+    buf: &Arc<Mutex<Vec<u8>>>,
+    changed: &watch::Sender<usize>,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let mut rx = changed.subscribe();
+    let give_up = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        if pred(&text) {
+            return text;
+        }
+        if tokio::time::timeout_at(give_up, rx.changed())
+            .await
+            .is_err()
+        {
+            panic!("timed out waiting for {what}; output so far:\n{text}");
+        }
+    }
 }
 
 impl Extension {
@@ -559,16 +590,52 @@ impl Extension {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout_changed = watch::Sender::new(0);
+        let stderr_changed = watch::Sender::new(0);
         let readers = vec![
-            capture(child.stdout.take().unwrap(), Arc::clone(&stdout)),
-            capture(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+            capture(
+                child.stdout.take().unwrap(),
+                Arc::clone(&stdout),
+                stdout_changed.clone(),
+            ),
+            capture(
+                child.stderr.take().unwrap(),
+                Arc::clone(&stderr),
+                stderr_changed.clone(),
+            ),
         ];
         Self {
             child,
             stdout,
             stderr,
+            stdout_changed,
+            stderr_changed,
             readers,
         }
+    }
+
+    /// Wait until stdout satisfies `pred`; returns it. Fails the test after [`WAIT`].
+    pub async fn wait_stdout(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_output(what, &self.stdout, &self.stdout_changed, pred).await
+    }
+
+    /// Wait until stderr (the logs) satisfies `pred`; returns it. Fails the test after [`WAIT`].
+    pub async fn wait_stderr(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_output(what, &self.stderr, &self.stderr_changed, pred).await
+    }
+
+    /// The DogStatsD UDP address the extension logged when its listener came up.
+    pub async fn udp_addr(&self) -> SocketAddr {
+        let logs = self
+            .wait_stderr("the UDP listener", |l| {
+                l.contains("listening for DogStatsD on UDP")
+            })
+            .await;
+        logs.lines()
+            .find(|l| l.contains("listening for DogStatsD on UDP"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in the listener log line:\n{logs}"))
     }
 
     /// Wait for the process to exit (failing the test after [`WAIT`]); its output is then complete.
