@@ -5,7 +5,11 @@
 //! offpath-lambda-startbench [--runs N] <offpath-lambda binary>...
 //! offpath-lambda-startbench [--runs N] --probe <register_probe example binary>
 //! offpath-lambda-startbench [--runs N] --post-runtime
+//! offpath-lambda-startbench [--runs N] --with-intake <offpath-lambda binary>
 //! ```
+//! `--with-intake` runs the binary against the fake intake (healthy, local) with two metrics sent per
+//! invocation and times `runtimeDone` POSTed -> next `event/next`: the post-runtime time the
+//! extension adds per invocation, flush included (Lambda's 25 ms telemetry buffering excluded).
 //! `--post-runtime` runs the lifecycle in process with a flusher that returns at once (`end` strategy)
 //! and times `runtimeDone` POSTed -> next `event/next`: the lifecycle's own post-runtime cost, without
 //! Lambda's telemetry buffering (25 ms) and without the pipeline's flush.
@@ -124,11 +128,68 @@ async fn post_runtime(runs: usize) {
     println!("  p99 {:.2} ms", p99.as_secs_f64() * 1e3);
 }
 
+async fn with_intake(binary: &Path, runs: usize) {
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    let intake = offpath_tests::fake_intake::FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let env = extension_env(
+        &rt,
+        &[
+            ("DD_API_KEY", KEY),
+            ("DD_DD_URL", url.as_str()),
+            ("DD_LOG_LEVEL", "info"),
+            ("DD_SERVERLESS_FLUSH_STRATEGY", "end"),
+        ],
+    );
+    let mut ext = Extension::start_with_args(binary, &[], env);
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut samples = Vec::new();
+    for i in 0..runs {
+        let id = format!("r{i}");
+        rt.invoke(&id, Duration::from_secs(30)).await;
+        rt.wait_for("INVOKE delivered", |c| {
+            c.iter()
+                .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
+        })
+        .await;
+        sock.send_to(b"bench.hits:1|c|#route:a", udp).unwrap();
+        sock.send_to(b"bench.latency:12.5|ms", udp).unwrap();
+        rt.finish(&id).await;
+        let calls = rt.wait_next_event(i + 2).await;
+        let done = calls
+            .iter()
+            .rfind(|c| matches!(&c.kind, CallKind::RuntimeDone { request_id } if *request_id == id))
+            .unwrap()
+            .at;
+        let next = calls
+            .iter()
+            .rfind(|c| c.kind == CallKind::NextEvent)
+            .unwrap()
+            .at;
+        samples.push(next - done);
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    ext.wait_exit().await;
+    println!(
+        "{} ({} intake requests)",
+        binary.display(),
+        intake.requests().len()
+    );
+    summary("runtimeDone -> event/next (intake)", samples.clone());
+    samples.sort();
+    let p99 = samples[((samples.len() - 1) as f64 * 0.99).round() as usize];
+    println!("  p99 {:.2} ms", p99.as_secs_f64() * 1e3);
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut runs = 20;
     let mut post_runtime_mode = false;
     let mut probe: Option<PathBuf> = None;
+    let mut intake_binary: Option<PathBuf> = None;
     let mut binaries = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -136,13 +197,19 @@ async fn main() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--probe" => probe = Some(args.next().expect("--probe <binary>").into()),
             "--post-runtime" => post_runtime_mode = true,
+            "--with-intake" => {
+                intake_binary = Some(args.next().expect("--with-intake <binary>").into());
+            }
             _ => binaries.push(PathBuf::from(a)),
         }
     }
     if post_runtime_mode {
         post_runtime(runs).await;
     }
-    if binaries.is_empty() && probe.is_none() && !post_runtime_mode {
+    if let Some(binary) = &intake_binary {
+        with_intake(binary, runs).await;
+    }
+    if binaries.is_empty() && probe.is_none() && !post_runtime_mode && intake_binary.is_none() {
         eprintln!(
             "usage: offpath-lambda-startbench [--runs N] <offpath-lambda>... | --probe <register_probe>"
         );
