@@ -63,6 +63,8 @@ keys! {
     ["DD_SERVERLESS_FLUSH_STRATEGY"] "serverless_flush_strategy" "adaptive" "Lambda: end, end,<ms>, periodically,<ms>, continuously,<ms>, adaptive.";
     ["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"] "offpath.lambda_flush_budget_ms" "200" "Lambda: milliseconds a flush at the end of an invocation may take.";
     ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";
+    ["OFFPATH_LAMBDA_TELEMETRY_PORT"] "offpath.lambda_telemetry_port" "8999" "Lambda: port of the Telemetry API listener (0 picks a free port).";
+    ["OFFPATH_LAMBDA_TELEMETRY_HOST"] "offpath.lambda_telemetry_host" "sandbox.localdomain" "Lambda: host name Lambda posts telemetry to (the listener binds 0.0.0.0).";
 }
 
 /// The configuration table for the README, rendered from [`KEYS`] as GitHub markdown.

@@ -251,6 +251,10 @@ pub struct LambdaConfig {
     pub flush_budget: Duration,
     /// `OFFPATH_LAMBDA_METRICS`: distribution (default) or agent.
     pub mapping: MetricMapping,
+    /// Port of the Telemetry API listener (`OFFPATH_LAMBDA_TELEMETRY_PORT`, 8999; 0 picks a free one).
+    pub telemetry_port: u16,
+    /// Host name in the Telemetry API destination (`OFFPATH_LAMBDA_TELEMETRY_HOST`, `sandbox.localdomain`).
+    pub telemetry_host: String,
 }
 
 /// The whole configuration, validated.
@@ -628,6 +632,14 @@ impl Config {
                 "a number of milliseconds",
             )?),
             mapping: lambda_mapping,
+            telemetry_port: r.parse(
+                "OFFPATH_LAMBDA_TELEMETRY_PORT",
+                8999,
+                "a TCP port 0-65535 (0 picks a free port)",
+            )?,
+            telemetry_host: r
+                .string("OFFPATH_LAMBDA_TELEMETRY_HOST")
+                .unwrap_or_else(|| "sandbox.localdomain".to_owned()),
         };
 
         Ok(Self {
