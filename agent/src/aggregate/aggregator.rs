@@ -166,6 +166,10 @@ impl Aggregator {
 
     /// Emit every bucket closed at `now` (`start + 10 <= now`), or every bucket when `final_flush`, plus all
     /// timestamped points, events and service checks; forget contexts idle for 20 s.
+    ///
+    /// A final flush before the end of the open bucket ships what it holds so far; samples arriving later in the
+    /// same 10 s ship at a later flush with the same timestamp (sketches merge at the intake; a second RATE or
+    /// GAUGE point for the same second replaces the first there).
     pub fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
         let mut flush = Flush {
             events: std::mem::take(&mut self.events),
@@ -186,8 +190,7 @@ impl Aggregator {
                     &mut flush.sketches,
                 );
             }
-            !ctx.is_empty()
-                || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now && !final_flush
+            !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now
         });
         flush
     }
