@@ -22,7 +22,7 @@ macro_rules! keys {
 
 keys! {
     ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it offpath runs locally and prints flushed metrics to stdout as offpath records.";
-    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key (Lambda; resolved at first flush).";
+    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key: not supported yet (logged as an error; set DD_API_KEY).";
     ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
     ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";

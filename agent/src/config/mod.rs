@@ -227,6 +227,9 @@ pub struct ForwardConfig {
     pub timeout: Duration,
     /// zstd level (`OFFPATH_ZSTD_LEVEL`, 1 like the Agent).
     pub zstd_level: i32,
+    /// Keep idle connections to the intake for reuse (true; false in Lambda, where a connection
+    /// left idle across a freeze is dead on reuse).
+    pub keep_idle_connections: bool,
 }
 
 /// Operational settings.
@@ -554,6 +557,7 @@ impl Config {
             )?,
             timeout: r.seconds("DD_FORWARDER_TIMEOUT", 20.0)?,
             zstd_level: r.parse("OFFPATH_ZSTD_LEVEL", 1, "a zstd level 1-19")?,
+            keep_idle_connections: true,
         };
 
         // fallback
