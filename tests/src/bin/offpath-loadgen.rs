@@ -259,7 +259,8 @@ impl ContextWriter<'_> {
                 }
             }
             match j {
-                0 => out.extend_from_slice(["prod", "staging", "dev"][r.below(3) as usize].as_bytes()),
+                0 => out
+                    .extend_from_slice(["prod", "staging", "dev"][r.below(3) as usize].as_bytes()),
                 1 => {
                     let _ = write!(out, "svc-{}", r.below(40));
                 }
@@ -270,7 +271,11 @@ impl ContextWriter<'_> {
                     let _ = write!(out, "/api/v2/resource{}/items", r.below(200));
                 }
                 7 => {
-                    let _ = write!(out, "{}", [200, 201, 204, 400, 404, 500][r.below(6) as usize]);
+                    let _ = write!(
+                        out,
+                        "{}",
+                        [200, 201, 204, 400, 404, 500][r.below(6) as usize]
+                    );
                 }
                 _ => {
                     let _ = write!(out, "v{}", r.below(100));
@@ -569,7 +574,14 @@ fn mutate(line: &mut Vec<u8>, rng: &mut Rng) {
             }
             _ => {
                 let numbers: [&[u8]; 8] = [
-                    b"1e308", b"-1e308", b"NaN", b"+Inf", b"99999999999999999999999", b"-", b".", b"1.2.3",
+                    b"1e308",
+                    b"-1e308",
+                    b"NaN",
+                    b"+Inf",
+                    b"99999999999999999999999",
+                    b"-",
+                    b".",
+                    b"1.2.3",
                 ];
                 line.splice(i..i, numbers[rng.below(8) as usize].iter().copied());
             }
@@ -731,7 +743,11 @@ fn connect(a: &Args) -> anyhow::Result<Sock> {
     };
     Ok(match a.transport {
         Transport::Udp => {
-            let bind = if a.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let bind = if a.addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let s = UdpSocket::bind(bind)?;
             s.connect(a.addr)?;
             Sock::Dgram(OwnedFd::from(s))
@@ -766,7 +782,9 @@ impl Sender<'_> {
     fn done(&self, pos: usize, passes: u64) -> bool {
         match self.stop {
             Stop::At(t) => Instant::now() >= t,
-            Stop::Lines(n) => self.sent.lines() + self.sent.would_block_lines + self.sent.error_lines >= n,
+            Stop::Lines(n) => {
+                self.sent.lines() + self.sent.would_block_lines + self.sent.error_lines >= n
+            }
             Stop::Once => passes > 0 || pos >= self.range.end,
         }
     }
@@ -776,7 +794,9 @@ impl Sender<'_> {
         let mut end = pos;
         let mut lines = 0u64;
         let quota = match self.stop {
-            Stop::Lines(n) => n.saturating_sub(self.sent.lines() + self.sent.would_block_lines + self.sent.error_lines),
+            Stop::Lines(n) => n.saturating_sub(
+                self.sent.lines() + self.sent.would_block_lines + self.sent.error_lines,
+            ),
             _ => u64::MAX,
         };
         let tokens = self.bucket.as_mut().map_or(f64::INFINITY, |b| {
@@ -823,7 +843,9 @@ impl Sender<'_> {
             }
             let end = self.next_batch(pos);
             match &mut sock {
-                Sock::Dgram(fd) => self.send_dgrams(fd.as_raw_fd(), pos, end, flags, &mut msgs, &mut iovs),
+                Sock::Dgram(fd) => {
+                    self.send_dgrams(fd.as_raw_fd(), pos, end, flags, &mut msgs, &mut iovs)
+                }
                 Sock::Stream(s) => {
                     if let Err(e) = s.write_all(self.pool.frames(pos, end)) {
                         for p in &self.pool.packets[pos..end] {
@@ -878,7 +900,8 @@ impl Sender<'_> {
             }
             // SAFETY: `msgs` holds `msgs.len()` initialised headers whose iovecs point into the pool,
             // which outlives the call; the kernel only reads the buffers.
-            let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, flags) };
+            let n =
+                unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, flags) };
             if n > 0 {
                 for p in &self.pool.packets[pos..pos + n as usize] {
                     self.sent.ok(p);
@@ -967,7 +990,10 @@ struct PoolInfo {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     if a.transport != Transport::Udp && a.socket.is_none() {
-        bail!("--socket PATH is required with --transport {:?}", a.transport);
+        bail!(
+            "--socket PATH is required with --transport {:?}",
+            a.transport
+        );
     }
     let threads = a.threads.max(1);
     let t0 = Instant::now();
@@ -996,7 +1022,8 @@ fn main() -> anyhow::Result<()> {
                 let stop = if a.once {
                     Stop::Once
                 } else if let Some(total) = a.lines {
-                    let share = total / threads as u64 + u64::from((i as u64) < total % threads as u64);
+                    let share =
+                        total / threads as u64 + u64::from((i as u64) < total % threads as u64);
                     Stop::Lines(share)
                 } else {
                     Stop::At(start + Duration::from_secs_f64(a.duration.max(0.0)))
@@ -1051,7 +1078,11 @@ fn main() -> anyhow::Result<()> {
         packets: total.packets,
         bytes: total.bytes,
         elapsed_s: elapsed,
-        lines_per_s: if realistic { total.lines() as f64 / elapsed } else { 0.0 },
+        lines_per_s: if realistic {
+            total.lines() as f64 / elapsed
+        } else {
+            0.0
+        },
         packets_per_s: total.packets as f64 / elapsed,
         would_block: Counted {
             packets: total.would_block_packets,
