@@ -10,6 +10,8 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod dogstatsd;
 pub mod encode;

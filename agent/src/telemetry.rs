@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod self_metrics;
+pub use self_metrics::SelfMetrics;
+
 /// Why whole packets were dropped before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketDrop {

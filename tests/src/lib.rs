@@ -1,2 +1,5 @@
 //! Test peers for offpath's end-to-end tests: a fake Datadog intake, a fake Lambda Runtime API,
 //! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod support;

@@ -64,3 +64,71 @@ keys! {
     ["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"] "offpath.lambda_flush_budget_ms" "200" "Lambda: milliseconds a flush at the end of an invocation may take.";
     ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";
 }
+
+/// The configuration table for the README, rendered from [`KEYS`] as GitHub markdown.
+///
+/// The README holds it verbatim between `<!-- config-table:start -->` and
+/// `<!-- config-table:end -->`; a test fails (and prints this table) when the two drift apart.
+pub fn markdown_table() -> String {
+    fn cell(s: &str) -> String {
+        s.replace('|', "\\|").replace('<', "\\<")
+    }
+    fn code(s: &str) -> String {
+        format!("`{}`", s.replace('|', "\\|"))
+    }
+    let mut out = String::from(
+        "| Environment variable | YAML key | Default | Meaning |\n| --- | --- | --- | --- |\n",
+    );
+    for k in KEYS {
+        let envs: Vec<String> = k.envs.iter().map(|e| code(e)).collect();
+        let default = if k.default == "none" {
+            "none".to_owned()
+        } else {
+            code(k.default)
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            envs.join(" or "),
+            code(k.yaml),
+            default,
+            cell(k.doc)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: &str = "<!-- config-table:start -->\n";
+    const END: &str = "<!-- config-table:end -->";
+
+    #[test]
+    fn the_readme_configuration_table_matches_the_key_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let expected = markdown_table();
+        let found = readme
+            .split_once(START)
+            .and_then(|(_, rest)| rest.split_once(END))
+            .map(|(table, _)| table);
+        assert!(
+            found == Some(expected.as_str()),
+            "README.md must contain, between `{}` and `{END}`, exactly this table \
+             (also printed by `offpath config-table`):\n\n{expected}",
+            START.trim_end()
+        );
+    }
+
+    #[test]
+    fn the_markdown_table_has_one_row_per_key_and_escapes_cells() {
+        let table = markdown_table();
+        assert_eq!(table.lines().count(), KEYS.len() + 2);
+        assert!(table.contains("| `DD_DD_URL` or `DD_URL` | `dd_url` | none |"));
+        assert!(table.contains("https://api.\\<site>"));
+        for line in table.lines() {
+            assert_eq!(line.matches(" | ").count(), 3, "{line}");
+        }
+    }
+}

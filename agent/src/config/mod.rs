@@ -5,13 +5,14 @@
 //! [`Source`] (environment variables over an optional YAML file), parsed here, and errors name the key.
 
 mod keys;
+pub mod yaml;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use keys::{KEYS, Key};
+pub use keys::{KEYS, Key, markdown_table};
 
 /// A configuration error; the message names the key to fix and the expected form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +24,22 @@ pub struct ConfigError {
     pub value: String,
     /// What the key accepts.
     pub expected: &'static str,
+}
+
+/// Loading a config file and the environment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read, is not YAML, or a key has the wrong shape.
+    #[error(transparent)]
+    File(#[from] yaml::FileError),
+    /// A value is invalid; `origin` says where it was set (the environment or the file).
+    #[error("{error} (set {origin})")]
+    Invalid {
+        /// The invalid key and value.
+        error: ConfigError,
+        /// `in the environment (DD_X)` or ``as `x` in <file>``.
+        origin: String,
+    },
 }
 
 /// Where raw values come from. Implemented for closures over environment names.
@@ -349,6 +366,24 @@ impl Config {
     /// A [`ConfigError`] naming the first invalid key.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::load(&Env)
+    }
+
+    /// Load from a YAML config file (`datadog.yaml` key names) with environment variables over it.
+    /// Returns the configuration and the warnings to log (unknown keys in the file).
+    ///
+    /// # Errors
+    /// [`LoadError::File`] for an unreadable or malformed file, [`LoadError::Invalid`] naming the
+    /// first invalid key and where it was set.
+    pub fn from_file_and_env(path: &Path) -> Result<(Self, Vec<String>), LoadError> {
+        let (file, warnings) = yaml::YamlFile::read(path)?;
+        let src = yaml::EnvOverFile::new(Env, file);
+        match Self::load(&src) {
+            Ok(config) => Ok((config, warnings)),
+            Err(error) => {
+                let origin = src.origin(key(error.key));
+                Err(LoadError::Invalid { error, origin })
+            }
+        }
     }
 
     /// Load from any [`Source`] (environment, YAML file layered under it, or a test map).

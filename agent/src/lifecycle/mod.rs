@@ -1,1 +1,3 @@
 //! Signals, flush triggers and shutdown under a deadline.
+
+pub mod status;

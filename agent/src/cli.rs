@@ -1,0 +1,299 @@
+//! Command-line interface of the `offpath` binary: definitions and parsing only.
+//!
+//! `main.rs` parses with [`Cli::parse`] (or [`Cli::try_parse_from`] in tests) and dispatches on
+//! [`Cli::into_command`]. Every setting lives in the configuration (environment variables, or a YAML
+//! file given with `--config`), never on the command line, so secrets never appear in `ps` or `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Configuration comes from environment variables (DD_API_KEY, DD_SITE, DD_DOGSTATSD_PORT, OFFPATH_*, ...)
+and, with --config, from a YAML file using the Datadog Agent's datadog.yaml key names; environment
+variables win. The README lists every key (`offpath config-table` prints the table).";
+
+/// offpath: a DogStatsD sidecar that ships metrics to Datadog off the request path.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "offpath",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; `run` when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `run`'s options, accepted without the subcommand (`offpath --config FILE`).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// The command to execute: the subcommand, or `run` with the top-level options.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Listen for DogStatsD, aggregate and ship to Datadog until SIGTERM/SIGINT (the default).
+    Run(RunArgs),
+    /// Validate the configuration and test connectivity: intake DNS and TCP, the API key
+    /// (GET /api/v1/validate), and CloudWatch Logs access when a fallback log group is set.
+    /// Exit code 0 when every check passes, 1 when one fails, 2 when the configuration is invalid.
+    Check(CheckArgs),
+    /// Re-ship offpath fallback records to Datadog, from a file or stdin, or from a CloudWatch
+    /// Logs group over a time range.
+    Replay(ReplayArgs),
+    /// Ask a running offpath for GET /health on its status address; exit 0 when healthy.
+    /// Meant for container health checks (the image has no curl).
+    Health(HealthArgs),
+    /// Print the configuration table (markdown) that the README carries.
+    #[command(hide = true)]
+    ConfigTable,
+}
+
+/// Options of `offpath run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct RunArgs {
+    /// YAML configuration file (datadog.yaml key names); environment variables override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `offpath check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct CheckArgs {
+    /// YAML configuration file (datadog.yaml key names); environment variables override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `offpath replay`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ReplayArgs {
+    /// Read records from a file, or from stdin with `-`.
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["log_group", "log_stream"])]
+    pub from_file: Option<PathBuf>,
+    /// Read records from this CloudWatch Logs group (default: OFFPATH_FALLBACK_LOG_GROUP).
+    #[arg(long, value_name = "NAME")]
+    pub log_group: Option<String>,
+    /// Only this log stream of the group (default: every stream).
+    #[arg(long, value_name = "NAME")]
+    pub log_stream: Option<String>,
+    /// Start of the time range: RFC 3339, epoch seconds, or relative like 90m or 2h (default: 1h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// End of the time range, same forms as --since (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Skip records already replayed, so that the same range can be replayed twice safely.
+    #[arg(long)]
+    pub dedupe: bool,
+    /// YAML configuration file (datadog.yaml key names); environment variables override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// True when records are read from stdin (`--from-file -`).
+    pub fn from_stdin(&self) -> bool {
+        self.from_file.as_deref() == Some(std::path::Path::new("-"))
+    }
+}
+
+/// Options of `offpath health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct HealthArgs {
+    /// Status address to query (default: OFFPATH_STATUS_ADDR from the configuration, 127.0.0.1:8126).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    pub timeout: u64,
+    /// YAML configuration file, to read the status address from.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[track_caller]
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("offpath").chain(args.iter().copied()))
+            .unwrap()
+            .into_command()
+    }
+
+    #[track_caller]
+    fn rejects(args: &[&str]) -> clap::error::ErrorKind {
+        Cli::try_parse_from(std::iter::once("offpath").chain(args.iter().copied()))
+            .unwrap_err()
+            .kind()
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_run() {
+        assert_eq!(parse(&[]), Command::Run(RunArgs::default()));
+        let with_config = Command::Run(RunArgs {
+            config: Some("/etc/offpath.yaml".into()),
+        });
+        assert_eq!(parse(&["--config", "/etc/offpath.yaml"]), with_config);
+        assert_eq!(
+            parse(&["run", "--config", "/etc/offpath.yaml"]),
+            with_config
+        );
+    }
+
+    #[test]
+    fn check_takes_an_optional_config() {
+        assert_eq!(parse(&["check"]), Command::Check(CheckArgs::default()));
+        assert_eq!(
+            parse(&["check", "--config", "a.yaml"]),
+            Command::Check(CheckArgs {
+                config: Some("a.yaml".into())
+            })
+        );
+    }
+
+    #[test]
+    fn replay_reads_every_option() {
+        let Command::Replay(r) = parse(&[
+            "replay",
+            "--log-group",
+            "/offpath/fallback",
+            "--log-stream",
+            "host-1",
+            "--since",
+            "2h",
+            "--until",
+            "2024-01-01T00:00:00Z",
+            "--dedupe",
+            "--config",
+            "c.yaml",
+        ]) else {
+            panic!("not replay");
+        };
+        assert_eq!(r.log_group.as_deref(), Some("/offpath/fallback"));
+        assert_eq!(r.log_stream.as_deref(), Some("host-1"));
+        assert_eq!(r.since.as_deref(), Some("2h"));
+        assert_eq!(r.until.as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert!(r.dedupe);
+        assert_eq!(r.config, Some("c.yaml".into()));
+        assert!(!r.from_stdin());
+    }
+
+    #[test]
+    fn replay_from_stdin_is_a_dash() {
+        let Command::Replay(r) = parse(&["replay", "--from-file", "-"]) else {
+            panic!("not replay");
+        };
+        assert!(r.from_stdin());
+        let Command::Replay(r) = parse(&["replay", "--from-file", "records.jsonl"]) else {
+            panic!("not replay");
+        };
+        assert_eq!(r.from_file, Some("records.jsonl".into()));
+        assert!(!r.from_stdin());
+    }
+
+    #[test]
+    fn a_file_and_a_log_group_cannot_both_be_replayed() {
+        assert_eq!(
+            rejects(&["replay", "--from-file", "x", "--log-group", "g"]),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn health_takes_an_address_and_a_timeout() {
+        assert_eq!(
+            parse(&["health"]),
+            Command::Health(HealthArgs {
+                timeout: 3,
+                ..HealthArgs::default()
+            })
+        );
+        assert_eq!(
+            parse(&["health", "--addr", "127.0.0.1:9000", "--timeout", "1"]),
+            Command::Health(HealthArgs {
+                addr: Some("127.0.0.1:9000".parse().unwrap()),
+                timeout: 1,
+                config: None
+            })
+        );
+        assert_eq!(
+            rejects(&["health", "--addr", "localhost"]),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn config_table_is_hidden_but_parses() {
+        assert_eq!(parse(&["config-table"]), Command::ConfigTable);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            !help
+                .lines()
+                .any(|l| l.trim_start().starts_with("config-table")),
+            "{help}"
+        );
+        for sub in ["run", "check", "replay", "health"] {
+            assert!(help.contains(sub), "{sub} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn unknown_subcommands_and_flags_are_errors() {
+        assert_eq!(
+            rejects(&["serve"]),
+            clap::error::ErrorKind::InvalidSubcommand
+        );
+        assert_eq!(
+            rejects(&["run", "--api-key", "x"]),
+            clap::error::ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn version_and_help_are_displayed() {
+        assert_eq!(
+            rejects(&["--version"]),
+            clap::error::ErrorKind::DisplayVersion
+        );
+        assert_eq!(rejects(&["--help"]), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(
+            rejects(&["replay", "--help"]),
+            clap::error::ErrorKind::DisplayHelp
+        );
+        let help = Cli::command()
+            .find_subcommand_mut("replay")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--from-file",
+            "--log-group",
+            "--log-stream",
+            "--since",
+            "--until",
+            "--dedupe",
+            "--config",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The local `/health` and `/status` HTTP endpoint (`OFFPATH_STATUS_ADDR`, loopback by default).
+//!
+//! - `GET /health`: `200 ok` when the listeners are up and the pipeline is alive (its heartbeat is
+//!   recent), `503 <reason>` otherwise. Container health checks call it through `offpath health`.
+//! - `GET /status`: the counters as JSON ([`Status`]); never the API key.
+//!
+//! The pipeline owns a shared [`Health`] and updates it; [`serve`] takes an already-bound listener
+//! and a shutdown future. Connections are bounded and short (one request each, header timeout).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::dogstatsd::ParseError;
+use crate::telemetry::{PacketDrop, PointDrop, Telemetry};
+
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 16;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on one connection's life.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Liveness shared between the pipeline (which updates it) and `/health` (which reads it).
+#[derive(Debug)]
+pub struct Health {
+    /// Set once every configured listener is bound and reading; cleared when they stop.
+    listeners_up: AtomicBool,
+    /// Unix seconds of the pipeline's last sign of life; 0 = not started.
+    heartbeat: AtomicI64,
+    /// Set when shutdown begins, so orchestrators stop routing to this instance.
+    shutting_down: AtomicBool,
+    /// A heartbeat older than this makes `/health` answer 503.
+    stale_after: Duration,
+}
+
+impl Health {
+    /// A `Health` whose heartbeat goes stale after `stale_after` (see [`Health::stale_after_for`]).
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            listeners_up: AtomicBool::new(false),
+            heartbeat: AtomicI64::new(0),
+            shutting_down: AtomicBool::new(false),
+            stale_after,
+        }
+    }
+
+    /// A staleness bound for a flush interval: three missed flushes, and never under 30 s.
+    pub fn stale_after_for(flush_interval: Duration) -> Duration {
+        (flush_interval * 3).max(Duration::from_secs(30))
+    }
+
+    /// Record whether the listeners are up (true after `Listeners::start`, false after `stop`).
+    pub fn set_listeners_up(&self, up: bool) {
+        self.listeners_up.store(up, Relaxed);
+    }
+
+    /// Record a sign of life of the pipeline at `now` (unix seconds): call it when the pipeline
+    /// starts and after every flush the aggregate worker answered.
+    pub fn heartbeat(&self, now: i64) {
+        self.heartbeat.fetch_max(now, Relaxed);
+    }
+
+    /// Mark the start of shutdown: `/health` answers 503 from now on.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Relaxed);
+    }
+
+    /// `Ok` when healthy at `now` (unix seconds), else the reason.
+    ///
+    /// # Errors
+    /// The reason the agent is unhealthy, as shown by `/health`.
+    pub fn evaluate(&self, now: i64) -> Result<(), String> {
+        if self.shutting_down.load(Relaxed) {
+            return Err("shutting down".to_owned());
+        }
+        if !self.listeners_up.load(Relaxed) {
+            return Err("listeners are not up".to_owned());
+        }
+        let beat = self.heartbeat.load(Relaxed);
+        if beat == 0 {
+            return Err("pipeline not started".to_owned());
+        }
+        let age = now.saturating_sub(beat);
+        let limit = i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX);
+        if age > limit {
+            return Err(format!(
+                "pipeline stalled: last heartbeat {age} s ago (limit {limit} s)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One listener in `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerStatus {
+    /// `udp`, `unixgram` or `unix`, plus the address.
+    pub name: String,
+    /// Packets read.
+    pub packets: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Packets dropped, by reason (`queue_full`, `truncated`, `oversize_frame`).
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// Lines parsed and rejected.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParseStatus {
+    /// Metric lines parsed.
+    pub metrics: u64,
+    /// Event lines parsed.
+    pub events: u64,
+    /// Service-check lines parsed.
+    pub service_checks: u64,
+    /// Rejected lines, by reason.
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+/// The point ledger: `received = delivered + fell_back + dropped` once everything is flushed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PointsStatus {
+    /// Metric values, events and service checks accepted by the parser.
+    pub received: u64,
+    /// Points in payloads the intake accepted.
+    pub delivered: u64,
+    /// Points written to the fallback (CloudWatch Logs or stdout).
+    pub fell_back: u64,
+    /// Dropped points, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Sum of `dropped`.
+    pub dropped_total: u64,
+}
+
+/// Delivery counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardStatus {
+    /// Payloads the intake accepted.
+    pub payloads_delivered: u64,
+    /// Requests retried.
+    pub retries: u64,
+    /// Records written to the fallback sink.
+    pub fallback_records: u64,
+    /// Bytes written to the fallback sink.
+    pub fallback_bytes: u64,
+}
+
+/// `/health` as seen by `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthStatus {
+    /// Whether `/health` answers 200.
+    pub ok: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
+
+/// The `/status` JSON document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// offpath's version.
+    pub version: &'static str,
+    /// Seconds since the process started.
+    pub uptime_seconds: u64,
+    /// The `/health` verdict.
+    pub health: HealthStatus,
+    /// Per-listener counters.
+    pub listeners: Vec<ListenerStatus>,
+    /// Packets read over every listener.
+    pub packets_received: u64,
+    /// Packets dropped over every listener, by reason.
+    pub packets_dropped: BTreeMap<&'static str, u64>,
+    /// Parser counters.
+    pub parse: ParseStatus,
+    /// The point ledger.
+    pub points: PointsStatus,
+    /// Bytes waiting in the retry queue.
+    pub retry_queue_bytes: u64,
+    /// Circuit breaker: `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// The last error the intake returned (status and short body), if any.
+    pub last_intake_error: Option<String>,
+    /// Delivery and fallback counters.
+    pub forward: ForwardStatus,
+}
+
+/// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
+pub const fn breaker_name(state: u64) -> &'static str {
+    match state {
+        0 => "closed",
+        1 => "open",
+        2 => "half_open",
+        _ => "unknown",
+    }
+}
+
+impl Status {
+    /// Read every counter now (`now` in unix seconds for the health verdict).
+    pub fn snapshot(t: &Telemetry, health: &Health, now: i64) -> Self {
+        let listeners: Vec<ListenerStatus> = t
+            .listeners
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .map(|l| ListenerStatus {
+                        name: l.name.clone(),
+                        packets: l.packets.load(Relaxed),
+                        bytes: l.bytes.load(Relaxed),
+                        dropped: PacketDrop::ALL
+                            .iter()
+                            .map(|r| (r.as_str(), l.dropped[*r as usize].load(Relaxed)))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let packets_received = listeners.iter().map(|l| l.packets).sum();
+        let packets_dropped = PacketDrop::ALL
+            .iter()
+            .map(|r| {
+                let n = listeners.iter().map(|l| l.dropped[r.as_str()]).sum();
+                (r.as_str(), n)
+            })
+            .collect();
+        let p = &t.points;
+        let dropped: BTreeMap<&'static str, u64> = PointDrop::ALL
+            .iter()
+            .map(|r| (r.as_str(), p.dropped[*r as usize].load(Relaxed)))
+            .collect();
+        let verdict = health.evaluate(now);
+        let f = &t.forward;
+        Self {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: t.started.elapsed().as_secs(),
+            health: HealthStatus {
+                ok: verdict.is_ok(),
+                reason: verdict.err(),
+            },
+            listeners,
+            packets_received,
+            packets_dropped,
+            parse: ParseStatus {
+                metrics: t.parse.metrics.load(Relaxed),
+                events: t.parse.events.load(Relaxed),
+                service_checks: t.parse.service_checks.load(Relaxed),
+                errors: ParseError::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), t.parse.errors[r.index()].load(Relaxed)))
+                    .collect(),
+            },
+            points: PointsStatus {
+                received: p.received.load(Relaxed),
+                delivered: p.delivered.load(Relaxed),
+                fell_back: p.fell_back.load(Relaxed),
+                dropped_total: dropped.values().sum(),
+                dropped,
+            },
+            retry_queue_bytes: f.retry_queue_bytes.load(Relaxed),
+            breaker: breaker_name(f.breaker.load(Relaxed)),
+            last_intake_error: f.last_intake_error.lock().ok().and_then(|e| e.clone()),
+            forward: ForwardStatus {
+                payloads_delivered: f.payloads_delivered.load(Relaxed),
+                retries: f.retries.load(Relaxed),
+                fallback_records: f.fallback_records.load(Relaxed),
+                fallback_bytes: f.fallback_bytes.load(Relaxed),
+            },
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (the clock `serve` hands to [`Health::evaluate`]).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Serve `/health` and `/status` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// Never in practice: accept errors (e.g. too many open files) are logged and serving continues.
+pub async fn serve(
+    listener: TcpListener,
+    telemetry: Arc<Telemetry>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "status endpoint: accept failed");
+                    // Back off so that a persistent error (EMFILE) does not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(%peer, "status endpoint: too many connections, closing");
+            continue;
+        };
+        let telemetry = Arc::clone(&telemetry);
+        let health = Arc::clone(&health);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&req, &telemetry, &health, unix_now());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                tracing::debug!(error = %e, %peer, "status endpoint: connection error");
+            }
+            drop(permit);
+        });
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    telemetry: &Telemetry,
+    health: &Health,
+    now: i64,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if !matches!(path, "/health" | "/status") {
+        return text(StatusCode::NOT_FOUND, "not found: try /health or /status\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        r.headers_mut()
+            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if path == "/health" {
+        return match health.evaluate(now) {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
+        };
+    }
+    let status = Status::snapshot(telemetry, health, now);
+    match serde_json::to_vec_pretty(&status) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            build(StatusCode::OK, "application/json", Bytes::from(body))
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode status: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    build(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::copy_from_slice(body.as_bytes()),
+    )
+}
+
+fn build(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    struct Server {
+        addr: SocketAddr,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Server {
+        async fn start(telemetry: Arc<Telemetry>, health: Arc<Health>) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(serve(listener, telemetry, health, async {
+                let _ = stopped.await;
+            }));
+            Self {
+                addr,
+                stop: Some(stop),
+                task,
+            }
+        }
+
+        async fn stop(mut self) {
+            let _ = self.stop.take().unwrap().send(());
+            self.task.await.unwrap().unwrap();
+        }
+    }
+
+    /// A raw HTTP/1.1 exchange: returns (status code, body).
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, body.to_owned())
+    }
+
+    fn healthy() -> Arc<Health> {
+        let h = Health::new(Duration::from_secs(30));
+        h.set_listeners_up(true);
+        h.heartbeat(unix_now());
+        Arc::new(h)
+    }
+
+    #[test]
+    fn health_needs_listeners_and_a_fresh_heartbeat() {
+        let h = Health::new(Duration::from_secs(30));
+        assert_eq!(h.evaluate(1000).unwrap_err(), "listeners are not up");
+        h.set_listeners_up(true);
+        assert_eq!(h.evaluate(1000).unwrap_err(), "pipeline not started");
+        h.heartbeat(1000);
+        assert_eq!(h.evaluate(1030), Ok(()));
+        assert!(h.evaluate(1031).unwrap_err().contains("stalled"));
+        h.heartbeat(990); // an older heartbeat never moves it back
+        assert_eq!(h.evaluate(1030), Ok(()));
+        h.set_shutting_down();
+        assert_eq!(h.evaluate(1000).unwrap_err(), "shutting down");
+    }
+
+    #[test]
+    fn staleness_is_three_flushes_and_at_least_thirty_seconds() {
+        assert_eq!(
+            Health::stale_after_for(Duration::from_secs(15)),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            Health::stale_after_for(Duration::from_secs(1)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test]
+    async fn health_answers_200_when_healthy_and_503_with_the_reason_otherwise() {
+        let t = Arc::new(Telemetry::default());
+        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        let server = Server::start(t, Arc::clone(&health)).await;
+        assert_eq!(
+            request(server.addr, "GET", "/health").await,
+            (503, "listeners are not up\n".to_owned())
+        );
+        health.set_listeners_up(true);
+        health.heartbeat(unix_now());
+        assert_eq!(
+            request(server.addr, "GET", "/health").await,
+            (200, "ok\n".to_owned())
+        );
+        assert_eq!(request(server.addr, "HEAD", "/health").await.0, 200);
+        health.set_listeners_up(false);
+        assert_eq!(request(server.addr, "GET", "/health").await.0, 503);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn status_reports_the_counters() {
+        let t = Arc::new(Telemetry::default());
+        let udp = t.register_listener("udp 127.0.0.1:8125");
+        udp.packets.store(7, Relaxed);
+        udp.bytes.store(700, Relaxed);
+        udp.drop_packet(PacketDrop::QueueFull, 2);
+        t.parse.metrics.store(40, Relaxed);
+        t.parse.error(ParseError::BadValue);
+        t.points.received.store(40, Relaxed);
+        t.points.delivered.store(30, Relaxed);
+        t.points.fell_back.store(5, Relaxed);
+        t.points.drop_points(PointDrop::NonFinite, 5);
+        t.forward.retry_queue_bytes.store(1234, Relaxed);
+        t.forward.breaker.store(1, Relaxed);
+        *t.forward.last_intake_error.lock().unwrap() = Some("503 Service Unavailable".into());
+        let server = Server::start(Arc::clone(&t), healthy()).await;
+
+        let (code, body) = request(server.addr, "GET", "/status").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["uptime_seconds"].is_u64());
+        assert_eq!(v["health"]["ok"], true);
+        assert_eq!(v["listeners"][0]["name"], "udp 127.0.0.1:8125");
+        assert_eq!(v["listeners"][0]["packets"], 7);
+        assert_eq!(v["listeners"][0]["bytes"], 700);
+        assert_eq!(v["listeners"][0]["dropped"]["queue_full"], 2);
+        assert_eq!(v["packets_received"], 7);
+        assert_eq!(v["packets_dropped"]["queue_full"], 2);
+        assert_eq!(v["parse"]["metrics"], 40);
+        assert_eq!(v["parse"]["errors"]["bad_value"], 1);
+        assert_eq!(v["points"]["received"], 40);
+        assert_eq!(v["points"]["delivered"], 30);
+        assert_eq!(v["points"]["fell_back"], 5);
+        assert_eq!(v["points"]["dropped"]["non_finite"], 5);
+        assert_eq!(v["points"]["dropped"]["context_limit"], 0);
+        assert_eq!(v["points"]["dropped_total"], 5);
+        assert_eq!(v["retry_queue_bytes"], 1234);
+        assert_eq!(v["breaker"], "open");
+        assert_eq!(v["last_intake_error"], "503 Service Unavailable");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn other_paths_and_methods_are_refused() {
+        let server = Server::start(Arc::new(Telemetry::default()), healthy()).await;
+        assert_eq!(request(server.addr, "GET", "/").await.0, 404);
+        assert_eq!(request(server.addr, "GET", "/metrics").await.0, 404);
+        assert_eq!(request(server.addr, "POST", "/status").await.0, 405);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_serving_and_closes_the_socket() {
+        let server = Server::start(Arc::new(Telemetry::default()), healthy()).await;
+        let addr = server.addr;
+        // An idle connection that never sends a request must not hold shutdown up.
+        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        server.stop().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[test]
+    fn breaker_states_have_names() {
+        assert_eq!(
+            [0, 1, 2, 9].map(breaker_name),
+            ["closed", "open", "half_open", "unknown"]
+        );
+    }
+}
