@@ -106,6 +106,8 @@ pub struct ListenerStats {
     pub bytes: AtomicU64,
     /// Packets dropped, indexed like [`PacketDrop::ALL`].
     pub dropped: [AtomicU64; 3],
+    /// Unix stream connections closed at once because the listener already served its maximum.
+    pub connections_refused: AtomicU64,
 }
 
 impl ListenerStats {

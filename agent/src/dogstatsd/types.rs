@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use super::metric::parse_f64;
 use crate::model::{AlertType, Priority};
 
 /// DogStatsD metric type, exactly as on the wire (case-sensitive).
@@ -44,6 +45,29 @@ pub struct PackedValues<'a> {
     pub raw: &'a str,
 }
 
+impl<'a> PackedValues<'a> {
+    /// Each packed value in order, empty items skipped.
+    ///
+    /// The parser only hands out lists whose every item is a number, so nothing is lost here; an item that is not
+    /// a number (only possible for a hand-built value) is skipped.
+    pub fn iter(&self) -> impl Iterator<Item = f64> + 'a {
+        self.raw
+            .split(':')
+            .filter(|item| !item.is_empty())
+            .filter_map(|item| parse_f64(item.as_bytes()))
+    }
+
+    /// The number of values (empty items are not values).
+    pub fn len(&self) -> usize {
+        self.raw.split(':').filter(|item| !item.is_empty()).count()
+    }
+
+    /// True when the list holds no value (never the case for a list the parser handed out).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The value part of a metric line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MetricValue<'a> {
@@ -55,11 +79,38 @@ pub enum MetricValue<'a> {
     Set(&'a str),
 }
 
+impl MetricValue<'_> {
+    /// The number of values: packed values each count, a single value or a set member counts 1.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Single(_) | Self::Set(_) => 1,
+            Self::Packed(values) => values.len(),
+        }
+    }
+
+    /// True when there is no value (never the case for a value the parser handed out).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The raw tag list after `#`; iterating yields each non-empty tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tags<'a> {
     /// The raw text after `#` (tags separated by `,`); empty when there are no tags.
     pub raw: &'a str,
+}
+
+impl<'a> Tags<'a> {
+    /// Each tag as sent (no trimming, no de-duplication); empty tags (`#a,,b`) are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.raw.split(',').filter(|tag| !tag.is_empty())
+    }
+
+    /// True when there is no non-empty tag (`#`, `#,,` or no `#` field at all).
+    pub fn is_empty(&self) -> bool {
+        self.raw.bytes().all(|b| b == b',')
+    }
 }
 
 /// Client cardinality (`card:`, v1.6).

@@ -1,0 +1,339 @@
+//! Pooled packet buffers and the per-thread sink that fills them and hands them to the queue.
+//!
+//! Every buffer is exactly `DD_DOGSTATSD_BUFFER_SIZE` bytes. The free list is a bounded crossbeam
+//! channel: a [`Packet`] puts its buffer back when it drops, and a receive loop takes one when it needs
+//! one. When the free list is empty the loop allocates a new buffer rather than drop data, and when the
+//! free list is full a returned buffer is freed. So the buffers alive at once are bounded by what can be
+//! held at once: the packet queue (`DD_DOGSTATSD_QUEUE_SIZE`), each receive loop's batch, and what the
+//! consumer holds. Buffers come from `calloc`, so pages a datagram never touched cost no memory.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::telemetry::{ListenerStats, PacketDrop};
+
+/// One packet of DogStatsD text: one or more datagrams or stream frames, joined by `\n`.
+///
+/// Its buffer returns to the listeners' pool when the packet drops.
+pub struct Packet {
+    /// A pooled buffer (or a private one, see [`Packet::copy_from`]); `data` is its first `len` bytes.
+    buf: Box<[u8]>,
+    /// Bytes of `buf` in use.
+    len: usize,
+    /// Datagrams or frames joined into this packet, so a dropped packet is counted as what it held.
+    datagrams: u32,
+    /// Where the buffer goes back to; `None` for packets not built by a listener.
+    pool: Option<Arc<Pool>>,
+}
+
+impl Packet {
+    /// The packet's bytes: DogStatsD lines separated by `\n` (the last one may lack it).
+    pub fn data(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    /// A packet holding a copy of `data`, outside any pool (for in-process producers and tests).
+    pub fn copy_from(data: &[u8]) -> Packet {
+        Packet {
+            buf: data.into(),
+            len: data.len(),
+            datagrams: 1,
+            pool: None,
+        }
+    }
+}
+
+impl Drop for Packet {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.put(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl fmt::Debug for Packet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Packet")
+            .field("len", &self.len)
+            .field("datagrams", &self.datagrams)
+            .field("data", &String::from_utf8_lossy(self.data()))
+            .finish()
+    }
+}
+
+/// A bounded free list of equal-sized buffers.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Returned buffers go in here (`try_send`: a full free list frees the buffer).
+    back: Sender<Box<[u8]>>,
+    /// Buffers are taken from here (`try_recv`: an empty free list allocates).
+    free: Receiver<Box<[u8]>>,
+    /// `DD_DOGSTATSD_BUFFER_SIZE`.
+    buf_size: usize,
+}
+
+impl Pool {
+    /// A pool of `buf_size`-byte buffers keeping at most `capacity` free ones.
+    pub(crate) fn new(buf_size: usize, capacity: usize) -> Arc<Pool> {
+        let (back, free) = crossbeam_channel::bounded(capacity.max(1));
+        Arc::new(Pool {
+            back,
+            free,
+            buf_size,
+        })
+    }
+
+    /// The size of every buffer.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
+    /// A free buffer, or a new one when none is free.
+    pub(crate) fn get(&self) -> Box<[u8]> {
+        self.free
+            .try_recv()
+            .unwrap_or_else(|_| vec![0u8; self.buf_size].into_boxed_slice())
+    }
+
+    /// Give a buffer back; freed if the free list is full.
+    pub(crate) fn put(&self, buf: Box<[u8]>) {
+        if buf.len() == self.buf_size {
+            let _ = self.back.try_send(buf);
+        }
+    }
+
+    /// Buffers waiting in the free list.
+    #[cfg(test)]
+    pub(crate) fn free_len(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// What one receive loop writes into: joins small datagrams into pooled packets, sends them with
+/// `try_send` (a full queue drops the packet and counts it) and counts per batch.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    queue: Sender<Packet>,
+    pool: Arc<Pool>,
+    stats: Arc<ListenerStats>,
+    /// The packet being filled, sent by [`Sink::flush`].
+    open: Option<Packet>,
+    /// Counted locally, added to `stats` once per batch by [`Sink::commit`].
+    packets: u64,
+    bytes: u64,
+    queue_full: u64,
+    truncated: u64,
+    oversize: u64,
+    /// Whether a disconnected queue was already logged.
+    warned_disconnected: bool,
+}
+
+impl Sink {
+    pub(crate) fn new(queue: Sender<Packet>, pool: Arc<Pool>, stats: Arc<ListenerStats>) -> Sink {
+        Sink {
+            queue,
+            pool,
+            stats,
+            open: None,
+            packets: 0,
+            bytes: 0,
+            queue_full: 0,
+            truncated: 0,
+            oversize: 0,
+            warned_disconnected: false,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
+
+    /// Count datagrams or frames read from the socket and their bytes (delivered or not).
+    pub(crate) fn received(&mut self, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+
+    /// Count a datagram larger than the buffer (read cut short by the kernel, never forwarded).
+    pub(crate) fn truncated(&mut self) {
+        self.truncated += 1;
+    }
+
+    /// Count a stream frame larger than the buffer (its connection is closed).
+    pub(crate) fn oversize_frame(&mut self) {
+        self.oversize += 1;
+    }
+
+    /// Append `data` to the open packet (after a `\n`) if it fits there.
+    pub(crate) fn append(&mut self, data: &[u8]) -> bool {
+        let Some(open) = &mut self.open else {
+            return false;
+        };
+        let sep = usize::from(open.len > 0 && open.buf.get(open.len - 1) != Some(&b'\n'));
+        let start = open.len + sep;
+        let Some(dst) = open.buf.get_mut(open.len..start + data.len()) else {
+            return false;
+        };
+        let (newline, rest) = dst.split_at_mut(sep);
+        newline.fill(b'\n');
+        rest.copy_from_slice(data);
+        open.len = start + data.len();
+        open.datagrams += 1;
+        true
+    }
+
+    /// Send the open packet and make `buf` (whose first `len` bytes are one datagram) the open one.
+    pub(crate) fn open_with(&mut self, buf: Box<[u8]>, len: usize) {
+        self.flush();
+        self.open = Some(Packet {
+            len: len.min(buf.len()),
+            buf,
+            datagrams: 1,
+            pool: Some(Arc::clone(&self.pool)),
+        });
+    }
+
+    /// Add a copy of `data` (at most one buffer long): to the open packet if it fits, else to a new one.
+    pub(crate) fn push_copy(&mut self, data: &[u8]) {
+        if self.append(data) {
+            return;
+        }
+        let mut buf = self.pool.get();
+        let len = data.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..len), data.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        self.open_with(buf, len);
+    }
+
+    /// Send the open packet, if any, with `try_send`; a full queue drops it and counts what it held.
+    pub(crate) fn flush(&mut self) {
+        let Some(packet) = self.open.take() else {
+            return;
+        };
+        match self.queue.try_send(packet) {
+            Ok(()) => {}
+            Err(TrySendError::Full(p)) => self.queue_full += u64::from(p.datagrams),
+            Err(TrySendError::Disconnected(p)) => {
+                self.queue_full += u64::from(p.datagrams);
+                if !self.warned_disconnected {
+                    self.warned_disconnected = true;
+                    tracing::warn!(
+                        listener = %self.stats.name,
+                        "the packet queue is closed; packets are dropped and counted as queue_full"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Add this batch's counts to the listener's counters and send the open packet (so what was read is
+    /// counted before the consumer can see it).
+    pub(crate) fn commit(&mut self) {
+        let s = &self.stats;
+        for (n, add) in [(&mut self.packets, &s.packets), (&mut self.bytes, &s.bytes)] {
+            if *n > 0 {
+                add.fetch_add(std::mem::take(n), Relaxed);
+            }
+        }
+        for (n, reason) in [
+            (&mut self.truncated, PacketDrop::Truncated),
+            (&mut self.oversize, PacketDrop::OversizeFrame),
+        ] {
+            if *n > 0 {
+                s.drop_packet(reason, std::mem::take(n));
+            }
+        }
+        self.flush();
+        if self.queue_full > 0 {
+            self.stats
+                .drop_packet(PacketDrop::QueueFull, std::mem::take(&mut self.queue_full));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(queue_size: usize, buf_size: usize) -> (Sink, Receiver<Packet>, Arc<ListenerStats>) {
+        let (tx, rx) = crossbeam_channel::bounded(queue_size);
+        let stats = Arc::new(ListenerStats::default());
+        let pool = Pool::new(buf_size, 4);
+        (Sink::new(tx, pool, Arc::clone(&stats)), rx, stats)
+    }
+
+    #[test]
+    fn a_dropped_packet_returns_its_buffer_to_the_pool() {
+        let (mut s, rx, _) = sink(4, 16);
+        s.push_copy(b"a:1|c");
+        s.commit();
+        assert_eq!(s.pool().free_len(), 0);
+        let p = rx.try_recv().unwrap();
+        assert_eq!(p.data(), b"a:1|c");
+        drop(p);
+        assert_eq!(s.pool().free_len(), 1);
+        let buf = s.pool().get();
+        assert_eq!(buf.len(), 16);
+        assert_eq!(s.pool().free_len(), 0);
+    }
+
+    #[test]
+    fn a_full_free_list_frees_returned_buffers() {
+        let pool = Pool::new(8, 2);
+        for _ in 0..5 {
+            pool.put(vec![0; 8].into_boxed_slice());
+        }
+        assert_eq!(pool.free_len(), 2);
+        pool.put(vec![0; 3].into_boxed_slice());
+        assert_eq!(pool.free_len(), 2);
+    }
+
+    #[test]
+    fn small_datagrams_are_joined_by_newlines_up_to_the_buffer_size() {
+        let (mut s, rx, stats) = sink(8, 12);
+        for d in [&b"a:1|c"[..], b"b:2|c\n", b"c:3|c", b"dddddddddddd"] {
+            s.received(1, d.len() as u64);
+            s.push_copy(d);
+        }
+        s.commit();
+        let got: Vec<Vec<u8>> = rx.try_iter().map(|p| p.data().to_vec()).collect();
+        assert_eq!(got, [&b"a:1|c\nb:2|c\n"[..], b"c:3|c", b"dddddddddddd"]);
+        assert_eq!(stats.packets.load(Relaxed), 4);
+        assert_eq!(stats.bytes.load(Relaxed), 28);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_every_datagram_of_the_packet() {
+        let (mut s, rx, stats) = sink(1, 64);
+        s.push_copy(b"a:1|c");
+        s.commit();
+        s.push_copy(b"b:1|c");
+        s.push_copy(b"c:1|c");
+        s.commit();
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(
+            stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn packets_copied_from_a_slice_hold_it() {
+        let p = Packet::copy_from(b"x:1|g");
+        assert_eq!(p.data(), b"x:1|g");
+    }
+}
