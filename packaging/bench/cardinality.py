@@ -15,8 +15,6 @@ Exits 1 when the peak RSS exceeds the bound.
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loss_curve import FakeIntake, free_port, http_ok, status_kib, wait_until  # noqa: E402
+from loss_curve import FakeIntake, Offpath, offpath_env, status_kib  # noqa: E402
 
 
 def main():
@@ -45,23 +43,13 @@ def main():
     intake = FakeIntake(os.path.join(args.bin_dir, "offpath-fake-intake"))
     with tempfile.TemporaryDirectory(prefix="offpath-card-") as work:
         sock = os.path.join(work, "dsd.sock")
-        status_port = free_port(socket.SOCK_STREAM)
-        env = dict(os.environ)
-        env.update({
-            "DD_API_KEY": "0" * 32, "DD_DD_URL": intake.url, "DD_DOGSTATSD_PORT": "0",
-            "DD_DOGSTATSD_SOCKET": sock, "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit),
-            "OFFPATH_STATUS_ADDR": f"127.0.0.1:{status_port}", "OFFPATH_SHUTDOWN_TIMEOUT": "60",
-            "OFFPATH_FALLBACK": "off",
-        })
-        err_path = os.path.join(work, "offpath.stderr")
-        err = open(err_path, "w")
-        proc = subprocess.Popen([offpath, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        env = offpath_env(intake.url, {"DD_DOGSTATSD_PORT": "0", "DD_DOGSTATSD_SOCKET": sock,
+                                       "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit)})
         samples = []
+        op = None
         try:
-            wait_until(lambda: proc.poll() is not None or http_ok(f"http://127.0.0.1:{status_port}/health"), 30,
-                       "offpath /health")
-            wait_until(lambda: os.path.exists(sock), 10, "offpath's Unix socket")
-            idle = status_kib(proc.pid, "VmRSS")
+            op = Offpath(offpath, env, work)
+            idle = status_kib(op.pid, "VmRSS")
             rate = int(args.contexts / args.duration)
             gen = subprocess.Popen([loadgen, "--transport", "unixgram", "--socket", sock, "--once",
                                     "--contexts", str(args.contexts), "--rate", str(rate), "--max-tags",
@@ -71,7 +59,7 @@ def main():
 
             def sample():
                 while not stop.is_set():
-                    samples.append((time.monotonic() - t0, status_kib(proc.pid, "VmRSS")))
+                    samples.append((time.monotonic() - t0, status_kib(op.pid, "VmRSS")))
                     stop.wait(0.5)
 
             sampler = threading.Thread(target=sample)
@@ -82,23 +70,18 @@ def main():
             time.sleep(12)
             stop.set()
             sampler.join()
-            peak = status_kib(proc.pid, "VmHWM")
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
+            peak = status_kib(op.pid, "VmHWM")
+            summary = op.stop()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            err.close()
+            if op:
+                op.kill()
             totals = intake.stop()
-        with open(err_path) as f:
-            summary = [line.strip() for line in f if "points received" in line]
 
     bound = idle + (args.limit * args.bytes_per_context + args.queue_bytes) // 1024
     print(f"contexts offered: {report['lines']:,} in {report['elapsed_s']:.1f} s "
           f"({report['lines_per_s']:,.0f}/s), distinct: {report['expected'].get('distinct_contexts')}")
     print(f"context limit: {args.limit:,}; contexts delivered to the intake: {totals.get('contexts', 0):,}")
-    print(f"offpath summary: {summary[-1] if summary else '(none found in stderr)'}")
+    print(f"offpath summary: {summary or '(none found in stderr)'}")
     print("RSS over time (s, MiB): " + ", ".join(f"{t:.0f}:{kib / 1024:.1f}" for t, kib in samples[::10]))
     print(f"idle RSS {idle / 1024:.1f} MiB, peak RSS (VmHWM) {peak / 1024:.1f} MiB, bound {bound / 1024:.1f} MiB")
     if peak > bound:

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -145,55 +146,100 @@ class FakeIntake:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def run_offpath(args, lg, cfg, rate, workdir):
-    intake = FakeIntake(args.fake_intake)
-    udp_port = free_port()
-    status_port = free_port(socket.SOCK_STREAM)
-    sock_path = os.path.join(workdir, "dsd.sock")
-    if os.path.exists(sock_path):
-        os.unlink(sock_path)
-    env = dict(os.environ)
+class Offpath:
+    """A running offpath: started with `env`, ready when it logs `offpath ready` (with `udp=` and
+    `status=` addresses) on stderr; stderr is kept in a file and its shutdown summary line parsed."""
+
+    def __init__(self, binary, env, workdir):
+        self.err_path = os.path.join(workdir, "offpath.stderr")
+        self.ready = threading.Event()
+        self.ready_line = ""
+        self.lines = []
+        self.proc = subprocess.Popen([binary, "run"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if not self.ready.wait(60) or self.proc.poll() is not None:
+            self.kill()
+            tail = "".join(self.lines[-20:])
+            raise RuntimeError(f"offpath did not log `offpath ready` (exit {self.proc.returncode}):\n{tail}")
+        self.udp = self._addr("udp=")
+        self.status = self._addr("status=")
+
+    def _read(self):
+        with open(self.err_path, "w") as log_file:
+            for line in self.proc.stderr:
+                log_file.write(line)
+                self.lines.append(line)
+                if "offpath ready" in line and not self.ready.is_set():
+                    self.ready_line = line
+                    self.ready.set()
+        self.ready.set()
+
+    def _addr(self, key):
+        for word in self.ready_line.split():
+            if word.startswith(key):
+                return word[len(key):].strip('"')
+        return None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self, timeout=120):
+        """SIGTERM, wait for the exit, return the last accounting summary line (or "")."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        self.reader.join(10)
+        summary = [line.strip() for line in self.lines if "points received" in line]
+        return summary[-1] if summary else ""
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def offpath_env(intake_url, extra):
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
     env.update({
         "DD_API_KEY": "0" * 32,
-        "DD_DD_URL": intake.url,
-        "DD_DOGSTATSD_PORT": str(udp_port),
-        "DD_DOGSTATSD_SOCKET": sock_path,
-        "DD_AGGREGATE_CONTEXT_LIMIT": str(max(200_000, cfg["contexts"] * 2)),
-        "OFFPATH_STATUS_ADDR": f"127.0.0.1:{status_port}",
+        "DD_DD_URL": intake_url,
+        "DD_DOGSTATSD_PORT": "__random__",
+        "OFFPATH_STATUS_ADDR": "127.0.0.1:0",
         "OFFPATH_SHUTDOWN_TIMEOUT": "60",
         "OFFPATH_SELF_TELEMETRY": "false",
         "OFFPATH_FALLBACK": "off",
         "DD_LOG_LEVEL": "info",
     })
+    env.update(extra)
+    return env
+
+
+def run_offpath(args, lg, cfg, rate, workdir):
+    intake = FakeIntake(args.fake_intake)
+    sock_path = os.path.join(workdir, "dsd.sock")
+    env = offpath_env(intake.url, {
+        "DD_DOGSTATSD_SOCKET": sock_path,
+        "DD_AGGREGATE_CONTEXT_LIMIT": str(max(200_000, cfg["contexts"] * 2)),
+    })
     env.update(args.offpath_env)
-    err_path = os.path.join(workdir, "offpath.stderr")
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen([args.offpath, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    op = None
     try:
-        wait_until(lambda: proc.poll() is not None or http_ok(f"http://127.0.0.1:{status_port}/health"), 30,
-                   "offpath /health")
-        if proc.poll() is not None:
-            raise RuntimeError(f"offpath exited with {proc.returncode} at start; see {err_path}")
-        target = f"127.0.0.1:{udp_port}" if cfg["transport"] == "udp" else sock_path
-        if cfg["transport"] != "udp":
-            wait_until(lambda: os.path.exists(sock_path), 10, "offpath's Unix socket")
-        cpu0 = cpu_seconds(proc.pid)
+        op = Offpath(args.offpath, env, workdir)
+        target = op.udp if cfg["transport"] == "udp" else sock_path
+        cpu0 = cpu_seconds(op.pid)
         t0 = time.monotonic()
-        gen = lg.start(cfg, rate, target)
-        report = Loadgen.finish(gen)
-        cpu = 100.0 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-        rss = status_kib(proc.pid, "VmHWM")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        report = Loadgen.finish(lg.start(cfg, rate, target))
+        cpu = 100.0 * (cpu_seconds(op.pid) - cpu0) / (time.monotonic() - t0)
+        rss = status_kib(op.pid, "VmHWM")
+        summary = op.stop()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if op:
+            op.kill()
         totals = intake.stop()
     delivered_obs = totals["count_sum"] + totals["histogram_count_sum"] + totals["sketch_count_sum"]
-    with open(err_path) as f:
-        summary = [l.strip() for l in f if "points received" in l]
-    return row("offpath", cfg, rate, report, delivered_obs, cpu, rss, summary[-1][-300:] if summary else "")
+    return row("offpath", cfg, rate, report, delivered_obs, cpu, rss, summary[-300:])
 
 
 # --------------------------------------------------------------------------------------------- netdata
