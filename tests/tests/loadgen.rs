@@ -222,18 +222,26 @@ fn the_stream_transport_frames_each_packet_with_its_little_endian_length() {
 }
 
 #[test]
-fn garbage_mode_sends_random_mutated_and_pathological_packets() {
-    let (report, got) = over_unixgram(&["--mode", "garbage", "--lines", "3000"]);
+fn garbage_mode_sends_random_mutated_and_pathological_packets_and_counts_their_lines() {
+    let (report, got) = over_unixgram(&["--mode", "garbage", "--max-packets", "3000"]);
     assert_eq!(report["packets"], got.len() as u64);
     for kind in ["random_bytes", "mutated_lines", "pathological"] {
-        assert!(
-            report["lines_by_type"][kind].as_u64().unwrap() > 100,
-            "{kind}"
-        );
+        assert!(report["packets_by_kind"][kind].as_u64().unwrap() > 100, "{kind}");
     }
     assert!(got.iter().any(|p| std::str::from_utf8(p).is_err()));
-    assert!(
-        got.iter().any(|p| p.len() > 8192),
-        "some datagrams exceed offpath's buffer"
+    assert!(got.iter().any(|p| p.len() > 8192), "some datagrams exceed offpath's buffer");
+    let lines = |p: &Vec<u8>| {
+        p.split(|&b| b == b'\n')
+            .filter(|l| !matches!(l, [] | [b'\r']))
+            .count() as u64
+    };
+    assert_eq!(report["lines"], got.iter().map(lines).sum::<u64>());
+    assert_eq!(
+        report["receiver"]["oversize_packets"],
+        got.iter().filter(|p| p.len() > 8192).count() as u64
+    );
+    assert_eq!(
+        report["receiver"]["lines"],
+        got.iter().filter(|p| p.len() <= 8192).map(lines).sum::<u64>()
     );
 }

@@ -110,6 +110,9 @@ struct Args {
     /// Send this many lines over all threads, then stop (rounded up to a whole packet per thread).
     #[arg(long)]
     lines: Option<u64>,
+    /// Send this many packets over all threads, then stop.
+    #[arg(long, conflicts_with = "lines")]
+    max_packets: Option<u64>,
     /// Send the pre-generated pool exactly once: every context exactly once (realistic mode).
     #[arg(long)]
     once: bool,
@@ -144,6 +147,10 @@ struct Args {
     /// non-blocking DogStatsD client does) instead of waiting.
     #[arg(long)]
     nonblocking: bool,
+    /// The receiver's buffer size (`DD_DOGSTATSD_BUFFER_SIZE`): the report counts the packets over it
+    /// (a receiver drops them whole) and the lines in the others.
+    #[arg(long, default_value_t = 8192)]
+    receiver_buffer: usize,
     /// Packets per `sendmmsg` call (datagram transports) or per write (stream).
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -325,12 +332,23 @@ struct PacketMeta {
     len: u32,
     /// Realistic mode: lines per type (`TYPES` order). Garbage mode: 1 at the packet's `GARBAGE` kind.
     tally: [u16; 5],
+    /// Non-empty lines, as a DogStatsD parser splits them (`\n`, a trailing `\r` dropped).
+    lines: u16,
 }
 
 impl PacketMeta {
     fn lines(&self) -> u64 {
-        self.tally.iter().map(|&n| u64::from(n)).sum()
+        u64::from(self.lines)
     }
+}
+
+/// Non-empty lines of a packet as the parser sees them.
+fn count_lines(payload: &[u8]) -> u16 {
+    let n = payload
+        .split(|&b| b == b'\n')
+        .filter(|l| !matches!(l, [] | [b'\r']))
+        .count();
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -359,7 +377,12 @@ impl Pool {
         let len = u32::try_from(payload.len()).context("packet over 4 GiB")?;
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(payload);
-        let meta = PacketMeta { off, len, tally };
+        let meta = PacketMeta {
+            off,
+            len,
+            tally,
+            lines: count_lines(payload),
+        };
         self.max_lines = self.max_lines.max(meta.lines());
         self.packets.push(meta);
         Ok(())
@@ -683,6 +706,11 @@ struct Sent {
     packets: u64,
     bytes: u64,
     tally: [u64; 5],
+    lines: u64,
+    /// Packets larger than `--receiver-buffer` (a receiver drops them whole as truncated).
+    oversize_packets: u64,
+    /// Lines in the packets that fit the receiver's buffer.
+    fitting_lines: u64,
     would_block_packets: u64,
     would_block_lines: u64,
     error_packets: u64,
@@ -692,19 +720,28 @@ struct Sent {
 }
 
 impl Sent {
-    fn ok(&mut self, p: &PacketMeta) {
+    fn ok(&mut self, p: &PacketMeta, receiver_buffer: usize) {
         self.packets += 1;
         self.bytes += u64::from(p.len);
         for (t, n) in self.tally.iter_mut().zip(p.tally) {
             *t += u64::from(n);
         }
+        self.lines += p.lines();
+        if p.len as usize > receiver_buffer {
+            self.oversize_packets += 1;
+        } else {
+            self.fitting_lines += p.lines();
+        }
     }
     fn lines(&self) -> u64 {
-        self.tally.iter().sum()
+        self.lines
     }
     fn merge(&mut self, o: &Sent) {
         self.packets += o.packets;
         self.bytes += o.bytes;
+        self.lines += o.lines;
+        self.oversize_packets += o.oversize_packets;
+        self.fitting_lines += o.fitting_lines;
         for (t, n) in self.tally.iter_mut().zip(o.tally) {
             *t += n;
         }
@@ -726,6 +763,8 @@ enum Stop {
     At(Instant),
     /// After this many lines (counted when handed to the kernel or dropped).
     Lines(u64),
+    /// After this many packets (counted when handed to the kernel or dropped).
+    Packets(u64),
     /// After one pass over the thread's chunk.
     Once,
 }
@@ -785,8 +824,14 @@ impl Sender<'_> {
             Stop::Lines(n) => {
                 self.sent.lines() + self.sent.would_block_lines + self.sent.error_lines >= n
             }
+            Stop::Packets(n) => self.handled_packets() >= n,
             Stop::Once => passes > 0 || pos >= self.range.end,
         }
+    }
+
+    /// Packets sent or dropped by this thread.
+    fn handled_packets(&self) -> u64 {
+        self.sent.packets + self.sent.would_block_packets + self.sent.error_packets
     }
 
     /// The next batch `pos..end`: at most `--batch` packets, within the tokens and the line quota.
@@ -799,11 +844,18 @@ impl Sender<'_> {
             ),
             _ => u64::MAX,
         };
+        let max_packets = match self.stop {
+            Stop::Packets(n) => n.saturating_sub(self.handled_packets()) as usize,
+            _ => usize::MAX,
+        };
         let tokens = self.bucket.as_mut().map_or(f64::INFINITY, |b| {
             b.refill();
             b.tokens
         });
-        while end < self.range.end && end - pos < self.args.batch.max(1) && lines < quota {
+        while end < self.range.end
+            && end - pos < self.args.batch.max(1).min(max_packets)
+            && lines < quota
+        {
             let l = self.pool.packets[end].lines().max(1);
             if end > pos && (lines + l) as f64 > tokens {
                 break;
@@ -862,7 +914,7 @@ impl Sender<'_> {
                         }
                     } else {
                         for p in &self.pool.packets[pos..end] {
-                            self.sent.ok(p);
+                            self.sent.ok(p, self.args.receiver_buffer);
                         }
                     }
                 }
@@ -904,7 +956,7 @@ impl Sender<'_> {
                 unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, flags) };
             if n > 0 {
                 for p in &self.pool.packets[pos..pos + n as usize] {
-                    self.sent.ok(p);
+                    self.sent.ok(p, self.args.receiver_buffer);
                 }
                 pos += n as usize;
                 continue;
@@ -942,9 +994,14 @@ struct Report {
     packet_bytes: usize,
     /// Rate asked for (lines/s); 0 = flat out.
     target_rate: u64,
-    /// Lines handed to the kernel.
+    /// Non-empty lines in the packets handed to the kernel.
     lines: u64,
-    lines_by_type: serde_json::Map<String, serde_json::Value>,
+    /// Realistic mode: lines per metric type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines_by_type: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Garbage mode: packets per kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packets_by_kind: Option<serde_json::Map<String, serde_json::Value>>,
     packets: u64,
     bytes: u64,
     elapsed_s: f64,
@@ -959,7 +1016,19 @@ struct Report {
     last_error: Option<String>,
     /// What a receiver that lost nothing holds (realistic mode).
     expected: Expected,
+    /// What a receiver with a `--receiver-buffer` buffer can parse.
+    receiver: Receiver,
     pool: PoolInfo,
+}
+
+#[derive(Debug, Serialize)]
+struct Receiver {
+    /// `--receiver-buffer`.
+    buffer: usize,
+    /// Packets larger than the buffer: dropped whole (counted as truncated), never parsed.
+    oversize_packets: u64,
+    /// Non-empty lines in the other packets: a lossless receiver parses exactly these.
+    lines: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -1025,6 +1094,10 @@ fn main() -> anyhow::Result<()> {
                     let share =
                         total / threads as u64 + u64::from((i as u64) < total % threads as u64);
                     Stop::Lines(share)
+                } else if let Some(total) = a.max_packets {
+                    let share =
+                        total / threads as u64 + u64::from((i as u64) < total % threads as u64);
+                    Stop::Packets(share)
                 } else {
                     Stop::At(start + Duration::from_secs_f64(a.duration.max(0.0)))
                 };
@@ -1059,12 +1132,16 @@ fn main() -> anyhow::Result<()> {
         Mode::Realistic => TYPES.iter().map(|t| t.0).collect(),
         Mode::Garbage => GARBAGE.to_vec(),
     };
-    let lines_by_type = names
+    let tally: serde_json::Map<_, _> = names
         .iter()
         .zip(total.tally)
         .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(v)))
         .collect();
     let realistic = a.mode == Mode::Realistic;
+    let (lines_by_type, packets_by_kind) = match realistic {
+        true => (Some(tally), None),
+        false => (None, Some(tally)),
+    };
     let report = Report {
         mode: a.mode,
         transport: a.transport,
@@ -1073,16 +1150,13 @@ fn main() -> anyhow::Result<()> {
         contexts: a.contexts,
         packet_bytes: a.packet.0,
         target_rate: a.rate,
-        lines: if realistic { total.lines() } else { 0 },
+        lines: total.lines(),
         lines_by_type,
+        packets_by_kind,
         packets: total.packets,
         bytes: total.bytes,
         elapsed_s: elapsed,
-        lines_per_s: if realistic {
-            total.lines() as f64 / elapsed
-        } else {
-            0.0
-        },
+        lines_per_s: total.lines() as f64 / elapsed,
         packets_per_s: total.packets as f64 / elapsed,
         would_block: Counted {
             packets: total.would_block_packets,
@@ -1102,6 +1176,11 @@ fn main() -> anyhow::Result<()> {
                 && total.would_block_packets == 0
                 && total.error_packets == 0)
                 .then_some(a.contexts),
+        },
+        receiver: Receiver {
+            buffer: a.receiver_buffer,
+            oversize_packets: total.oversize_packets,
+            lines: total.fitting_lines,
         },
         pool: PoolInfo {
             packets: pool.packets.len(),
