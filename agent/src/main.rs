@@ -1,7 +1,158 @@
-//! The `offpath` sidecar binary.
+//! The `offpath` sidecar binary: load config -> start the pipeline -> wait for a signal -> shut down
+//! under a deadline.
 
-fn main() -> anyhow::Result<()> {
-    let config = offpath::config::Config::from_env()?;
-    eprintln!("{config:?}");
-    Ok(())
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use offpath::cli::{Cli, Command};
+use offpath::config::Config;
+use offpath::telemetry::Telemetry;
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// Load the configuration from the environment, under a YAML file when one is given.
+fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
+    match path {
+        Some(p) => Config::from_file_and_env(p).map_err(anyhow::Error::from),
+        None => Ok((Config::from_env()?, Vec::new())),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, warnings) = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging("error");
+            tracing::error!("configuration error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config.ops.log_level);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let telemetry = Arc::new(Telemetry::default());
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let shutdown = offpath::lifecycle::shutdown_signal()
+            .context("cannot install the SIGTERM/SIGINT handlers")?;
+        offpath::pipeline::run(config, telemetry, shutdown, |udp, status| {
+            let show =
+                |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
+            tracing::info!(
+                "offpath ready udp={} status={} version={}",
+                show(udp),
+                show(status),
+                env!("CARGO_PKG_VERSION")
+            );
+        })
+        .await
+        .context("offpath could not start")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `offpath replay`: re-ship offpath records from a file, stdin or a CloudWatch Logs group.
+fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
+    use offpath::fallback::replay::{ReplayOptions, ReplaySource};
+    let (config, warnings) = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("offpath replay: configuration error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config.ops.log_level);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if config.forward.api_key.is_none() {
+        anyhow::bail!(
+            "offpath replay needs DD_API_KEY (or api_key in the config file) to ship records"
+        );
+    }
+    let now = offpath::lifecycle::unix_now();
+    let source = match (&args.from_file, &args.log_group, &config.fallback.log_group) {
+        (Some(path), _, _) => ReplaySource::from_file_arg(&path.to_string_lossy()),
+        (None, Some(group), _) | (None, None, Some(group)) => ReplaySource::log_group(
+            group,
+            args.log_stream.as_deref(),
+            args.since.as_deref(),
+            args.until.as_deref(),
+            now * 1000,
+        )?,
+        (None, None, None) => anyhow::bail!(
+            "offpath replay needs --from-file PATH (or - for stdin) or --log-group NAME (or OFFPATH_FALLBACK_LOG_GROUP)"
+        ),
+    };
+    let mut opts = ReplayOptions::new(source, now);
+    opts.dedupe = args.dedupe;
+    let telemetry = Arc::new(Telemetry::default());
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let encoder = offpath::encode::Encoder::new(config.forward.zstd_level);
+        let mut forwarder =
+            offpath::forward::Forwarder::new(&config.forward, Arc::clone(&telemetry), None)?;
+        offpath::fallback::replay::replay(&opts, &encoder, &mut forwarder, &telemetry)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    println!("{report}");
+    Ok(if report.not_delivered == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().into_command();
+    let result = match command {
+        Command::Run(args) => run(args.config.as_deref()),
+        Command::Check(args) => runtime().map(|rt| {
+            init_logging("warn");
+            ExitCode::from(
+                rt.block_on(offpath::check::check_command(&args))
+                    .clamp(0, 255) as u8,
+            )
+        }),
+        Command::Health(args) => runtime().map(|rt| {
+            ExitCode::from(
+                rt.block_on(offpath::check::health_command(&args))
+                    .clamp(0, 255) as u8,
+            )
+        }),
+        Command::Replay(args) => replay(&args),
+        Command::ConfigTable => {
+            print!("{}", offpath::config::markdown_table());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("offpath: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

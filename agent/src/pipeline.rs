@@ -1,1 +1,365 @@
-//! Wires the stages together with bounded channels.
+//! Wires the stages together with bounded channels; [`Engine`] is the whole pipeline as one value.
+//!
+//! ```text
+//! Listeners (threads) ──crossbeam bounded Packet queue──> aggregate worker (parse + Aggregator)
+//!       Engine::flush ──Control::Flush──> worker ──Flush──> Encoder ──Vec<Payload>──> Forwarder
+//!       Forwarder ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
+//!       no API key: Engine::flush ──Flush──> Fallback::write_flush (local stdout mode)
+//! ```
+//! The sidecar ([`run`]) flushes closed buckets every `OFFPATH_FLUSH_INTERVAL`; the Lambda extension
+//! calls [`Engine::flush`] itself around invocations. Both end with [`Engine::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::aggregate::{self, Aggregator, Control};
+use crate::config::Config;
+use crate::encode::{Encoder, Payload};
+use crate::fallback::{self, Fallback, FallbackError};
+use crate::forward::{ForwardError, Forwarder};
+use crate::ingest::{IngestError, Listeners};
+use crate::lifecycle::status::{Health, unix_now};
+use crate::model::Flush;
+use crate::telemetry::{PointDrop, SelfMetrics, Telemetry};
+
+/// Payloads waiting between the forwarder and the fallback task.
+const OVERFLOW_QUEUE: usize = 256;
+/// Flush requests waiting for the worker.
+const CONTROL_QUEUE: usize = 4;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A listener could not be started.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The HTTP client for the intake could not be built.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// The fallback sink could not be set up.
+    #[error(transparent)]
+    Fallback(#[from] FallbackError),
+}
+
+/// Where flushed data goes.
+enum Delivery {
+    /// `DD_API_KEY` set: the intake, with the fallback task behind it.
+    Intake {
+        forwarder: Forwarder,
+        overflow: mpsc::Sender<Payload>,
+        fallback_task: Option<tokio::task::JoinHandle<()>>,
+    },
+    /// No API key: every flush is written as records by the fallback sink (stdout by default).
+    Local { fallback: Fallback },
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Intake { .. } => "Delivery::Intake",
+            Self::Local { .. } => "Delivery::Local",
+        })
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Payloads handed to the forwarder (or records written in local mode).
+    pub payloads: usize,
+    /// Points the flush carried.
+    pub samples: u64,
+    /// Bytes left in the retry queue afterwards.
+    pub queued_bytes: usize,
+}
+
+/// The running pipeline: listeners, aggregator worker, encoder and delivery.
+#[derive(Debug)]
+pub struct Engine {
+    telemetry: Arc<Telemetry>,
+    health: Arc<Health>,
+    listeners: Option<Listeners>,
+    udp_addr: Option<SocketAddr>,
+    control: Option<crossbeam_channel::Sender<Control>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    encoder: Encoder,
+    delivery: Delivery,
+    self_metrics: Option<SelfMetrics>,
+}
+
+impl Engine {
+    /// Start listeners, the aggregator worker and delivery.
+    ///
+    /// `in_lambda` selects stdout for `OFFPATH_FALLBACK=auto`.
+    ///
+    /// # Errors
+    /// A [`PipelineError`] when a socket cannot be bound, the HTTP client or the fallback sink cannot
+    /// be built.
+    pub async fn start(
+        config: &Config,
+        telemetry: Arc<Telemetry>,
+        in_lambda: bool,
+    ) -> Result<Self, PipelineError> {
+        let health = Arc::new(Health::new(Health::stale_after_for(
+            config.aggregate.flush_interval,
+        )));
+        let (packet_tx, packet_rx) = crossbeam_channel::bounded(config.ingest.queue_size.get());
+        let listeners = Listeners::start(&config.ingest, &telemetry, packet_tx)?;
+        let udp_addr = listeners.udp_addr();
+
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+        let aggregator = Aggregator::new(&config.aggregate, Arc::clone(&telemetry));
+        let worker = aggregate::spawn_worker(aggregator, packet_rx, control_rx, unix_now);
+
+        let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
+        let delivery =
+            if config.forward.api_key.is_some() || config.forward.api_key_secret_arn.is_some() {
+                let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
+                let forwarder = Forwarder::new(
+                    &config.forward,
+                    Arc::clone(&telemetry),
+                    Some(overflow.clone()),
+                )?;
+                Delivery::Intake {
+                    forwarder,
+                    overflow,
+                    fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
+                }
+            } else {
+                tracing::info!(
+                    "no DD_API_KEY: running locally, flushed metrics are written as offpath records"
+                );
+                Delivery::Local { fallback }
+            };
+        health.set_listeners_up(true);
+        health.heartbeat(unix_now());
+
+        Ok(Self {
+            telemetry,
+            health,
+            listeners: Some(listeners),
+            udp_addr,
+            control: Some(control_tx),
+            worker: Some(worker),
+            encoder: Encoder::new(config.forward.zstd_level),
+            delivery,
+            self_metrics: config.ops.self_telemetry.then(|| {
+                SelfMetrics::new(
+                    config.aggregate.hostname.clone(),
+                    config.aggregate.tags.clone(),
+                )
+            }),
+        })
+    }
+
+    /// The bound UDP address, when UDP is enabled.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// Health flags for `/health`.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Ask the worker for a flush. `final_flush` also emits open buckets.
+    async fn collect(&mut self, final_flush: bool, deadline: Instant) -> Option<Flush> {
+        let control = self.control.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        if control
+            .try_send(Control::Flush { final_flush, reply })
+            .is_err()
+        {
+            tracing::warn!("the aggregator is busy or gone; flush skipped");
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(flush)) => {
+                self.health.heartbeat(unix_now());
+                Some(flush)
+            }
+            Ok(Err(_)) => {
+                tracing::error!("the aggregator thread stopped");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the aggregator did not answer the flush before the deadline");
+                None
+            }
+        }
+    }
+
+    /// Flush the aggregator and deliver what it emits before `deadline`; what misses the deadline stays
+    /// in the retry queue (or goes to the fallback when that overflows).
+    pub async fn flush(&mut self, final_flush: bool, deadline: Instant) -> FlushReport {
+        let Some(mut flush) = self.collect(final_flush, deadline).await else {
+            return FlushReport::default();
+        };
+        // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
+        // what the application sent).
+        if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
+            flush
+                .series
+                .extend(sm.collect(&self.telemetry, unix_now(), None));
+        }
+        let samples = flush.samples();
+        match &mut self.delivery {
+            Delivery::Local { fallback } => {
+                if !flush.is_empty() {
+                    fallback.write_flush(&flush).await;
+                    fallback.flush(deadline).await;
+                }
+                FlushReport {
+                    payloads: usize::from(!flush.is_empty()),
+                    samples,
+                    queued_bytes: 0,
+                }
+            }
+            Delivery::Intake { forwarder, .. } => {
+                forwarder.retry_queued(deadline).await;
+                let payloads = match self.encoder.encode(&flush) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a flush; its points are dropped");
+                        self.telemetry
+                            .points
+                            .drop_points(PointDrop::TooLarge, samples);
+                        return FlushReport::default();
+                    }
+                };
+                let n = payloads.len();
+                if n > 0 {
+                    forwarder.send(payloads, deadline).await;
+                }
+                FlushReport {
+                    payloads: n,
+                    samples,
+                    queued_bytes: forwarder.queued_bytes(),
+                }
+            }
+        }
+    }
+
+    /// Stop listening, drain the socket queues, flush everything (open buckets included), deliver
+    /// or fall back, all before `deadline`. Logs the accounting summary.
+    pub async fn shutdown(mut self, deadline: Instant) {
+        self.health.set_shutting_down();
+        self.health.set_listeners_up(false);
+        if let Some(listeners) = self.listeners.take() {
+            // Blocking join of the receive threads: they stop within their read timeout.
+            let _ = tokio::task::spawn_blocking(move || listeners.stop()).await;
+        }
+        // Leave a slice of the deadline for writing what was not delivered to the fallback.
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let deliver_by = now + left.mul_f64(0.7);
+        self.flush(true, deliver_by).await;
+        self.control.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+        match self.delivery {
+            Delivery::Local { mut fallback } => fallback.flush(deadline).await,
+            Delivery::Intake {
+                mut forwarder,
+                overflow,
+                mut fallback_task,
+            } => {
+                let rest = forwarder.take_queued();
+                if !rest.is_empty() {
+                    tracing::info!(
+                        payloads = rest.len(),
+                        "shutdown: undelivered payloads go to the fallback"
+                    );
+                }
+                for p in rest {
+                    let samples = p.samples;
+                    if tokio::time::timeout_at(deadline, overflow.send(p))
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        self.telemetry
+                            .points
+                            .drop_points(PointDrop::ShutdownDeadline, samples);
+                    }
+                }
+                drop(forwarder);
+                drop(overflow);
+                if let Some(task) = fallback_task.take() {
+                    if tokio::time::timeout_at(deadline, task).await.is_err() {
+                        tracing::warn!("the fallback did not finish before the shutdown deadline");
+                    }
+                }
+            }
+        }
+        tracing::info!("{}", self.telemetry.summary());
+    }
+}
+
+/// Run the sidecar until `shutdown` resolves: periodic flushes of closed buckets, then a final flush
+/// and delivery within `OFFPATH_SHUTDOWN_TIMEOUT`.
+///
+/// `ready` is called once the listeners are bound, with the UDP address and the status address.
+///
+/// # Errors
+/// A [`PipelineError`] when the pipeline cannot start.
+pub async fn run(
+    config: Config,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
+) -> Result<(), PipelineError> {
+    let mut engine = Engine::start(&config, Arc::clone(&telemetry), false).await?;
+
+    let (status_stop_tx, status_stop_rx) = oneshot::channel::<()>();
+    let mut status_addr = None;
+    let mut status_task = None;
+    if let Some(addr) = config.ops.status_addr {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                status_addr = listener.local_addr().ok();
+                status_task = Some(tokio::spawn(crate::lifecycle::status::serve(
+                    listener,
+                    Arc::clone(&telemetry),
+                    engine.health(),
+                    async move {
+                        let _ = status_stop_rx.await;
+                    },
+                )));
+            }
+            Err(e) => tracing::warn!(
+                %addr, error = %e,
+                "cannot bind the status endpoint (OFFPATH_STATUS_ADDR); continuing without it"
+            ),
+        }
+    }
+    ready(engine.udp_addr(), status_addr);
+
+    let period = config.aggregate.flush_interval;
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticker.tick() => {
+                // Deliveries may take up to one period; the next tick waits for this one.
+                let report = engine.flush(false, Instant::now() + period.max(Duration::from_secs(1))).await;
+                tracing::debug!(?report, "flushed");
+            }
+        }
+    }
+    tracing::info!("shutting down: draining listeners and flushing everything");
+    engine
+        .shutdown(Instant::now() + config.ops.shutdown_timeout)
+        .await;
+    let _ = status_stop_tx.send(());
+    if let Some(task) = status_task {
+        let _ = task.await;
+    }
+    Ok(())
+}

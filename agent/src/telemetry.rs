@@ -61,11 +61,14 @@ pub enum PointDrop {
     FallbackRejected,
     /// Shutdown deadline passed before the data could be delivered or written.
     ShutdownDeadline,
+    /// A per-context bound of the aggregator was reached (set members per bucket, timestamped points between
+    /// flushes), or too many events and service checks waited for one flush.
+    AggregateLimit,
 }
 
 impl PointDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PointDrop; 10] = [
+    pub const ALL: [PointDrop; 11] = [
         Self::NonFinite,
         Self::ContextLimit,
         Self::TimestampUnsupported,
@@ -76,6 +79,7 @@ impl PointDrop {
         Self::FallbackOverflow,
         Self::FallbackRejected,
         Self::ShutdownDeadline,
+        Self::AggregateLimit,
     ];
 
     /// The counter label.
@@ -91,6 +95,7 @@ impl PointDrop {
             Self::FallbackOverflow => "fallback_overflow",
             Self::FallbackRejected => "fallback_rejected",
             Self::ShutdownDeadline => "shutdown_deadline",
+            Self::AggregateLimit => "aggregate_limit",
         }
     }
 }

@@ -2,4 +2,6 @@
 //! the CloudWatch Logs emulator (moto) harness, and helpers to run the real binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cloudwatch;
+pub mod fake_intake;
 pub mod support;

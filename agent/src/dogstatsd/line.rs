@@ -144,3 +144,31 @@ pub(super) fn unescape_newlines(text: &str) -> Cow<'_, str> {
         Cow::Borrowed(text)
     }
 }
+
+/// The first `needle` in `haystack`, eight bytes at a time (SWAR).
+///
+/// For the short spans between tags and packed values, where `memchr`'s set-up costs more than it saves.
+#[inline]
+pub(super) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(needle);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // The lowest byte flagged here is the first zero byte of `x` (flags above it may be false positives).
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(offset + (zero.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| offset + i)
+}

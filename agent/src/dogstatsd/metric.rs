@@ -1,25 +1,45 @@
 //! Metric lines: `name:value[:value…]|type[|@rate][|#tags][|T<ts>][|c:..][|e:..][|card:..]` (PROTOCOLS.md §1.3–1.4).
 
-use memchr::memchr;
+use memchr::memchr2;
 
-use super::line::{Line, field_end, fields, parse_i64};
+use super::line::{Line, fields, parse_i64};
 use super::{
     Cardinality, MetricKind, MetricSample, MetricValue, Origin, PackedValues, ParseError, Tags,
 };
 
 /// Parse one metric line, following the Agent's `parseMetricSample` step by step.
+#[inline]
 pub(super) fn parse<'a, L: Line<'a>>(line: L) -> Result<MetricSample<'a>, ParseError> {
     let bytes = line.bytes();
-    let pipe = memchr(b'|', bytes).ok_or(ParseError::BadFormat)?;
-    let colon = memchr(b':', &bytes[..pipe]).ok_or(ParseError::BadFormat)?;
+    // The name ends at the first `:`, which must come before the first `|`.
+    let colon = match memchr2(b':', b'|', bytes) {
+        Some(i) if bytes[i] == b':' => i,
+        _ => return Err(ParseError::BadFormat),
+    };
+    // The value list is short: scan it by hand for its `|`, noting any `:` (packed values) on the way.
+    let mut pipe = colon + 1;
+    let mut packed = false;
+    loop {
+        match bytes.get(pipe) {
+            Some(b'|') => break,
+            Some(b':') => packed = true,
+            Some(_) => {}
+            None => return Err(ParseError::BadFormat),
+        }
+        pipe += 1;
+    }
     if colon == 0 {
         return Err(ParseError::EmptyName);
     }
     if colon + 1 == pipe {
         return Err(ParseError::EmptyValue);
     }
-    let type_end = field_end(bytes, pipe + 1);
-    let kind = match &bytes[pipe + 1..type_end] {
+    let type_start = pipe + 1;
+    let type_end = bytes[type_start..]
+        .iter()
+        .position(|&b| b == b'|')
+        .map_or(bytes.len(), |i| type_start + i);
+    let kind = match &bytes[type_start..type_end] {
         b"c" => MetricKind::Count,
         b"g" => MetricKind::Gauge,
         b"d" => MetricKind::Distribution,
@@ -31,8 +51,10 @@ pub(super) fn parse<'a, L: Line<'a>>(line: L) -> Result<MetricSample<'a>, ParseE
     let name = line.text(0, colon)?;
     let value = if kind == MetricKind::Set {
         MetricValue::Set(line.text(colon + 1, pipe)?)
+    } else if packed {
+        parse_packed(line, colon + 1, pipe)?
     } else {
-        parse_values(line, colon + 1, pipe)?
+        MetricValue::Single(parse_f64(&bytes[colon + 1..pipe]).ok_or(ParseError::BadValue)?)
     };
 
     let mut sample = MetricSample {
@@ -78,23 +100,18 @@ pub(super) fn parse<'a, L: Line<'a>>(line: L) -> Result<MetricSample<'a>, ParseE
     Ok(sample)
 }
 
-/// The value list `bytes[start..end]` (not empty) of a non-set metric.
-#[inline]
-fn parse_values<'a, L: Line<'a>>(
+/// The packed value list `bytes[start..end]` (v1.1): empty items are skipped; one bad item rejects the line.
+fn parse_packed<'a, L: Line<'a>>(
     line: L,
     start: usize,
     end: usize,
 ) -> Result<MetricValue<'a>, ParseError> {
-    let raw = &line.bytes()[start..end];
-    if memchr(b':', raw).is_none() {
-        return parse_f64(raw)
-            .map(MetricValue::Single)
-            .ok_or(ParseError::BadValue);
-    }
-    // Packed (v1.1): empty items are skipped; one bad item rejects the line.
     let mut count = 0usize;
     let mut first = 0.0;
-    for item in raw.split(|&b| b == b':').filter(|item| !item.is_empty()) {
+    for item in line.bytes()[start..end]
+        .split(|&b| b == b':')
+        .filter(|item| !item.is_empty())
+    {
         let value = parse_f64(item).ok_or(ParseError::BadValue)?;
         if count == 0 {
             first = value;
@@ -114,24 +131,52 @@ fn parse_values<'a, L: Line<'a>>(
 /// spaces). Hexadecimal floats (`0x1p-2`), which Go also accepts, are rejected.
 #[inline]
 pub(super) fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    // Fast path for the common short integer (`1`, `250`): exact in f64 up to 15 digits.
-    if !bytes.is_empty() && bytes.len() <= 15 {
-        let mut n: u64 = 0;
-        let mut all_digits = true;
-        for &b in bytes {
-            let digit = b.wrapping_sub(b'0');
-            if digit > 9 {
-                all_digits = false;
-                break;
-            }
-            n = n * 10 + u64::from(digit);
-        }
-        if all_digits {
-            #[allow(clippy::cast_precision_loss)] // n < 10^15 < 2^53: exact
-            return Some(n as f64);
+    match parse_short_decimal(bytes) {
+        Some(value) => Some(value),
+        None => fast_float2::parse(bytes).ok(),
+    }
+}
+
+/// Exact powers of ten up to 10^15.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common value shapes (`1`, `-3`, `250.125`, `.5`) with at most 15 digits, else `None`.
+///
+/// Correctly rounded: the digits form an integer below 2^53 and 10^k (k ≤ 15) is exact, so the one IEEE division
+/// rounds once (Clinger's fast path, also the first path of `fast-float`).
+#[inline]
+fn parse_short_decimal(bytes: &[u8]) -> Option<f64> {
+    let (negative, digits) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut dot = None;
+    for (i, &b) in digits.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit <= 9 {
+            mantissa = mantissa * 10 + u64::from(digit);
+            count += 1;
+        } else if b == b'.' && dot.is_none() {
+            dot = Some(i);
+        } else {
+            return None;
         }
     }
-    fast_float2::parse(bytes).ok()
+    if count == 0 || count > 15 {
+        return None;
+    }
+    let scale = dot.map_or(0, |dot| digits.len() - dot - 1);
+    #[allow(clippy::cast_precision_loss)] // mantissa < 10^15 < 2^53: exact
+    let value = mantissa as f64 / POW10[scale];
+    Some(if negative { -value } else { value })
 }
 
 /// `card:` values, case-insensitive as in the Agent's tagger.

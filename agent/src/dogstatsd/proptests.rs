@@ -265,6 +265,21 @@ proptest! {
     }
 
     #[test]
+    fn values_parse_to_the_correctly_rounded_float(
+        text in "[-+]?[0-9]{0,18}(\\.[0-9]{0,18})?([eE][-+]?[0-9]{1,3})?",
+    ) {
+        // Rust's own parser rounds correctly; ours must agree bit for bit (fast path and fallback alike).
+        let ours = super::metric::parse_f64(text.as_bytes()).map(f64::to_bits);
+        prop_assert_eq!(ours, text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
+    }
+
+    #[test]
+    fn find_byte_finds_the_first_occurrence(haystack in prop::collection::vec(prop::sample::select(b",a\x80\xff".to_vec()), 0..40)) {
+        let want = haystack.iter().position(|&b| b == b',');
+        prop_assert_eq!(super::line::find_byte(&haystack, b','), want);
+    }
+
+    #[test]
     fn a_well_formed_metric_round_trips(g in generated(), ending in prop::sample::select(vec!["", "\n", "\r\n"])) {
         check_round_trip(&g, parse_line(g.line.as_bytes()));
         // The same line inside a packet, after another line, with any line ending.

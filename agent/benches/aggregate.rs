@@ -1,0 +1,210 @@
+//! Aggregation throughput and memory per live context.
+//!
+//! `cargo bench -p offpath --bench aggregate` prints, besides criterion's timings (lines per second on one
+//! core for 1k, 10k and 100k contexts), the heap bytes and RSS per live context at 100k contexts.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use offpath::aggregate::Aggregator;
+use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
+use offpath::dogstatsd::{self, Message};
+use offpath::telemetry::Telemetry;
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Relaxed);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const T0: i64 = 1_700_000_000;
+
+fn config(limit: usize) -> AggregateConfig {
+    AggregateConfig {
+        namespace: String::new(),
+        tags: vec!["env:prod".into(), "service:checkout".into()],
+        hostname: "bench-host".into(),
+        histogram_aggregates: vec![
+            HistogramAggregate::Max,
+            HistogramAggregate::Median,
+            HistogramAggregate::Avg,
+            HistogramAggregate::Count,
+        ],
+        histogram_percentiles: vec![0.95],
+        context_limit: NonZeroUsize::new(limit).unwrap(),
+        flush_interval: Duration::from_secs(15),
+        mapping: MetricMapping::Agent,
+    }
+}
+
+/// One line of context `i`: a realistic mix (60 % counts, 20 % gauges, 10 % timers, 10 % distributions), 4 tags.
+fn corpus_line(i: usize, round: usize) -> String {
+    let (kind, name) = match i % 10 {
+        0..=5 => ("c", "http.requests"),
+        6 | 7 => ("g", "queue.depth"),
+        8 => ("ms", "http.latency"),
+        _ => ("d", "db.query.time"),
+    };
+    let value = (i * 7 + round * 13) % 500;
+    format!(
+        "{name}.{}:{value}|{kind}|#endpoint:/api/v1/item{},status:{},region:eu-west-{},shard:{i}",
+        i % 50,
+        i % 97,
+        200 + i % 5,
+        i % 3
+    )
+}
+
+/// Lines cycling over `contexts` contexts, `total` lines long.
+fn corpus(contexts: usize, total: usize) -> Vec<String> {
+    (0..total)
+        .map(|n| corpus_line(n % contexts, n / contexts))
+        .collect()
+}
+
+/// The corpus as datagrams of at most 8 KiB (the Agent's default buffer), lines separated by `\n`.
+fn packets(lines: &[String]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
+    for l in lines {
+        let cur = out.last_mut().unwrap();
+        if !cur.is_empty() && cur.len() + 1 + l.len() > 8192 {
+            out.push(Vec::new());
+        }
+        let cur = out.last_mut().unwrap();
+        if !cur.is_empty() {
+            cur.push(b'\n');
+        }
+        cur.extend_from_slice(l.as_bytes());
+    }
+    out
+}
+
+/// The corpus parsed ahead of time.
+fn messages(lines: &[String]) -> Vec<Message<'_>> {
+    lines
+        .iter()
+        .map(|l| dogstatsd::parse_line(l.as_bytes()).unwrap())
+        .collect()
+}
+
+fn throughput(c: &mut Criterion) {
+    const LINES: usize = 100_000;
+    let mut group = c.benchmark_group("aggregate");
+    group.throughput(Throughput::Elements(LINES as u64));
+    group.sample_size(10);
+    for contexts in [1_000, 10_000, 100_000] {
+        let lines = corpus(contexts, LINES);
+        let datagrams = packets(&lines);
+        let msgs = messages(&lines);
+        group.bench_function(format!("parse_and_insert/{contexts}_contexts"), |b| {
+            let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
+            b.iter_custom(|iters| {
+                pass(&mut agg, iters, |agg, now| {
+                    for p in &datagrams {
+                        agg.insert_packet(p, now);
+                    }
+                })
+            });
+        });
+        group.bench_function(format!("insert_parsed/{contexts}_contexts"), |b| {
+            let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
+            b.iter_custom(|iters| {
+                pass(&mut agg, iters, |agg, now| {
+                    for m in &msgs {
+                        agg.insert(m, now);
+                    }
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Run `work` once per iteration at one second per pass (a bucket sees ten passes), flushing untimed between.
+fn pass(agg: &mut Aggregator, iters: u64, work: impl Fn(&mut Aggregator, i64)) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut now = T0;
+    for _ in 0..iters {
+        let start = cpu_time();
+        work(agg, now);
+        spent += cpu_time() - start;
+        now += 1;
+        std::hint::black_box(agg.flush(now, false));
+    }
+    spent
+}
+
+/// CPU time of this thread: the 2 shared cores of a busy machine make wall time meaningless.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Heap and RSS per live context at 100k contexts (one open bucket each).
+fn memory_per_context() {
+    const N: usize = 100_000;
+    let lines = corpus(N, N);
+    let msgs = messages(&lines);
+    let (heap0, rss0) = (LIVE.load(Relaxed), rss_bytes());
+    let mut agg = Aggregator::new(&config(N), Arc::new(Telemetry::default()));
+    for m in &msgs {
+        agg.insert(m, T0);
+    }
+    let (heap1, rss1) = (LIVE.load(Relaxed), rss_bytes());
+    println!(
+        "memory: {} live contexts: heap {} B/context, RSS {} B/context (identity and tables: {} B/context)",
+        agg.context_count(),
+        (heap1 - heap0) / N,
+        rss1.saturating_sub(rss0) / N,
+        agg.context_bytes() / N,
+    );
+    drop(agg);
+}
+
+fn memory(_: &mut Criterion) {
+    memory_per_context();
+}
+
+criterion_group!(benches, memory, throughput);
+criterion_main!(benches);

@@ -1,0 +1,431 @@
+//! The aggregator: parsed DogStatsD in, closed buckets out as series, sketches, events and service checks.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::bucket::{
+    BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
+};
+use super::context::{Class, Context, Contexts, LineKey, TagBuf, canonicalize, tag_hash};
+use crate::config::{AggregateConfig, MetricMapping};
+use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
+use crate::model::{self, Flush};
+use crate::telemetry::{PointDrop, Telemetry};
+
+/// A context that received nothing for this long after its last bucket closed is forgotten (the Agent's
+/// `dogstatsd_context_expiry_seconds` default).
+const CONTEXT_EXPIRY_SECS: i64 = 20;
+
+/// Events plus service checks held for one flush; more are dropped and counted.
+const PENDING_EVENTS_LIMIT: usize = 10_000;
+
+/// DogStatsD clients' own telemetry, dropped in Lambda mapping.
+const CLIENT_TELEMETRY_PREFIX: &str = "datadog.dogstatsd.client.";
+
+/// Names the namespace does not prefix (the Agent's default `statsd_metric_namespace_blacklist`).
+const NAMESPACE_EXEMPT: [&str; 21] = [
+    "datadog.agent",
+    "datadog.dogstatsd",
+    "datadog.process",
+    "datadog.trace_agent",
+    "datadog.tracer",
+    "activemq",
+    "activemq_58",
+    "airflow",
+    "cassandra",
+    "confluent",
+    "hazelcast",
+    "hive",
+    "ignite",
+    "jboss",
+    "jvm",
+    "kafka",
+    "presto",
+    "sidekiq",
+    "solr",
+    "tomcat",
+    "runtime",
+];
+
+/// Tags the Agent turns into metadata and removes (`enrich.go`); offpath has no use for the metadata.
+const METADATA_TAG_PREFIXES: [&str; 3] = [
+    "dd.internal.entity_id:",
+    "dd.internal.card:",
+    "dd.internal.jmx_check_name:",
+];
+
+/// Counters for one packet (or one message), added to the shared telemetry once.
+#[derive(Debug, Default)]
+struct Tally {
+    received: u64,
+    dropped: [u64; PointDrop::ALL.len()],
+    metric_lines: u64,
+    event_lines: u64,
+    service_check_lines: u64,
+    parse_errors: [u64; ParseError::ALL.len()],
+}
+
+impl Tally {
+    fn drop_points(&mut self, reason: PointDrop, n: u64) {
+        self.dropped[reason as usize] += n;
+    }
+
+    fn commit(&self, t: &Telemetry) {
+        let add = |c: &std::sync::atomic::AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Relaxed);
+            }
+        };
+        add(&t.points.received, self.received);
+        for (c, &n) in t.points.dropped.iter().zip(&self.dropped) {
+            add(c, n);
+        }
+        add(&t.parse.metrics, self.metric_lines);
+        add(&t.parse.events, self.event_lines);
+        add(&t.parse.service_checks, self.service_check_lines);
+        for (c, &n) in t.parse.errors.iter().zip(&self.parse_errors) {
+            add(c, n);
+        }
+    }
+}
+
+/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (DESIGN.md §2).
+///
+/// Memory is bounded: at most `context_limit` live contexts (new ones beyond are dropped and counted), contexts
+/// expire 20 s after their last bucket closed, a set remembers at most 16,384 members per bucket, a histogram
+/// keeps 1,024 exact samples per bucket and then folds into a 4,096-bin sketch, and at most 10,000 events and
+/// service checks wait for a flush.
+#[derive(Debug)]
+pub struct Aggregator {
+    /// Prefix with its trailing `.`, or empty.
+    namespace: String,
+    /// Sorted and de-duplicated; kept out of the contexts and merged in at flush.
+    global_tags: Vec<String>,
+    /// The global tags' hashes, sorted, to take them out of a line's tags quickly.
+    global_hashes: Vec<u64>,
+    hostname: String,
+    mapping: MetricMapping,
+    shape: HistogramShape,
+    contexts: Contexts,
+    events: Vec<model::Event>,
+    service_checks: Vec<model::ServiceCheck>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(cfg: &AggregateConfig, telemetry: Arc<Telemetry>) -> Self {
+        let mut global_tags: Vec<String> =
+            cfg.tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+        global_tags.sort_unstable();
+        global_tags.dedup();
+        let mut global_hashes: Vec<u64> = global_tags.iter().map(|t| tag_hash(t)).collect();
+        global_hashes.sort_unstable();
+        Self {
+            namespace: cfg.namespace.clone(),
+            global_tags,
+            global_hashes,
+            hostname: cfg.hostname.clone(),
+            mapping: cfg.mapping,
+            shape: HistogramShape::new(&cfg.histogram_aggregates, &cfg.histogram_percentiles),
+            contexts: Contexts::new(cfg.context_limit.get()),
+            events: Vec::new(),
+            service_checks: Vec::new(),
+            telemetry,
+        }
+    }
+
+    /// Parse a packet and insert every line, counting lines per kind, rejected lines per reason, received and
+    /// dropped points into the telemetry once for the whole packet.
+    pub fn insert_packet(&mut self, packet: &[u8], now: i64) {
+        let mut tally = Tally::default();
+        for line in dogstatsd::parse_packet(packet) {
+            match line {
+                Ok(msg) => {
+                    match &msg {
+                        Message::Metric(_) => tally.metric_lines += 1,
+                        Message::Event(_) => tally.event_lines += 1,
+                        Message::ServiceCheck(_) => tally.service_check_lines += 1,
+                    }
+                    self.insert_counted(&msg, now, &mut tally);
+                }
+                Err(e) => tally.parse_errors[e.index()] += 1,
+            }
+        }
+        tally.commit(&self.telemetry);
+    }
+
+    /// Insert one parsed message received at `now` (unix seconds), counting received and dropped points.
+    pub fn insert(&mut self, msg: &Message<'_>, now: i64) {
+        let mut tally = Tally::default();
+        self.insert_counted(msg, now, &mut tally);
+        tally.commit(&self.telemetry);
+    }
+
+    /// Number of live contexts.
+    pub fn context_count(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Emit every bucket closed at `now` (`start + 10 <= now`), or every bucket when `final_flush`, plus all
+    /// timestamped points, events and service checks; forget contexts idle for 20 s.
+    pub fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
+        let mut flush = Flush {
+            events: std::mem::take(&mut self.events),
+            service_checks: std::mem::take(&mut self.service_checks),
+            ..Flush::default()
+        };
+        let (globals, hostname, shape) = (&self.global_tags, &self.hostname, &self.shape);
+        self.contexts.retain(|ctx| {
+            if ctx.has_closed(now, final_flush) {
+                let id = identity(ctx, globals, hostname);
+                let class = ctx.class;
+                let closed = ctx.take_closed(now, final_flush);
+                emit(
+                    class,
+                    id,
+                    closed,
+                    shape,
+                    &mut flush.series,
+                    &mut flush.sketches,
+                );
+                ctx.release_older();
+            }
+            !ctx.is_empty()
+                || ctx.last_bucket + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now && !final_flush
+        });
+        flush
+    }
+
+    /// Heap bytes held for the live contexts: the table, their identities and open buckets (not what sets,
+    /// histograms and sketches hold); for benchmarks and the status page.
+    pub fn context_bytes(&self) -> usize {
+        self.contexts.heap_bytes()
+    }
+
+    /// Count points lost after a flush left the aggregator (its receiver was gone).
+    pub(super) fn count_lost(&self, n: u64, reason: PointDrop) {
+        self.telemetry.points.drop_points(reason, n);
+    }
+
+    fn insert_counted(&mut self, msg: &Message<'_>, now: i64, tally: &mut Tally) {
+        match msg {
+            Message::Metric(m) => self.insert_metric(m, now, tally),
+            Message::Event(e) => self.insert_event(e, now, tally),
+            Message::ServiceCheck(sc) => self.insert_service_check(sc, now, tally),
+        }
+    }
+
+    fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, tally: &mut Tally) {
+        let n = m.value.len() as u64;
+        tally.received += n;
+        let lambda = self.mapping == MetricMapping::LambdaDistribution;
+        if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
+            tally.drop_points(PointDrop::ClientTelemetry, n);
+            return;
+        }
+        let class = match (m.timestamp.is_some(), m.kind) {
+            (true, MetricKind::Count) => Class::TimestampedCount,
+            (true, MetricKind::Gauge) => Class::TimestampedGauge,
+            (true, _) => {
+                tally.drop_points(PointDrop::TimestampUnsupported, n);
+                return;
+            }
+            (false, MetricKind::Gauge) => Class::Gauge,
+            (false, MetricKind::Set) => Class::Set,
+            (false, MetricKind::Count) if !lambda => Class::Count,
+            (false, MetricKind::Histogram | MetricKind::Timer) if !lambda => Class::Histogram,
+            (false, _) => Class::Distribution,
+        };
+        let finite = if class == Class::Set {
+            n
+        } else {
+            numbers(&m.value).filter(|v| v.is_finite()).count() as u64
+        };
+        if finite < n {
+            tally.drop_points(PointDrop::NonFinite, n - finite);
+        }
+        if finite == 0 {
+            return;
+        }
+        let key = self.line_key(class, m.name, tags(&m.tags));
+        let now_bucket = bucket_start(now);
+        let Ok(ctx) = self
+            .contexts
+            .get_or_insert(&key, &self.namespace, now_bucket)
+        else {
+            tally.drop_points(PointDrop::ContextLimit, finite);
+            return;
+        };
+        ctx.last_bucket = ctx.last_bucket.max(now_bucket);
+        let timestamped = matches!(class, Class::TimestampedCount | Class::TimestampedGauge);
+        let bucket = ctx.bucket_mut(if timestamped { i64::MIN } else { now_bucket });
+        match &mut bucket.value {
+            Value::Set(members) => {
+                let added = match m.value {
+                    MetricValue::Set(member) => members.insert(member),
+                    MetricValue::Single(v) => members.insert(&v.to_string()),
+                    MetricValue::Packed(p) => members.insert(p.raw),
+                };
+                if added {
+                    bucket.samples += 1;
+                } else {
+                    tally.drop_points(PointDrop::AggregateLimit, 1);
+                }
+            }
+            Value::Points(points) => {
+                let ts = m.timestamp.unwrap_or(now);
+                for v in numbers(&m.value).filter(|v| v.is_finite()) {
+                    if points.0.len() < TIMESTAMPED_POINT_LIMIT {
+                        points.0.push((ts, v));
+                        bucket.samples += 1;
+                    } else {
+                        tally.drop_points(PointDrop::AggregateLimit, 1);
+                    }
+                }
+            }
+            value => {
+                for v in numbers(&m.value).filter(|v| v.is_finite()) {
+                    value.add(v, m.sample_rate);
+                }
+                bucket.samples += finite;
+            }
+        }
+    }
+
+    fn insert_event(&mut self, e: &dogstatsd::Event<'_>, now: i64, tally: &mut Tally) {
+        tally.received += 1;
+        if self.events.len() + self.service_checks.len() >= PENDING_EVENTS_LIMIT {
+            tally.drop_points(PointDrop::AggregateLimit, 1);
+            return;
+        }
+        let (host, tags) = self.owned_tags(&e.tags, e.hostname);
+        self.events.push(model::Event {
+            title: e.title.clone().into_owned(),
+            text: e.text.clone().into_owned(),
+            ts: e.timestamp.unwrap_or(now),
+            priority: e.priority,
+            alert_type: e.alert_type,
+            aggregation_key: e.aggregation_key.unwrap_or_default().to_owned(),
+            source_type_name: e.source_type_name.unwrap_or_default().to_owned(),
+            host,
+            tags,
+        });
+    }
+
+    fn insert_service_check(
+        &mut self,
+        sc: &dogstatsd::ServiceCheck<'_>,
+        now: i64,
+        tally: &mut Tally,
+    ) {
+        tally.received += 1;
+        if self.events.len() + self.service_checks.len() >= PENDING_EVENTS_LIMIT {
+            tally.drop_points(PointDrop::AggregateLimit, 1);
+            return;
+        }
+        let (host, tags) = self.owned_tags(&sc.tags, sc.hostname);
+        self.service_checks.push(model::ServiceCheck {
+            check: sc.name.to_owned(),
+            status: sc.status,
+            ts: sc.timestamp.unwrap_or(now),
+            message: sc
+                .message
+                .as_ref()
+                .map(|m| m.clone().into_owned())
+                .unwrap_or_default(),
+            host,
+            tags,
+        });
+    }
+
+    /// The context key of a metric line: special tags out, tags sorted and de-duplicated, global tags out (they
+    /// are the same for every context and come back at flush).
+    fn line_key<'a>(
+        &self,
+        class: Class,
+        name: &'a str,
+        tags: impl Iterator<Item = &'a str>,
+    ) -> LineKey<'a> {
+        let mut buf = TagBuf::new();
+        let mut host = None;
+        for t in tags {
+            match special_tag(t) {
+                Special::Host(h) => host = Some(h),
+                Special::Metadata => {}
+                Special::No => buf.push((tag_hash(t), t)),
+            }
+        }
+        canonicalize(&mut buf);
+        if !self.global_hashes.is_empty() {
+            let (hashes, globals) = (&self.global_hashes, &self.global_tags);
+            buf.retain(|(h, t)| hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t));
+        }
+        LineKey {
+            class,
+            prefixed: !self.namespace.is_empty()
+                && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
+            name,
+            host: host.filter(|h| *h != self.hostname),
+            tags: buf,
+        }
+    }
+
+    /// Host and tags of an event or service check: `h:` wins over a `host:` tag, which wins over the configured
+    /// host; global tags added; sorted and de-duplicated.
+    fn owned_tags(&self, tags: &Tags<'_>, hostname: Option<&str>) -> (String, Vec<String>) {
+        let key = self.line_key(Class::Gauge, "", self::tags(tags));
+        let host = hostname
+            .or(key.host)
+            .unwrap_or(self.hostname.as_str())
+            .to_owned();
+        let mut out: Vec<String> = key.tags.iter().map(|(_, t)| (*t).to_owned()).collect();
+        out.extend(self.global_tags.iter().cloned());
+        out.sort_unstable();
+        (host, out)
+    }
+}
+
+/// A context's name, host and tags (its own and the global ones, sorted) as shipped.
+fn identity(ctx: &Context, globals: &[String], hostname: &str) -> Identity {
+    let mut tags: Vec<String> = ctx.tags().map(str::to_owned).collect();
+    tags.extend(globals.iter().cloned());
+    tags.sort_unstable();
+    Identity {
+        name: ctx.name().to_owned(),
+        tags,
+        host: ctx.host().unwrap_or(hostname).to_owned(),
+    }
+}
+
+enum Special<'a> {
+    Host(&'a str),
+    Metadata,
+    No,
+}
+
+fn special_tag(t: &str) -> Special<'_> {
+    if let Some(h) = t.strip_prefix("host:") {
+        Special::Host(h)
+    } else if t.starts_with("dd.internal.")
+        && METADATA_TAG_PREFIXES.iter().any(|p| t.starts_with(p))
+    {
+        Special::Metadata
+    } else {
+        Special::No
+    }
+}
+
+/// The numbers of a line (none for a set member).
+fn numbers<'s>(v: &'s MetricValue<'_>) -> impl Iterator<Item = f64> + 's {
+    let (single, packed) = match v {
+        MetricValue::Single(x) => (Some(*x), None),
+        MetricValue::Packed(p) => (None, Some(p.iter())),
+        MetricValue::Set(_) => (None, None),
+    };
+    single.into_iter().chain(packed.into_iter().flatten())
+}
+
+fn tags<'s, 'a>(t: &'s Tags<'a>) -> impl Iterator<Item = &'a str> + 's {
+    t.iter()
+}
