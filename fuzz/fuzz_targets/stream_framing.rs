@@ -109,6 +109,7 @@ fuzz_target!(|input: Input| {
             Ok(0) => break,
             Ok(_) => panic!("the listener wrote to a client"),
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue, // libFuzzer's timer signal
             Err(e) => panic!("the listener did not close the connection: {e}"),
         }
     }

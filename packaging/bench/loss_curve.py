@@ -85,7 +85,7 @@ class Loadgen:
     def args(self, cfg, rate, target):
         a = [self.binary, "--rate", str(rate), "--duration", str(self.duration), "--seed", str(self.seed),
              "--contexts", str(cfg["contexts"]), "--packet", cfg["packet"],
-             "--threads", str(self.threads if rate == 0 else 1)]
+             "--threads", str(self.threads)]
         if cfg["transport"] == "udp":
             a += ["--transport", "udp", "--addr", target]
         else:
@@ -250,6 +250,10 @@ NETDATA_CONF = """[global]
     update every = 1
     memory mode = ram
     history = 600
+    # netdata's defaults are `idle` and 19: it would only get the CPU nobody else wants. The bench
+    # gives it the same scheduling as offpath.
+    process scheduling policy = other
+    process nice level = 0
 [directories]
     cache = {d}/cache
     lib = {d}/lib
@@ -372,7 +376,12 @@ def table(rows):
     return "\n".join(out)
 
 
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # unwind through the `finally` blocks that stop what the bench started
+
+
 def main():
+    signal.signal(signal.SIGTERM, on_sigterm)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin-dir", required=True, help="directory holding offpath, offpath-loadgen, offpath-fake-intake")
     p.add_argument("--rates", default="100000,250000,500000,1000000,2000000,0",
@@ -381,7 +390,7 @@ def main():
     p.add_argument("--transports", default="udp,unixgram")
     p.add_argument("--packets", default="single,8k")
     p.add_argument("--contexts", default="1000,100000")
-    p.add_argument("--threads", type=int, default=2, help="generator threads when flat out (default %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="generator threads (default %(default)s)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--systems", default="offpath,netdata")
     p.add_argument("--netdata", default=shutil.which("netdata") or "/usr/sbin/netdata")
