@@ -32,8 +32,8 @@ def main():
     p.add_argument("--duration", type=float, default=60.0, help="seconds to offer them in (default %(default)s)")
     p.add_argument("--limit", type=int, default=100_000, help="DD_AGGREGATE_CONTEXT_LIMIT (default %(default)s)")
     p.add_argument("--max-tags", type=int, default=6, help="tags per context at most (default %(default)s)")
-    p.add_argument("--bytes-per-context", type=int, default=512,
-                   help="the aggregator's measured cost of one live context, for the bound (default %(default)s)")
+    p.add_argument("--bytes-per-context", type=int, default=1200,
+                   help="cost of one live context, measured (README.md), for the bound (default %(default)s)")
     p.add_argument("--queue-bytes", type=int, default=1024 * 8192,
                    help="DD_DOGSTATSD_QUEUE_SIZE x DD_DOGSTATSD_BUFFER_SIZE (default %(default)s)")
     args = p.parse_args()

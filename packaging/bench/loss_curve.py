@@ -79,8 +79,9 @@ def http_ok(url):
 
 
 class Loadgen:
-    def __init__(self, binary, threads, duration, seed):
+    def __init__(self, binary, threads, duration, seed, nonblocking_unix=False):
         self.binary, self.threads, self.duration, self.seed = binary, threads, duration, seed
+        self.nonblocking_unix = nonblocking_unix
 
     def args(self, cfg, rate, target):
         a = [self.binary, "--rate", str(rate), "--duration", str(self.duration), "--seed", str(self.seed),
@@ -89,9 +90,12 @@ class Loadgen:
         if cfg["transport"] == "udp":
             a += ["--transport", "udp", "--addr", target]
         else:
-            # A non-blocking client drops (and the report counts) what the socket cannot take at once,
-            # as DogStatsD clients do; a blocking one would only slow down and hide the loss.
-            a += ["--transport", cfg["transport"], "--socket", target, "--nonblocking"]
+            # A full Unix datagram socket blocks the sender (as DogStatsD clients do by default, with a
+            # write timeout): no datagram is lost there, the client slows down, and offered/s falls below
+            # the target. `--nonblocking-unix` makes the generator drop and count instead.
+            a += ["--transport", cfg["transport"], "--socket", target]
+            if self.nonblocking_unix:
+                a.append("--nonblocking")
         return a
 
     def start(self, cfg, rate, target):
@@ -365,12 +369,13 @@ def run_netdata(nd, lg, cfg, rate):
 # --------------------------------------------------------------------------------------------- main
 
 def table(rows):
-    head = ("system", "transport", "packet", "contexts", "offered/s", "delivered/s", "loss %", "CPU %",
-            "peak RSS MiB")
+    head = ("system", "transport", "packet", "contexts", "target/s", "offered/s", "delivered/s", "loss %",
+            "CPU %", "peak RSS MiB")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join([
-            r["system"], r["transport"], r["packet"], f"{r['contexts']:,}", f"{r['offered_per_s']:,.0f}",
+            r["system"], r["transport"], r["packet"], f"{r['contexts']:,}",
+            f"{r['target_rate']:,}" if r["target_rate"] else "max", f"{r['offered_per_s']:,.0f}",
             f"{r['delivered_per_s']:,.0f}", f"{r['loss_pct']:.2f}", f"{r['cpu_pct']:.0f}",
             f"{r['peak_rss_mib']:.1f}"]) + " |")
     return "\n".join(out)
@@ -397,6 +402,8 @@ def main():
     p.add_argument("--offpath-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for offpath (repeatable)")
     p.add_argument("--json", help="also write every row as JSON lines to this file")
+    p.add_argument("--nonblocking-unix", action="store_true",
+                   help="Unix datagram client drops what the socket cannot take at once instead of waiting")
     args = p.parse_args()
     args.offpath = os.path.join(args.bin_dir, "offpath")
     args.loadgen = os.path.join(args.bin_dir, "offpath-loadgen")
@@ -410,7 +417,7 @@ def main():
     configs = [{"transport": t, "packet": pk, "contexts": int(c)}
                for t in args.transports.split(",") for pk in args.packets.split(",")
                for c in args.contexts.split(",")]
-    lg = Loadgen(args.loadgen, args.threads, args.duration, args.seed)
+    lg = Loadgen(args.loadgen, args.threads, args.duration, args.seed, args.nonblocking_unix)
     rows = []
     out = open(args.json, "w") if args.json else None
     with tempfile.TemporaryDirectory(prefix="offpath-bench-") as work:
