@@ -116,25 +116,31 @@ impl Engine {
         let worker = aggregate::spawn_worker(aggregator, packet_rx, control_rx, unix_now);
 
         let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
-        let delivery =
-            if config.forward.api_key.is_some() || config.forward.api_key_secret_arn.is_some() {
-                let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-                let forwarder = Forwarder::new(
-                    &config.forward,
-                    Arc::clone(&telemetry),
-                    Some(overflow.clone()),
-                )?;
-                Delivery::Intake {
-                    forwarder,
-                    overflow,
-                    fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
-                }
-            } else {
-                tracing::info!(
-                    "no DD_API_KEY: running locally, flushed metrics are written as offpath records"
-                );
-                Delivery::Local { fallback }
-            };
+        if config.forward.api_key.is_none() && config.forward.api_key_secret_arn.is_some() {
+            tracing::error!(
+                "DD_API_KEY_SECRET_ARN is not supported yet: set DD_API_KEY; until then metrics are \
+                 written as offpath records by the fallback (replayable with `offpath replay`)"
+            );
+        }
+        let delivery = if config.forward.api_key.is_some() {
+            let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
+            // In Lambda the process freezes between invocations: an idle pooled connection is
+            // dead after a thaw, so none is kept.
+            let mut forward = config.forward.clone();
+            forward.keep_idle_connections &= !in_lambda;
+            let forwarder =
+                Forwarder::new(&forward, Arc::clone(&telemetry), Some(overflow.clone()))?;
+            Delivery::Intake {
+                forwarder,
+                overflow,
+                fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
+            }
+        } else {
+            tracing::info!(
+                "no DD_API_KEY: running locally, flushed metrics are written as offpath records"
+            );
+            Delivery::Local { fallback }
+        };
         health.set_listeners_up(true);
         health.heartbeat(unix_now());
 
@@ -196,22 +202,8 @@ impl Engine {
     /// Flush the aggregator and deliver what it emits before `deadline`; what misses the deadline stays
     /// in the retry queue (or goes to the fallback when that overflows).
     pub async fn flush(&mut self, final_flush: bool, deadline: Instant) -> FlushReport {
-        self.flush_or_stop(final_flush, deadline, std::future::pending::<()>())
-            .await
-            .0
-    }
-
-    /// Like [`Engine::flush`], but stops delivering as soon as `stop` resolves (a shutdown signal
-    /// during a slow delivery); what was not delivered stays with the forwarder for
-    /// [`Engine::shutdown`]. Returns the report and whether `stop` fired.
-    pub async fn flush_or_stop(
-        &mut self,
-        final_flush: bool,
-        deadline: Instant,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> (FlushReport, bool) {
         let Some(mut flush) = self.collect(final_flush, deadline).await else {
-            return (FlushReport::default(), false);
+            return FlushReport::default();
         };
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
@@ -227,14 +219,14 @@ impl Engine {
                     fallback.write_flush(&flush).await;
                     fallback.flush(deadline).await;
                 }
-                let report = FlushReport {
+                FlushReport {
                     payloads: usize::from(!flush.is_empty()),
                     samples,
                     queued_bytes: 0,
-                };
-                (report, false)
+                }
             }
             Delivery::Intake { forwarder, .. } => {
+                forwarder.retry_queued(deadline).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
                     Err(e) => {
@@ -242,24 +234,18 @@ impl Engine {
                         self.telemetry
                             .points
                             .drop_points(PointDrop::TooLarge, samples);
-                        return (FlushReport::default(), false);
+                        return FlushReport::default();
                     }
                 };
                 let n = payloads.len();
-                // The forwarder owns the payloads before sending starts, so stopping early loses
-                // nothing: new payloads first, then the retry queue.
-                forwarder.enqueue(payloads);
-                let stopped = tokio::select! {
-                    biased;
-                    () = stop => true,
-                    () = forwarder.retry_queued(deadline) => false,
-                };
-                let report = FlushReport {
+                if n > 0 {
+                    forwarder.send(payloads, deadline).await;
+                }
+                FlushReport {
                     payloads: n,
                     samples,
                     queued_bytes: forwarder.queued_bytes(),
-                };
-                (report, stopped)
+                }
             }
         }
     }
@@ -367,14 +353,9 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ticker.tick() => {
-                // Deliveries may take up to one period; the next tick waits for this one. A signal
-                // during a slow delivery stops it at once; the shutdown takes over what is left.
-                let deadline = Instant::now() + period.max(Duration::from_secs(1));
-                let (report, stopped) = engine.flush_or_stop(false, deadline, &mut shutdown).await;
+                // Deliveries may take up to one period; the next tick waits for this one.
+                let report = engine.flush(false, Instant::now() + period.max(Duration::from_secs(1))).await;
                 tracing::debug!(?report, "flushed");
-                if stopped {
-                    break;
-                }
             }
         }
     }

@@ -118,9 +118,6 @@ pub struct Forwarder {
     telemetry: Arc<Telemetry>,
     overflow: Option<mpsc::Sender<Payload>>,
     queue: RetryQueue,
-    /// Payloads of the `send`/`retry_queued` call in progress, until each one's fate is settled: a
-    /// call cancelled at shutdown loses nothing, [`Forwarder::take_queued`] hands these on too.
-    pending: VecDeque<Payload>,
     breaker: Breaker,
     policy: RetryPolicy,
     encoder: Encoder,
@@ -215,6 +212,9 @@ impl Forwarder {
             .tcp_nodelay(true)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .timeout(cfg.timeout);
+        if !cfg.keep_idle_connections {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         if let Some(proxy) = &cfg.proxy {
             builder = builder.proxy(reqwest::Proxy::https(proxy).map_err(ForwardError::Proxy)?);
         }
@@ -235,7 +235,6 @@ impl Forwarder {
             telemetry,
             overflow,
             queue: RetryQueue::new(cfg.retry_queue_max_bytes),
-            pending: VecDeque::new(),
             breaker: Breaker::new(policy.breaker_threshold, policy.probe),
             policy,
             encoder: Encoder::new(cfg.zstd_level),
@@ -270,21 +269,13 @@ impl Forwarder {
     /// delivered by then joins the retry queue (or goes to `overflow` while the breaker is open).
     /// When everything went through and time is left, queued payloads are retried too.
     pub async fn send(&mut self, payloads: Vec<Payload>, deadline: Instant) {
-        self.enqueue(payloads);
-        self.run(VecDeque::new(), deadline).await;
+        self.run(payloads.into(), deadline).await;
         if self.breaker.state() == BreakerState::Closed && !self.queue.is_empty() {
             self.retry_queued(deadline).await;
         }
     }
 
-    /// Take `payloads` in without sending yet; the next [`Forwarder::retry_queued`] (or `send`) sends
-    /// them first. Lets a caller cancel the sending future without losing what it handed over.
-    pub fn enqueue(&mut self, payloads: Vec<Payload>) {
-        self.pending.extend(payloads);
-    }
-
-    /// Send what [`Forwarder::enqueue`] took in, then retry what waits in the retry queue, oldest
-    /// first, before `deadline`.
+    /// Retry what waits in the retry queue, oldest first, before `deadline`.
     pub async fn retry_queued(&mut self, deadline: Instant) {
         let queued = self.queue.drain();
         self.sync_queue_bytes();
@@ -293,8 +284,7 @@ impl Forwarder {
 
     /// Take everything out of the retry queue (at shutdown, for the fallback).
     pub fn take_queued(&mut self) -> Vec<Payload> {
-        let mut all: Vec<Payload> = self.pending.drain(..).collect();
-        all.extend(self.queue.drain());
+        let all = self.queue.drain();
         self.sync_queue_bytes();
         all
     }
@@ -330,43 +320,46 @@ impl Forwarder {
         }
     }
 
-    async fn run(&mut self, work: VecDeque<Payload>, deadline: Instant) {
-        self.pending.extend(work);
-        // Each payload stays at the front of `pending` (cloning a payload only bumps the `Bytes`
-        // refcount) until its fate is settled, so cancelling this future loses nothing.
-        while let Some(p) = self.pending.front().cloned() {
-            let mut parts = Vec::new();
+    async fn run(&mut self, mut work: VecDeque<Payload>, deadline: Instant) {
+        while let Some(p) = work.pop_front() {
             if p.exceeds_limits() {
                 // Only a single item that the encoder could not cut gets here; never send it.
-                parts = self.split_or_drop(&p);
-            } else if Instant::now() >= deadline {
-                self.undelivered(p, deadline).await;
-            } else {
-                let fate = match self.breaker.admit(Instant::now()) {
-                    Admission::Divert => Fate::Undelivered(p),
-                    Admission::Probe => {
-                        self.publish_breaker();
-                        tracing::debug!(kind = p.kind.as_str(), "probing the intake");
-                        self.deliver(p, deadline, true).await
-                    }
-                    Admission::Send => self.deliver(p, deadline, false).await,
-                };
-                match fate {
-                    Fate::Done => {}
-                    Fate::Parts(ps) => parts = ps,
-                    Fate::Undelivered(p) => self.undelivered(p, deadline).await,
-                }
+                self.split_or_drop(&p, &mut work);
+                continue;
             }
-            self.pending.pop_front();
-            for part in parts.into_iter().rev() {
-                self.pending.push_front(part);
+            let now = Instant::now();
+            if now >= deadline {
+                self.undelivered(p, deadline).await;
+                continue;
+            }
+            let fate = match self.breaker.admit(now) {
+                Admission::Divert => Fate::Undelivered(p),
+                Admission::Probe => {
+                    self.publish_breaker();
+                    tracing::debug!(kind = p.kind.as_str(), "probing the intake");
+                    self.deliver(p, deadline, true).await
+                }
+                Admission::Send => self.deliver(p, deadline, false).await,
+            };
+            match fate {
+                Fate::Done => {}
+                Fate::Parts(parts) => {
+                    for part in parts.into_iter().rev() {
+                        work.push_front(part);
+                    }
+                }
+                Fate::Undelivered(p) => self.undelivered(p, deadline).await,
             }
         }
     }
 
-    fn split_or_drop(&mut self, p: &Payload) -> Vec<Payload> {
+    fn split_or_drop(&mut self, p: &Payload, work: &mut VecDeque<Payload>) {
         match split(p, &self.encoder) {
-            Ok(parts) => parts,
+            Ok(parts) => {
+                for part in parts.into_iter().rev() {
+                    work.push_front(part);
+                }
+            }
             Err(e) => {
                 tracing::warn!(
                     kind = p.kind.as_str(),
@@ -379,7 +372,6 @@ impl Forwarder {
                 self.telemetry
                     .points
                     .drop_points(PointDrop::TooLarge, p.samples);
-                Vec::new()
             }
         }
     }
@@ -406,7 +398,9 @@ impl Forwarder {
                 }
                 Outcome::Split => {
                     self.intake_answered();
-                    return Fate::Parts(self.split_or_drop(&p));
+                    let mut parts = VecDeque::new();
+                    self.split_or_drop(&p, &mut parts);
+                    return Fate::Parts(parts.into());
                 }
                 Outcome::KeyProblem => {
                     if !self.logged_key_problem {

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Malformed-packet soak: random and mutated datagrams at a high rate against the running offpath.
+
+Run by soak.sh; see README.md here. Two phases share the time (default 300 s in all):
+
+  exact:  `offpath-loadgen --mode garbage` over a blocking Unix datagram socket (nothing is lost in a
+          socket buffer), then the books must balance exactly: offpath read every datagram the generator
+          sent, counted every one larger than its buffer as truncated, and parsed or rejected (with a
+          reason) every line of the others; unless its queue overflowed, which must then be counted.
+  flood:  the same garbage over UDP, flat out, with two sender threads.
+
+Throughout, offpath must stay up and `/health` answer 200, and its RSS (sampled every second) must stay
+flat: the last quarter's peak at most `--rss-growth-mib` above the first quarter's.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loss_curve import Offpath, offpath_env, status_kib  # noqa: E402
+
+
+def get_json(addr, path):
+    with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
+        return r.status, json.loads(r.read() or b"null")
+
+
+def health(addr):
+    try:
+        with urllib.request.urlopen(f"http://{addr}/health", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def parsed_total(status):
+    p = status["parse"]
+    return p["metrics"] + p["events"] + p["service_checks"] + sum(p["errors"].values())
+
+
+def settled_status(addr):
+    """/status once the parser has caught up (two reads 0.5 s apart agree on the parse totals)."""
+    _, prev = get_json(addr, "/status")
+    for _ in range(120):
+        time.sleep(0.5)
+        _, cur = get_json(addr, "/status")
+        if parsed_total(cur) == parsed_total(prev) and cur["packets_received"] == prev["packets_received"]:
+            return cur
+        prev = cur
+    return prev
+
+
+def listener(status, prefix):
+    return next(lst for lst in status["listeners"] if lst["name"].startswith(prefix))
+
+
+def loadgen(binary, args):
+    out = subprocess.run([binary, "--mode", "garbage", *args], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin-dir", required=True)
+    p.add_argument("--duration", type=float, default=300.0, help="seconds in all (default %(default)s)")
+    p.add_argument("--rate", type=int, default=200_000, help="lines/s of the exact phase (default %(default)s)")
+    p.add_argument("--rss-growth-mib", type=float, default=4.0)
+    args = p.parse_args()
+    offpath = os.path.join(args.bin_dir, "offpath")
+    gen = os.path.join(args.bin_dir, "offpath-loadgen")
+    failures = []
+    samples = []
+    with tempfile.TemporaryDirectory(prefix="offpath-soak-") as work:
+        sock = os.path.join(work, "dsd.sock")
+        # Local mode (no API key): flushed records go to stdout, which is discarded.
+        env = offpath_env("http://127.0.0.1:9", {"DD_DOGSTATSD_SOCKET": sock})
+        del env["DD_API_KEY"], env["DD_DD_URL"]
+        op = Offpath(offpath, env, work)
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    samples.append((time.monotonic() - t0, status_kib(op.pid, "VmRSS"), health(op.status)))
+                except OSError:
+                    samples.append((time.monotonic() - t0, 0, 0))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            before = settled_status(op.status)
+            phase = str(args.duration / 2)
+            exact = loadgen(gen, ["--transport", "unixgram", "--socket", sock, "--duration", phase,
+                                  "--rate", str(args.rate)])
+            after = settled_status(op.status)
+            ux_before, ux_after = listener(before, "unixgram"), listener(after, "unixgram")
+            read = ux_after["packets"] - ux_before["packets"]
+            dropped = {k: v - ux_before["dropped"].get(k, 0) for k, v in ux_after["dropped"].items()}
+            parsed = parsed_total(after) - parsed_total(before)
+            print(f"exact phase: sent {exact['packets']:,} datagrams ({exact['receiver']['oversize_packets']:,} over "
+                  f"8 KiB), {exact['receiver']['lines']:,} lines in the others; offpath read {read:,}, "
+                  f"dropped {dropped}, parsed or rejected {parsed:,} lines")
+            print(f"  parse errors by reason: {after['parse']['errors']}")
+            if read != exact["packets"]:
+                failures.append(f"offpath read {read} datagrams of {exact['packets']}")
+            if dropped.get("truncated", 0) != exact["receiver"]["oversize_packets"]:
+                failures.append(f"truncated {dropped.get('truncated', 0)} != {exact['receiver']['oversize_packets']}")
+            if dropped.get("queue_full", 0) == 0 and parsed != exact["receiver"]["lines"]:
+                failures.append(f"lines parsed or rejected {parsed} != {exact['receiver']['lines']} sent")
+            if dropped.get("queue_full", 0) > 0 and parsed > exact["receiver"]["lines"]:
+                failures.append(f"more lines parsed ({parsed}) than sent ({exact['receiver']['lines']})")
+
+            flood = loadgen(gen, ["--transport", "udp", "--addr", op.udp, "--duration", phase, "--threads", "2"])
+            final = settled_status(op.status)
+            print(f"flood phase: sent {flood['packets']:,} UDP datagrams ({flood['packets_per_s']:,.0f}/s, "
+                  f"{flood['lines_per_s']:,.0f} lines/s); offpath read {final['packets_received'] - after['packets_received']:,}, "
+                  f"packets dropped {final['packets_dropped']}")
+        finally:
+            stop.set()
+            sampler.join()
+            alive = op.proc.poll() is None
+            summary = op.stop() if alive else ""
+            op.kill()
+    if not alive:
+        failures.append("offpath died")
+    unhealthy = [t for t, _, code in samples if code != 200]
+    if unhealthy:
+        failures.append(f"/health not 200 at {len(unhealthy)} samples (first at {unhealthy[0]:.0f} s)")
+    rss = [kib for _, kib, _ in samples if kib]
+    q = max(len(rss) // 4, 1)
+    first, last = max(rss[:q]) / 1024, max(rss[-q:]) / 1024
+    print("RSS (s:MiB): " + ", ".join(f"{t:.0f}:{kib / 1024:.1f}" for t, kib, _ in samples[::15]))
+    print(f"RSS first quarter peak {first:.1f} MiB, last quarter peak {last:.1f} MiB")
+    print(f"offpath summary: {summary}")
+    if last - first > args.rss_growth_mib:
+        failures.append(f"RSS grew {last - first:.1f} MiB")
+    for f in failures:
+        print(f"FAIL: {f}")
+    if failures:
+        sys.exit(1)
+    print("OK: offpath stayed up, memory flat, every line accounted for")
+
+
+if __name__ == "__main__":
+    main()
