@@ -33,6 +33,9 @@ fn an_accepted_intake_url_keeps_its_scheme_and_host() {
         ("https://api.datadoghq.eu/", "https://api.datadoghq.eu"),
         ("http://127.0.0.1:8080///", "http://127.0.0.1:8080"),
     ] {
-        assert_eq!(load(&[("DD_DD_URL", url)]).unwrap().forward.intake_url, want);
+        assert_eq!(
+            load(&[("DD_DD_URL", url)]).unwrap().forward.intake_url,
+            want
+        );
     }
 }

@@ -226,10 +226,16 @@ fn garbage_mode_sends_random_mutated_and_pathological_packets_and_counts_their_l
     let (report, got) = over_unixgram(&["--mode", "garbage", "--max-packets", "3000"]);
     assert_eq!(report["packets"], got.len() as u64);
     for kind in ["random_bytes", "mutated_lines", "pathological"] {
-        assert!(report["packets_by_kind"][kind].as_u64().unwrap() > 100, "{kind}");
+        assert!(
+            report["packets_by_kind"][kind].as_u64().unwrap() > 100,
+            "{kind}"
+        );
     }
     assert!(got.iter().any(|p| std::str::from_utf8(p).is_err()));
-    assert!(got.iter().any(|p| p.len() > 8192), "some datagrams exceed offpath's buffer");
+    assert!(
+        got.iter().any(|p| p.len() > 8192),
+        "some datagrams exceed offpath's buffer"
+    );
     let lines = |p: &Vec<u8>| {
         p.split(|&b| b == b'\n')
             .filter(|l| !matches!(l, [] | [b'\r']))
@@ -242,6 +248,9 @@ fn garbage_mode_sends_random_mutated_and_pathological_packets_and_counts_their_l
     );
     assert_eq!(
         report["receiver"]["lines"],
-        got.iter().filter(|p| p.len() <= 8192).map(lines).sum::<u64>()
+        got.iter()
+            .filter(|p| p.len() <= 8192)
+            .map(lines)
+            .sum::<u64>()
     );
 }

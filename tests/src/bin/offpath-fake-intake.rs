@@ -32,7 +32,9 @@ fn arg(name: &str, default: &str) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("usage: offpath-fake-intake [--prefix loadgen] [--api-key KEY]\n\nPrints {{\"url\":..}} when ready; prints totals as JSON and exits when stdin closes.");
+        println!(
+            "usage: offpath-fake-intake [--prefix loadgen] [--api-key KEY]\n\nPrints {{\"url\":..}} when ready; prints totals as JSON and exits when stdin closes."
+        );
         return Ok(());
     }
     let prefix = arg("--prefix", "loadgen");
@@ -72,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
         } else if !s.metric.starts_with(&format!("{prefix}.")) {
             continue;
         }
-        contexts.insert((s.metric.trim_end_matches(".count").to_owned(), s.tags.clone()));
+        contexts.insert((
+            s.metric.trim_end_matches(".count").to_owned(),
+            s.tags.clone(),
+        ));
     }
     let mut sketch_count_sum = 0i64;
     let mut sketches = 0usize;
