@@ -116,25 +116,31 @@ impl Engine {
         let worker = aggregate::spawn_worker(aggregator, packet_rx, control_rx, unix_now);
 
         let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
-        let delivery =
-            if config.forward.api_key.is_some() || config.forward.api_key_secret_arn.is_some() {
-                let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-                let forwarder = Forwarder::new(
-                    &config.forward,
-                    Arc::clone(&telemetry),
-                    Some(overflow.clone()),
-                )?;
-                Delivery::Intake {
-                    forwarder,
-                    overflow,
-                    fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
-                }
-            } else {
-                tracing::info!(
-                    "no DD_API_KEY: running locally, flushed metrics are written as offpath records"
-                );
-                Delivery::Local { fallback }
-            };
+        if config.forward.api_key.is_none() && config.forward.api_key_secret_arn.is_some() {
+            tracing::error!(
+                "DD_API_KEY_SECRET_ARN is not supported yet: set DD_API_KEY; until then metrics are \
+                 written as offpath records by the fallback (replayable with `offpath replay`)"
+            );
+        }
+        let delivery = if config.forward.api_key.is_some() {
+            let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
+            // In Lambda the process freezes between invocations: an idle pooled connection is
+            // dead after a thaw, so none is kept.
+            let mut forward = config.forward.clone();
+            forward.keep_idle_connections &= !in_lambda;
+            let forwarder =
+                Forwarder::new(&forward, Arc::clone(&telemetry), Some(overflow.clone()))?;
+            Delivery::Intake {
+                forwarder,
+                overflow,
+                fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
+            }
+        } else {
+            tracing::info!(
+                "no DD_API_KEY: running locally, flushed metrics are written as offpath records"
+            );
+            Delivery::Local { fallback }
+        };
         health.set_listeners_up(true);
         health.heartbeat(unix_now());
 

@@ -1,3 +1,55 @@
 //! The offpath Lambda extension binary (`extensions/offpath` in the layer).
+//!
+//! Thin: logging, a single-threaded runtime, then [`offpath_lambda::lifecycle::run`] with the
+//! metrics pipeline.
 
-fn main() {}
+use std::io::Write;
+
+use offpath_lambda::lifecycle::{self, BoxError, Options};
+use offpath_lambda::pipeline::LambdaPipeline;
+
+fn main() {
+    init_logging();
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async {
+            let opts = Options::from_env()?;
+            lifecycle::run(opts, |startup| async {
+                LambdaPipeline::start(startup).await.map_err(BoxError::from)
+            })
+            .await
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            std::process::exit(1);
+        }
+    };
+    let code = match result {
+        Ok(exit) => {
+            tracing::debug!(reason = %exit.reason, "shut down");
+            0
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "offpath-lambda stops");
+            1
+        }
+    };
+    let _ = std::io::stdout().flush();
+    // Exit at once: nothing left running may hold the process past Lambda's deadline.
+    std::process::exit(code);
+}
+
+/// Logs go to stderr (stdout carries fallback records), filtered by `DD_LOG_LEVEL` (default `info`).
+fn init_logging() {
+    let level = std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}

@@ -101,6 +101,8 @@ pub struct RequestRecord {
     pub items: usize,
     /// Series points in the body.
     pub points: usize,
+    /// When the request's head arrived (for latency measurements in tests, never for assertions).
+    pub arrived: std::time::Instant,
 }
 
 /// A series the intake accepted.
@@ -421,6 +423,7 @@ async fn handle(
         raw_len: 0,
         items: 0,
         points: 0,
+        arrived: std::time::Instant::now(),
     };
     let body = match Limited::new(req.into_body(), READ_MAX).collect().await {
         Ok(b) => b.to_bytes(),
@@ -717,6 +720,11 @@ impl FakeIntake {
             .iter()
             .map(|s| s.points.len())
             .sum()
+    }
+
+    /// Every accepted sketch series.
+    pub fn all_sketches(&self) -> Vec<ReceivedSketch> {
+        self.shared.lock().sketches.clone()
     }
 
     /// Accepted sketch series named `metric` with every tag of `tags`.

@@ -4,4 +4,5 @@
 
 pub mod cloudwatch;
 pub mod fake_intake;
+pub mod lambda_runtime;
 pub mod support;

@@ -31,6 +31,7 @@ fn config(url: &str) -> ForwardConfig {
         retry_queue_max_bytes: 15 * 1024 * 1024,
         timeout: Duration::from_secs(10),
         zstd_level: 1,
+        keep_idle_connections: true,
     }
 }
 

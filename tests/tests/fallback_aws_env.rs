@@ -82,6 +82,7 @@ async fn aws_endpoint_url_cloudwatch_logs_points_the_fallback_and_replay_at_the_
             retry_queue_max_bytes: 1 << 20,
             timeout: Duration::from_secs(10),
             zstd_level: 1,
+            keep_idle_connections: true,
         },
         Arc::clone(&fwd_telemetry),
         None,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::bucket::{
     BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
 };
-use super::context::{Class, Context, Contexts, LineKey, TagBuf, canonicalize, tag_hash};
+use super::context::{Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash};
 use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
 use crate::model::{self, Flush};
@@ -97,8 +97,6 @@ impl Tally {
 /// service checks wait for a flush.
 #[derive(Debug)]
 pub struct Aggregator {
-    /// Prefix with its trailing `.`, or empty.
-    namespace: String,
     /// Sorted and de-duplicated; kept out of the contexts and merged in at flush.
     global_tags: Vec<String>,
     /// The global tags' hashes, sorted, to take them out of a line's tags quickly.
@@ -122,13 +120,12 @@ impl Aggregator {
         let mut global_hashes: Vec<u64> = global_tags.iter().map(|t| tag_hash(t)).collect();
         global_hashes.sort_unstable();
         Self {
-            namespace: cfg.namespace.clone(),
             global_tags,
             global_hashes,
             hostname: cfg.hostname.clone(),
             mapping: cfg.mapping,
             shape: HistogramShape::new(&cfg.histogram_aggregates, &cfg.histogram_percentiles),
-            contexts: Contexts::new(cfg.context_limit.get()),
+            contexts: Contexts::new(cfg.namespace.clone(), cfg.context_limit.get()),
             events: Vec::new(),
             service_checks: Vec::new(),
             telemetry,
@@ -169,6 +166,10 @@ impl Aggregator {
 
     /// Emit every bucket closed at `now` (`start + 10 <= now`), or every bucket when `final_flush`, plus all
     /// timestamped points, events and service checks; forget contexts idle for 20 s.
+    ///
+    /// A final flush before the end of the open bucket ships what it holds so far; samples arriving later in the
+    /// same 10 s ship at a later flush with the same timestamp (sketches merge at the intake; a second RATE or
+    /// GAUGE point for the same second replaces the first there).
     pub fn flush(&mut self, now: i64, final_flush: bool) -> Flush {
         let mut flush = Flush {
             events: std::mem::take(&mut self.events),
@@ -177,22 +178,19 @@ impl Aggregator {
         };
         let (globals, hostname, shape) = (&self.global_tags, &self.hostname, &self.shape);
         self.contexts.retain(|ctx| {
-            if ctx.has_closed(now, final_flush) {
+            if ctx.has_due(now, final_flush) {
                 let id = identity(ctx, globals, hostname);
-                let class = ctx.class;
-                let closed = ctx.take_closed(now, final_flush);
+                let due = ctx.take_due(now, final_flush);
                 emit(
-                    class,
+                    ctx.class,
                     id,
-                    closed,
+                    due.into_iter(),
                     shape,
                     &mut flush.series,
                     &mut flush.sketches,
                 );
-                ctx.release_older();
             }
-            !ctx.is_empty()
-                || ctx.last_bucket + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now && !final_flush
+            !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now
         });
         flush
     }
@@ -250,16 +248,19 @@ impl Aggregator {
         }
         let key = self.line_key(class, m.name, tags(&m.tags));
         let now_bucket = bucket_start(now);
-        let Ok(ctx) = self
-            .contexts
-            .get_or_insert(&key, &self.namespace, now_bucket)
-        else {
-            tally.drop_points(PointDrop::ContextLimit, finite);
-            return;
+        let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
+            Ok(ctx) => ctx,
+            Err(Refused::Limit) => {
+                tally.drop_points(PointDrop::ContextLimit, finite);
+                return;
+            }
+            Err(Refused::TooLong) => {
+                tally.drop_points(PointDrop::AggregateLimit, finite);
+                return;
+            }
         };
-        ctx.last_bucket = ctx.last_bucket.max(now_bucket);
-        let timestamped = matches!(class, Class::TimestampedCount | Class::TimestampedGauge);
-        let bucket = ctx.bucket_mut(if timestamped { i64::MIN } else { now_bucket });
+        let bucket = ctx.bucket_mut(now_bucket);
+        let mut kept = 0u64;
         match &mut bucket.value {
             Value::Set(members) => {
                 let added = match m.value {
@@ -267,29 +268,32 @@ impl Aggregator {
                     MetricValue::Single(v) => members.insert(&v.to_string()),
                     MetricValue::Packed(p) => members.insert(p.raw),
                 };
-                if added {
-                    bucket.samples += 1;
-                } else {
-                    tally.drop_points(PointDrop::AggregateLimit, 1);
-                }
+                kept = u64::from(added);
             }
             Value::Points(points) => {
                 let ts = m.timestamp.unwrap_or(now);
-                for v in numbers(&m.value).filter(|v| v.is_finite()) {
-                    if points.0.len() < TIMESTAMPED_POINT_LIMIT {
-                        points.0.push((ts, v));
-                        bucket.samples += 1;
-                    } else {
-                        tally.drop_points(PointDrop::AggregateLimit, 1);
-                    }
+                let room = TIMESTAMPED_POINT_LIMIT.saturating_sub(points.0.len());
+                for v in numbers(&m.value).filter(|v| v.is_finite()).take(room) {
+                    points.0.push((ts, v));
+                    kept += 1;
                 }
             }
             value => {
+                // The parser already clamps; a hand-built message may not have.
+                let rate = if m.sample_rate > 0.0 && m.sample_rate <= 1.0 {
+                    m.sample_rate
+                } else {
+                    1.0
+                };
                 for v in numbers(&m.value).filter(|v| v.is_finite()) {
-                    value.add(v, m.sample_rate);
+                    value.add(v, rate);
                 }
-                bucket.samples += finite;
+                kept = finite;
             }
+        }
+        bucket.count(kept);
+        if kept < finite {
+            tally.drop_points(PointDrop::AggregateLimit, finite - kept);
         }
     }
 
@@ -363,7 +367,7 @@ impl Aggregator {
         }
         LineKey {
             class,
-            prefixed: !self.namespace.is_empty()
+            prefixed: !self.contexts.namespace().is_empty()
                 && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
             name,
             host: host.filter(|h| *h != self.hostname),

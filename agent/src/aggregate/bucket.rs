@@ -29,29 +29,59 @@ pub(super) fn bucket_start(ts: i64) -> i64 {
     ts - ts.rem_euclid(BUCKET_SECS)
 }
 
-/// One context's data for one bucket.
+/// One context's data for one bucket (32 bytes).
 #[derive(Debug)]
 pub(super) struct Bucket {
-    /// Bucket start (unix seconds); `i64::MIN` for timestamped points, which ship at the next flush.
+    /// Bucket start, unix seconds.
     pub ts: i64,
-    /// DogStatsD values this bucket accounts for.
-    pub samples: u64,
+    /// DogStatsD values this bucket accounts for (a bucket holds at most 10 s of one context).
+    pub samples: u32,
     pub value: Value,
 }
 
 impl Bucket {
-    pub fn new(ts: i64, class: Class) -> Self {
+    /// A bucket holding nothing yet.
+    pub fn idle(ts: i64) -> Self {
         Self {
             ts,
             samples: 0,
-            value: Value::new(class),
+            value: Value::Idle,
         }
+    }
+
+    /// Make an idle bucket ready for data of `class`.
+    pub fn start(&mut self, class: Class) {
+        if matches!(self.value, Value::Idle) {
+            self.value = Value::new(class);
+        }
+    }
+
+    pub fn has_data(&self) -> bool {
+        !matches!(self.value, Value::Idle)
+    }
+
+    /// Take the data out, leaving the bucket idle.
+    pub fn take(&mut self) -> Bucket {
+        Bucket {
+            ts: self.ts,
+            samples: std::mem::take(&mut self.samples),
+            value: std::mem::replace(&mut self.value, Value::Idle),
+        }
+    }
+
+    /// Count values into the bucket.
+    pub fn count(&mut self, n: u64) {
+        self.samples = self
+            .samples
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     }
 }
 
 /// The aggregate of one bucket, by class.
 #[derive(Debug)]
 pub(super) enum Value {
+    /// Nothing yet (or already flushed).
+    Idle,
     /// Σ v/rate.
     Count(f64),
     /// Last value.
@@ -82,7 +112,7 @@ impl Value {
             Self::Histogram(h) => h.add(v, rate),
             Self::Sketch(s) => s.insert_with_rate(v, rate),
             // Set members and timestamped points have their own entry points.
-            Self::Set(_) | Self::Points(_) => {}
+            Self::Idle | Self::Set(_) | Self::Points(_) => {}
         }
     }
 }
@@ -256,7 +286,7 @@ pub(super) fn emit(
         Class::Count | Class::Gauge | Class::Set => {
             let (mut points, mut samples) = (Vec::new(), 0);
             for b in buckets {
-                samples += b.samples;
+                samples += u64::from(b.samples);
                 let v = match b.value {
                     Value::Count(sum) => sum / interval,
                     Value::Gauge(last) => last,
@@ -280,7 +310,7 @@ pub(super) fn emit(
                 1.0
             };
             for b in buckets {
-                samples += b.samples;
+                samples += u64::from(b.samples);
                 if let Value::Points(p) = b.value {
                     points.extend(p.0.into_iter().map(|(ts, v)| (ts, v / divisor)));
                 }
@@ -295,7 +325,7 @@ pub(super) fn emit(
         Class::Distribution => {
             let (mut out, mut samples) = (Vec::new(), 0);
             for b in buckets {
-                samples += b.samples;
+                samples += u64::from(b.samples);
                 if let Value::Sketch(s) = b.value {
                     out.push(s.to_dogsketch(b.ts));
                 }
@@ -321,7 +351,7 @@ fn emit_histogram(
     let mut points: Vec<Vec<(i64, f64)>> = vec![Vec::new(); shape.len()];
     let mut samples = 0;
     for b in buckets {
-        samples += b.samples;
+        samples += u64::from(b.samples);
         let Value::Histogram(mut h) = b.value else {
             continue;
         };

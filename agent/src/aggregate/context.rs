@@ -63,20 +63,13 @@ pub(super) struct LineKey<'a> {
 impl LineKey<'_> {
     /// The one hash of this line's key.
     pub fn hash(&self) -> u64 {
-        let mut h = FxHasher::default();
-        h.write_u8(self.class as u8);
-        h.write_u8(u8::from(self.prefixed));
-        h.write(self.name.as_bytes());
-        // 0xff never occurs in UTF-8: it separates the fields.
-        h.write_u8(0xff);
-        if let Some(host) = self.host {
-            h.write(host.as_bytes());
-            h.write_u8(0xff);
-        }
-        for &(th, _) in &self.tags {
-            h.write_u64(th);
-        }
-        h.finish()
+        key_hash(
+            self.class,
+            self.prefixed,
+            self.name,
+            self.host,
+            self.tags.iter().map(|&(h, _)| h),
+        )
     }
 
     /// Total length of the tags joined by `,`.
@@ -85,33 +78,83 @@ impl LineKey<'_> {
     }
 }
 
-/// Marks a context whose host is the configured one (its host is not stored).
-const DEFAULT_HOST: u32 = u32::MAX;
+/// The hash of a context key, from a line or (when the table grows) from a stored context.
+fn key_hash(
+    class: Class,
+    prefixed: bool,
+    name: &str,
+    host: Option<&str>,
+    tag_hashes: impl Iterator<Item = u64>,
+) -> u64 {
+    let mut h = FxHasher::default();
+    h.write_u8(class as u8);
+    h.write_u8(u8::from(prefixed));
+    h.write(name.as_bytes());
+    // 0xff never occurs in UTF-8: it separates the fields.
+    h.write_u8(0xff);
+    if let Some(host) = host {
+        h.write(host.as_bytes());
+        h.write_u8(0xff);
+    }
+    for th in tag_hashes {
+        h.write_u64(th);
+    }
+    h.finish()
+}
 
-/// One live context: its identity stored in one buffer, and its open and closed buckets.
+/// Marks a context whose host is the configured one (its host is not stored).
+const DEFAULT_HOST: u16 = u16::MAX;
+
+/// One live context: its identity in one buffer, its newest bucket inline, older buckets (rarely any) behind a
+/// pointer. 64 bytes, one cache line: the hash table stores contexts in place, so finding a line's context and
+/// updating its bucket touch one line of the table plus the identity buffer.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(super) struct Context {
-    /// Name (namespace applied), then the host when it is not the default, then the tags joined by `,`
-    /// (tags never contain `,`: the parser splits on it).
+    /// Name (namespace applied), then the host when it is not the default, then the tags joined by `,` in
+    /// canonical order (tags never contain `,`: the parser splits on it).
     text: Box<str>,
-    name_len: u32,
-    host_len: u32,
+    name_len: u16,
+    /// [`DEFAULT_HOST`] for the configured host.
+    host_len: u16,
     pub class: Class,
-    pub hash: u64,
-    /// Start of the newest bucket that received a sample; contexts expire from it.
-    pub last_bucket: i64,
-    /// The newest bucket holding data (the one samples go to).
-    current: Option<Bucket>,
-    /// Older buckets still holding data, oldest first (usually empty: one closed bucket waits here between its
-    /// end and the next flush).
-    older: Vec<Bucket>,
+    /// Whether the namespace was prepended to the name as sent (needed to recompute the hash).
+    prefixed: bool,
+    /// The newest bucket: where samples go. Once flushed it stays as an empty marker whose start tells how long
+    /// the context has been idle.
+    current: Bucket,
+    /// Older buckets still holding data, oldest first: usually none, one between a bucket's end and the next
+    /// flush.
+    older: Option<Box<Older>>,
+}
+
+/// Buckets older than the current one, oldest first.
+#[derive(Debug, Default)]
+struct Older(Vec<Bucket>);
+
+/// Why a line's context could not be found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The live context limit is reached.
+    Limit,
+    /// The name or the host is longer than 65,534 bytes (only possible with a read buffer above 64 KiB).
+    TooLong,
 }
 
 impl Context {
-    /// Store a line's key.
-    fn new(key: &LineKey<'_>, namespace: &str, hash: u64, now_bucket: i64) -> Self {
+    /// Store a line's key; the context starts idle in the bucket `now_bucket`.
+    fn new(key: &LineKey<'_>, namespace: &str, now_bucket: i64) -> Result<Self, Refused> {
         let prefix = if key.prefixed { namespace } else { "" };
         let host = key.host.unwrap_or("");
+        let name_len =
+            u16::try_from(prefix.len() + key.name.len()).map_err(|_| Refused::TooLong)?;
+        let host_len = match key.host {
+            None => DEFAULT_HOST,
+            Some(h) => u16::try_from(h.len())
+                .ok()
+                .filter(|&n| n != DEFAULT_HOST)
+                .ok_or(Refused::TooLong)?,
+        };
         let mut text =
             String::with_capacity(prefix.len() + key.name.len() + host.len() + key.tags_len());
         text.push_str(prefix);
@@ -123,101 +166,45 @@ impl Context {
             }
             text.push_str(t);
         }
-        Self {
+        Ok(Self {
             text: text.into_boxed_str(),
-            name_len: len32(prefix.len() + key.name.len()),
-            host_len: key.host.map_or(DEFAULT_HOST, |h| len32(h.len())),
+            name_len,
+            host_len,
             class: key.class,
-            hash,
-            last_bucket: now_bucket,
-            current: None,
-            older: Vec::new(),
-        }
+            prefixed: key.prefixed,
+            current: Bucket::idle(now_bucket),
+            older: None,
+        })
     }
 
     /// The metric name, namespace applied.
     pub fn name(&self) -> &str {
-        self.text.get(..self.name_len as usize).unwrap_or("")
+        self.text.get(..usize::from(self.name_len)).unwrap_or("")
     }
 
     /// The host, `None` for the configured one.
     pub fn host(&self) -> Option<&str> {
         (self.host_len != DEFAULT_HOST).then(|| {
-            let start = self.name_len as usize;
+            let start = usize::from(self.name_len);
             self.text
-                .get(start..start + self.host_len as usize)
+                .get(start..start + usize::from(self.host_len))
                 .unwrap_or("")
         })
     }
 
     /// The context's own tags (not the global ones), in canonical (hash) order.
     pub fn tags(&self) -> impl Iterator<Item = &str> {
-        let start = self.name_len as usize
-            + if self.host_len == DEFAULT_HOST {
-                0
-            } else {
-                self.host_len as usize
-            };
-        let joined = self.text.get(start..).unwrap_or("");
+        let joined = self.text.get(self.tags_start()..).unwrap_or("");
         joined.split(',').filter(move |_| !joined.is_empty())
     }
 
-    /// The bucket starting at `ts`, created when missing.
-    pub fn bucket_mut(&mut self, ts: i64) -> &mut Bucket {
-        let class = self.class;
-        let new = || Bucket::new(ts, class);
-        match &mut self.current {
-            // Written this way (not with a guard binding) so the borrow ends on the other paths.
-            Some(cur) if cur.ts == ts => {}
-            Some(cur) if cur.ts < ts => {
-                let old = std::mem::replace(cur, new());
-                self.older.push(old);
-            }
-            Some(_) => {
-                // The clock went back: an older bucket, kept in order.
-                let at = self.older.partition_point(|b| b.ts < ts);
-                if self.older.get(at).is_none_or(|b| b.ts != ts) {
-                    self.older.insert(at, new());
-                }
-                return &mut self.older[at];
-            }
-            None => self.current = Some(new()),
-        }
-        self.current.get_or_insert_with(new)
+    fn tags_start(&self) -> usize {
+        usize::from(self.name_len) + self.host().map_or(0, str::len)
     }
 
-    /// True when no bucket holds data.
-    pub fn is_empty(&self) -> bool {
-        self.current.is_none() && self.older.is_empty()
-    }
-
-    /// Take the buckets closed at `now` (all of them when `all`), oldest first.
-    pub fn take_closed(&mut self, now: i64, all: bool) -> impl Iterator<Item = Bucket> + '_ {
-        let closed = |b: &Bucket| all || b.ts.saturating_add(BUCKET_SECS) <= now;
-        let n = self.older.iter().take_while(|b| closed(b)).count();
-        let current = if n == self.older.len() && self.current.as_ref().is_some_and(closed) {
-            self.current.take()
-        } else {
-            None
-        };
-        self.older.drain(..n).chain(current)
-    }
-
-    /// Whether any bucket is closed at `now`.
-    pub fn has_closed(&self, now: i64, all: bool) -> bool {
-        let closed = |b: &Bucket| all || b.ts.saturating_add(BUCKET_SECS) <= now;
-        self.older.first().is_some_and(closed) || self.current.as_ref().is_some_and(closed)
-    }
-
-    /// Free the list of older buckets once it is empty (it is needed for a few seconds every 10 s).
-    pub fn release_older(&mut self) {
-        if self.older.is_empty() {
-            self.older = Vec::new();
-        }
-    }
-
+    /// Whether this context is the one of a line's key.
     fn matches(&self, key: &LineKey<'_>, namespace: &str) -> bool {
-        if self.class != key.class {
+        if self.class != key.class || self.prefixed != key.prefixed {
             return false;
         }
         let name = self.name();
@@ -231,8 +218,7 @@ impl Context {
         if !name_ok || self.host() != key.host {
             return false;
         }
-        let tags_start = self.name_len as usize + self.host().map_or(0, str::len);
-        let Some(mut rest) = self.text.get(tags_start..) else {
+        let Some(mut rest) = self.text.get(self.tags_start()..) else {
             return false;
         };
         if rest.len() != key.tags_len() {
@@ -253,30 +239,119 @@ impl Context {
         }
         rest.is_empty()
     }
+
+    /// The hash the context was stored under, recomputed (when the table grows or shrinks).
+    fn rehash(&self, namespace: &str) -> u64 {
+        let name = self.name();
+        let sent = if self.prefixed {
+            name.get(namespace.len()..).unwrap_or(name)
+        } else {
+            name
+        };
+        key_hash(
+            self.class,
+            self.prefixed,
+            sent,
+            self.host(),
+            self.tags().map(tag_hash),
+        )
+    }
+
+    /// Start of the newest bucket that received data; the context expires from it.
+    pub fn last_bucket(&self) -> i64 {
+        self.current.ts
+    }
+
+    /// The bucket starting at `ts`, created when missing.
+    pub fn bucket_mut(&mut self, ts: i64) -> &mut Bucket {
+        let class = self.class;
+        if ts > self.current.ts {
+            let old = std::mem::replace(&mut self.current, Bucket::idle(ts));
+            if old.has_data() {
+                self.older.get_or_insert_with(Box::default).0.push(old);
+            }
+        }
+        if ts == self.current.ts {
+            self.current.start(class);
+            return &mut self.current;
+        }
+        // The clock went back: an older bucket, kept in order.
+        let older = &mut self.older.get_or_insert_with(Box::default).0;
+        let at = older.partition_point(|b| b.ts < ts);
+        if older.get(at).is_none_or(|b| b.ts != ts) {
+            older.insert(at, Bucket::idle(ts));
+        }
+        let bucket = &mut older[at];
+        bucket.start(class);
+        bucket
+    }
+
+    /// True when no bucket holds data.
+    pub fn is_empty(&self) -> bool {
+        !self.current.has_data() && self.older.is_none()
+    }
+
+    /// Whether a bucket is due at `now`: closed (`start + 10 <= now`), or any at all when `all`; timestamped
+    /// points are always due.
+    fn due(&self, b: &Bucket, now: i64, all: bool) -> bool {
+        all || matches!(
+            self.class,
+            Class::TimestampedCount | Class::TimestampedGauge
+        ) || b.ts.saturating_add(BUCKET_SECS) <= now
+    }
+
+    /// Whether any bucket is due at `now`.
+    pub fn has_due(&self, now: i64, all: bool) -> bool {
+        self.older
+            .as_ref()
+            .and_then(|o| o.0.first())
+            .is_some_and(|b| self.due(b, now, all))
+            || (self.current.has_data() && self.due(&self.current, now, all))
+    }
+
+    /// Take the buckets due at `now`, oldest first.
+    pub fn take_due(&mut self, now: i64, all: bool) -> Vec<Bucket> {
+        let mut out = match self.older.take() {
+            None => Vec::new(),
+            Some(older) => {
+                let mut all_older = older.0;
+                let n = all_older
+                    .iter()
+                    .take_while(|b| self.due(b, now, all))
+                    .count();
+                if n < all_older.len() {
+                    self.older = Some(Box::new(Older(all_older.split_off(n))));
+                }
+                all_older
+            }
+        };
+        if self.older.is_none() && self.current.has_data() && self.due(&self.current, now, all) {
+            out.push(self.current.take());
+        }
+        out
+    }
 }
 
-fn len32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX - 1)
-}
-
-/// Why a context could not be found or made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ContextLimitReached;
-
-/// The live contexts, stored in the hash table itself: one probe reaches a context's key and its current
-/// bucket.
+/// The live contexts, stored in the hash table itself.
 #[derive(Debug)]
 pub(super) struct Contexts {
     table: HashTable<Context>,
+    /// The namespace (with its `.`), prepended to names that are not exempt.
+    namespace: String,
     limit: usize,
 }
 
 impl Contexts {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(namespace: String, limit: usize) -> Self {
         Self {
             table: HashTable::new(),
+            namespace,
             limit,
         }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub fn len(&self) -> usize {
@@ -287,21 +362,18 @@ impl Contexts {
     pub fn get_or_insert(
         &mut self,
         key: &LineKey<'_>,
-        namespace: &str,
         now_bucket: i64,
-    ) -> Result<&mut Context, ContextLimitReached> {
+    ) -> Result<&mut Context, Refused> {
         let hash = key.hash();
         let full = self.table.len() >= self.limit;
-        match self.table.entry(
-            hash,
-            |c| c.hash == hash && c.matches(key, namespace),
-            |c| c.hash,
-        ) {
+        let ns = self.namespace.as_str();
+        match self
+            .table
+            .entry(hash, |c| c.matches(key, ns), |c| c.rehash(ns))
+        {
             Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(_) if full => Err(ContextLimitReached),
-            Entry::Vacant(e) => Ok(e
-                .insert(Context::new(key, namespace, hash, now_bucket))
-                .into_mut()),
+            Entry::Vacant(_) if full => Err(Refused::Limit),
+            Entry::Vacant(e) => Ok(e.insert(Context::new(key, ns, now_bucket)?).into_mut()),
         }
     }
 
@@ -310,18 +382,14 @@ impl Contexts {
         self.table.retain(keep);
         // Give memory back after a burst of contexts has expired.
         if self.table.len() < self.table.capacity() / 4 {
-            self.table.shrink_to(self.table.len() * 2, |c| c.hash);
+            let ns = self.namespace.as_str();
+            self.table.shrink_to(self.table.len() * 2, |c| c.rehash(ns));
         }
     }
 
-    /// Heap bytes held for the contexts: the table, each identity and each list of older buckets.
+    /// Heap bytes held for the contexts: the table (contexts and their current buckets) and each identity.
     pub fn heap_bytes(&self) -> usize {
-        self.table.allocation_size()
-            + self
-                .table
-                .iter()
-                .map(|c| c.text.len() + c.older.capacity() * std::mem::size_of::<Bucket>())
-                .sum::<usize>()
+        self.table.allocation_size() + self.table.iter().map(|c| c.text.len()).sum::<usize>()
     }
 
     /// Iterate the live contexts.
@@ -350,12 +418,17 @@ mod tests {
     }
 
     #[test]
+    fn a_context_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Context>(), 64);
+    }
+
+    #[test]
     fn a_context_stores_its_identity_once_and_reads_it_back() {
         let k = LineKey {
             prefixed: true,
             ..key("req", Some("web1"), &["a:1", "b:2"])
         };
-        let c = Context::new(&k, "app.", k.hash(), 0);
+        let c = Context::new(&k, "app.", 0).unwrap();
         assert_eq!(c.name(), "app.req");
         assert_eq!(c.host(), Some("web1"));
         let mut tags: Vec<&str> = c.tags().collect();
@@ -368,16 +441,29 @@ mod tests {
         };
         assert!(!c.matches(&other, "app."));
         assert!(c.matches(&k, "app."));
+        assert_eq!(c.rehash("app."), k.hash());
         let none = key("req", None, &[]);
-        let c = Context::new(&none, "", none.hash(), 0);
+        let c = Context::new(&none, "", 0).unwrap();
         assert_eq!(c.host(), None);
         assert_eq!(c.tags().count(), 0);
+        assert_eq!(c.rehash(""), none.hash());
+    }
+
+    #[test]
+    fn names_and_hosts_longer_than_64_kib_are_refused() {
+        let long = "x".repeat(70_000);
+        assert_eq!(
+            Context::new(&key(&long, None, &[]), "", 0).err(),
+            Some(Refused::TooLong)
+        );
+        let k = key("m", Some(&long), &[]);
+        assert_eq!(Context::new(&k, "", 0).err(), Some(Refused::TooLong));
     }
 
     #[test]
     fn keys_that_differ_anywhere_are_different_contexts() {
         let base = key("m", None, &["a", "b"]);
-        let mut contexts = Contexts::new(100);
+        let mut contexts = Contexts::new("ns.".to_owned(), 100);
         let variants = [
             key("m", None, &["a", "b"]),
             key("n", None, &["a", "b"]),
@@ -397,47 +483,86 @@ mod tests {
             },
         ];
         for k in &variants {
-            assert!(contexts.get_or_insert(k, "ns.", 0).is_ok());
+            assert!(contexts.get_or_insert(k, 0).is_ok());
         }
         assert_eq!(contexts.len(), variants.len());
         // The base is the first variant again.
-        assert!(contexts.get_or_insert(&base, "ns.", 0).is_ok());
+        assert!(contexts.get_or_insert(&base, 0).is_ok());
         assert_eq!(contexts.len(), variants.len());
     }
 
     #[test]
+    fn contexts_are_found_again_after_the_table_grows() {
+        let mut contexts = Contexts::new("ns.".to_owned(), 10_000);
+        let names: Vec<String> = (0..3000).map(|i| format!("m{i}")).collect();
+        let tags: Vec<String> = (0..3000).map(|i| format!("t:{i}")).collect();
+        let keys: Vec<LineKey<'_>> = names
+            .iter()
+            .zip(&tags)
+            .enumerate()
+            .map(|(i, (n, t))| LineKey {
+                prefixed: i % 2 == 0,
+                ..key(n, (i % 3 == 0).then_some("h"), &[t, "z"])
+            })
+            .collect();
+        for k in &keys {
+            assert!(contexts.get_or_insert(k, 0).is_ok());
+        }
+        for k in &keys {
+            assert!(contexts.get_or_insert(k, 0).is_ok());
+        }
+        assert_eq!(contexts.len(), keys.len());
+    }
+
+    #[test]
     fn the_limit_refuses_new_contexts_but_serves_existing_ones() {
-        let mut contexts = Contexts::new(2);
+        let mut contexts = Contexts::new(String::new(), 2);
         let (a, b, c) = (
             key("a", None, &[]),
             key("b", None, &[]),
             key("c", None, &[]),
         );
-        assert!(contexts.get_or_insert(&a, "", 0).is_ok());
-        assert!(contexts.get_or_insert(&b, "", 0).is_ok());
-        assert_eq!(
-            contexts.get_or_insert(&c, "", 0).err(),
-            Some(ContextLimitReached)
-        );
-        assert!(contexts.get_or_insert(&a, "", 0).is_ok());
+        assert!(contexts.get_or_insert(&a, 0).is_ok());
+        assert!(contexts.get_or_insert(&b, 0).is_ok());
+        assert_eq!(contexts.get_or_insert(&c, 0).err(), Some(Refused::Limit));
+        assert!(contexts.get_or_insert(&a, 0).is_ok());
         contexts.retain(|ctx| ctx.name() != "a");
         assert_eq!(contexts.len(), 1);
-        assert!(contexts.get_or_insert(&c, "", 0).is_ok());
+        assert!(contexts.get_or_insert(&c, 0).is_ok());
         assert_eq!(contexts.iter().count(), 2);
     }
 
     #[test]
     fn colliding_hashes_are_told_apart_by_the_stored_key() {
-        let mut contexts = Contexts::new(10);
+        let mut contexts = Contexts::new(String::new(), 10);
         let (a, b) = (key("a", None, &[]), key("b", None, &[]));
         let ha = a.hash();
         // Force both into the table under one hash.
-        let ctx_b = Context::new(&b, "", ha, 0);
-        contexts.table.insert_unique(ha, ctx_b, |c| c.hash);
-        let got = contexts
-            .get_or_insert(&a, "", 0)
-            .map(|c| c.name().to_owned());
+        let ctx_b = Context::new(&b, "", 0).unwrap();
+        contexts.table.insert_unique(ha, ctx_b, |c| c.rehash(""));
+        let got = contexts.get_or_insert(&a, 0).map(|c| c.name().to_owned());
         assert_eq!(got.as_deref(), Ok("a"));
         assert_eq!(contexts.len(), 2);
+    }
+
+    #[test]
+    fn buckets_roll_over_and_come_out_oldest_first_when_due() {
+        let mut c = Context::new(&key("m", None, &[]), "", 0).unwrap();
+        for ts in [0, 10, 20, 10] {
+            c.bucket_mut(ts).count(1);
+        }
+        let due = |c: &mut Context, now| -> Vec<(i64, u32)> {
+            c.take_due(now, false)
+                .iter()
+                .map(|b| (b.ts, b.samples))
+                .collect()
+        };
+        assert!(c.has_due(15, false));
+        assert_eq!(due(&mut c, 15), [(0, 1)]);
+        assert_eq!(due(&mut c, 29), [(10, 2)]);
+        assert!(!c.has_due(29, false));
+        assert_eq!(due(&mut c, 30), [(20, 1)]);
+        assert!(c.is_empty());
+        assert_eq!(c.last_bucket(), 20);
     }
 }

@@ -499,8 +499,19 @@ fn idle_contexts_expire_and_make_room_for_new_ones() {
     );
     h.send(&["b:1|c"], T0 + 31);
     assert_eq!(h.agg.context_count(), 1);
-    h.flush(T0 + 31, true);
-    assert_eq!(h.agg.context_count(), 0, "a final flush forgets everything");
+    assert_eq!(h.flush(T0 + 31, true).series.len(), 1);
+    assert_eq!(
+        h.agg.context_count(),
+        1,
+        "an early final flush keeps the context for more samples"
+    );
+    h.send(&["b:2|c"], T0 + 32);
+    assert_eq!(
+        only_series(&h.flush(T0 + 40, false)).points,
+        [(T0 + 30, 0.2)]
+    );
+    h.flush(T0 + 60, false);
+    assert_eq!(h.agg.context_count(), 0);
     h.assert_ledger_balances();
 }
 

@@ -22,7 +22,7 @@ macro_rules! keys {
 
 keys! {
     ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it offpath runs locally and prints flushed metrics to stdout as offpath records.";
-    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key (Lambda; resolved at first flush).";
+    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key: not supported yet (logged as an error; set DD_API_KEY).";
     ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
     ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";
@@ -63,6 +63,8 @@ keys! {
     ["DD_SERVERLESS_FLUSH_STRATEGY"] "serverless_flush_strategy" "adaptive" "Lambda: end, end,<ms>, periodically,<ms>, continuously,<ms>, adaptive.";
     ["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"] "offpath.lambda_flush_budget_ms" "200" "Lambda: milliseconds a flush at the end of an invocation may take.";
     ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";
+    ["OFFPATH_LAMBDA_TELEMETRY_PORT"] "offpath.lambda_telemetry_port" "8999" "Lambda: port of the Telemetry API listener (0 picks a free port).";
+    ["OFFPATH_LAMBDA_TELEMETRY_HOST"] "offpath.lambda_telemetry_host" "sandbox.localdomain" "Lambda: host name Lambda posts telemetry to (the listener binds 0.0.0.0).";
 }
 
 /// The configuration table for the README, rendered from [`KEYS`] as GitHub markdown.

@@ -227,6 +227,9 @@ pub struct ForwardConfig {
     pub timeout: Duration,
     /// zstd level (`OFFPATH_ZSTD_LEVEL`, 1 like the Agent).
     pub zstd_level: i32,
+    /// Keep idle connections to the intake for reuse (true; false in Lambda, where a connection
+    /// left idle across a freeze is dead on reuse).
+    pub keep_idle_connections: bool,
 }
 
 /// Operational settings.
@@ -251,6 +254,10 @@ pub struct LambdaConfig {
     pub flush_budget: Duration,
     /// `OFFPATH_LAMBDA_METRICS`: distribution (default) or agent.
     pub mapping: MetricMapping,
+    /// Port of the Telemetry API listener (`OFFPATH_LAMBDA_TELEMETRY_PORT`, 8999; 0 picks a free one).
+    pub telemetry_port: u16,
+    /// Host name in the Telemetry API destination (`OFFPATH_LAMBDA_TELEMETRY_HOST`, `sandbox.localdomain`).
+    pub telemetry_host: String,
 }
 
 /// The whole configuration, validated.
@@ -550,6 +557,7 @@ impl Config {
             )?,
             timeout: r.seconds("DD_FORWARDER_TIMEOUT", 20.0)?,
             zstd_level: r.parse("OFFPATH_ZSTD_LEVEL", 1, "a zstd level 1-19")?,
+            keep_idle_connections: true,
         };
 
         // fallback
@@ -628,6 +636,14 @@ impl Config {
                 "a number of milliseconds",
             )?),
             mapping: lambda_mapping,
+            telemetry_port: r.parse(
+                "OFFPATH_LAMBDA_TELEMETRY_PORT",
+                8999,
+                "a TCP port 0-65535 (0 picks a free port)",
+            )?,
+            telemetry_host: r
+                .string("OFFPATH_LAMBDA_TELEMETRY_HOST")
+                .unwrap_or_else(|| "sandbox.localdomain".to_owned()),
         };
 
         Ok(Self {

@@ -212,6 +212,9 @@ impl Forwarder {
             .tcp_nodelay(true)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .timeout(cfg.timeout);
+        if !cfg.keep_idle_connections {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         if let Some(proxy) = &cfg.proxy {
             builder = builder.proxy(reqwest::Proxy::https(proxy).map_err(ForwardError::Proxy)?);
         }

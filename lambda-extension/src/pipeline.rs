@@ -1,0 +1,99 @@
+//! The metrics pipeline inside Lambda: offpath's [`Engine`] behind the lifecycle's [`Flusher`].
+//!
+//! ```text
+//!  handler ─UDP 127.0.0.1:8125─> Engine (listeners, aggregate worker, encoder, forwarder, fallback)
+//!  lifecycle ─Flusher::flush(Invocation)─> Engine::flush(every bucket, open ones included)
+//!            ─Flusher::flush(Final)──────> Engine::shutdown (deliver, rest to stdout records)
+//! ```
+//! In Lambda every flush emits open buckets too: the sandbox may freeze or be reclaimed right after.
+//! The Lambda tags known at registration become global tags, and `OFFPATH_LAMBDA_METRICS` selects
+//! the type mapping (distributions by default).
+
+use std::sync::Arc;
+
+use offpath::pipeline::{Engine, PipelineError};
+use offpath::telemetry::Telemetry;
+use tokio::time::Instant;
+
+use crate::lifecycle::{FlushKind, FlushOutcome, Flusher, Startup};
+
+/// The Lambda pipeline: an [`Engine`] until the final flush shuts it down.
+#[derive(Debug)]
+pub struct LambdaPipeline {
+    engine: Option<Engine>,
+    telemetry: Arc<Telemetry>,
+    /// Tags learned after start-up that the running engine cannot take (see [`Flusher::set_tags`]).
+    late_tags: Vec<String>,
+    start_tags: Vec<String>,
+}
+
+impl LambdaPipeline {
+    /// Start the engine with the Lambda tags and the Lambda metric mapping.
+    ///
+    /// # Errors
+    /// A [`PipelineError`] when a listener cannot bind (`DD_DOGSTATSD_PORT` in use), the intake
+    /// client or the fallback cannot be built.
+    pub async fn start(startup: Startup) -> Result<Self, PipelineError> {
+        let mut config = startup.config;
+        config.aggregate.mapping = config.lambda.mapping;
+        config.aggregate.tags.extend(startup.tags.iter().cloned());
+        let telemetry = Arc::new(Telemetry::default());
+        let engine = Engine::start(&config, Arc::clone(&telemetry), true).await?;
+        Ok(Self {
+            engine: Some(engine),
+            telemetry,
+            late_tags: Vec::new(),
+            start_tags: startup.tags,
+        })
+    }
+
+    /// The pipeline's counters.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Tags learned after start-up that are not on the metrics (the engine's global tags are fixed
+    /// when it starts).
+    pub fn late_tags(&self) -> &[String] {
+        &self.late_tags
+    }
+}
+
+impl Flusher for LambdaPipeline {
+    async fn flush(&mut self, deadline: Instant, kind: FlushKind) -> FlushOutcome {
+        match kind {
+            FlushKind::Invocation => {
+                let Some(engine) = self.engine.as_mut() else {
+                    return FlushOutcome::Failed("the pipeline was already shut down".into());
+                };
+                let report = engine.flush(true, deadline).await;
+                tracing::debug!(?report, "flushed");
+                if report.queued_bytes > 0 {
+                    FlushOutcome::Deferred
+                } else {
+                    FlushOutcome::Complete
+                }
+            }
+            FlushKind::Final => match self.engine.take() {
+                Some(engine) => {
+                    engine.shutdown(deadline).await;
+                    FlushOutcome::Complete
+                }
+                None => FlushOutcome::Complete,
+            },
+        }
+    }
+
+    fn set_tags(&mut self, tags: Vec<String>) {
+        let late: Vec<String> = tags
+            .into_iter()
+            .filter(|t| !self.start_tags.contains(t))
+            .collect();
+        if late != self.late_tags {
+            // The engine takes its global tags at start; tags learned later (the runtime, from the
+            // first invocation) are not added to metrics by this version.
+            tracing::debug!(tags = ?late, "Lambda tags learned after start-up are not applied");
+            self.late_tags = late;
+        }
+    }
+}

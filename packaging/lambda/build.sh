@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Build the Lambda layer zips offpath-layer-x86_64.zip and offpath-layer-arm64.zip, each holding
+# extensions/offpath: the offpath-lambda binary, built with the `layer` profile (size-optimised,
+# stripped) and linked statically (+crt-static), so it runs on every Lambda runtime whatever its
+# glibc (Amazon Linux 2 has 2.26, Amazon Linux 2023 has 2.34).
+#
+# Usage: bash packaging/lambda/build.sh [x86_64] [arm64]      (default: both)
+# Output: $OFFPATH_LAYER_OUT (default target/lambda-layer/). Installs what it needs: the Rust targets
+# (rustup), a C cross compiler for the other architecture (Debian: gcc-<arch>-linux-gnu), python3 or
+# zip to write the archive.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+arches=("$@")
+[ ${#arches[@]} -eq 0 ] && arches=(x86_64 arm64)
+out="${OFFPATH_LAYER_OUT:-target/lambda-layer}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+host="$(uname -m)"
+apt_updated=0
+
+# Install Debian packages that provide the given commands, when missing.
+need() {
+  local cmd="$1"; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
+    echo "build.sh: $cmd is missing; install the Debian packages: $*" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  echo "build.sh: installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+mkdir -p "$out"
+for arch in "${arches[@]}"; do
+  case "$arch" in
+    x86_64) triple=x86_64-unknown-linux-gnu; cpu=x86_64; gnu=x86-64 ;;
+    arm64 | aarch64) arch=arm64; triple=aarch64-unknown-linux-gnu; cpu=aarch64; gnu=aarch64 ;;
+    *) echo "build.sh: unknown architecture $arch (x86_64 or arm64)" >&2; exit 2 ;;
+  esac
+  if [ "$host" = "$cpu" ]; then
+    cc=gcc
+    need gcc gcc libc6-dev
+  else
+    cc="$cpu-linux-gnu-gcc"
+    need "$cc" "gcc-$gnu-linux-gnu" "libc6-dev-$( [ "$cpu" = aarch64 ] && echo arm64 || echo amd64 )-cross"
+  fi
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+
+  upper="$(echo "$triple" | tr 'a-z-' 'A-Z_')"
+  lower="$(echo "$triple" | tr '-' '_')"
+  export "CARGO_TARGET_${upper}_LINKER=$cc"
+  export "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static"
+  export "CC_${lower}=$cc"
+  export "AR_${lower}=$( [ "$cc" = gcc ] && echo ar || echo "$cpu-linux-gnu-ar" )"
+
+  echo "build.sh: building offpath-lambda for $triple"
+  cargo build --locked --quiet --profile layer --target "$triple" -p offpath-lambda --bin offpath-lambda
+  bin="$target_dir/$triple/layer/offpath-lambda"
+
+  zip_path="$(cd "$out" && pwd)/offpath-layer-$arch.zip"
+  rm -f "$zip_path"
+  if command -v python3 >/dev/null 2>&1; then
+    python3 - "$bin" "$zip_path" <<'PY'
+import sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+info = zipfile.ZipInfo("extensions/offpath", date_time=(2024, 1, 1, 0, 0, 0))
+info.external_attr = (0o100755 << 16)  # a regular file, executable: Lambda runs every file in extensions/
+info.compress_type = zipfile.ZIP_DEFLATED
+with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
+    z.writestr(info, f.read(), compresslevel=9)
+PY
+  else
+    need zip zip
+    stage="$(mktemp -d)"
+    mkdir -p "$stage/extensions"
+    install -m 0755 "$bin" "$stage/extensions/offpath"
+    (cd "$stage" && TZ=UTC touch -t 202401010000 extensions/offpath && zip -q -X -9 "$zip_path" extensions/offpath)
+    rm -rf "$stage"
+  fi
+  printf 'build.sh: %s  binary %s bytes, zip %s bytes\n' "$zip_path" "$(stat -c %s "$bin")" "$(stat -c %s "$zip_path")"
+done

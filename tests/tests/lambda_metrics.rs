@@ -1,0 +1,148 @@
+//! The real `offpath-lambda` binary with its metrics pipeline: a statsd client sends during each
+//! "handler", the fake Runtime API posts `runtimeDone`, and the metrics reach the fake intake (or
+//! stdout without an API key), tagged with the Lambda tags.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use offpath_tests::fake_intake::FakeIntake;
+use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn send(to: SocketAddr, lines: &[&str]) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for line in lines {
+        sock.send_to(line.as_bytes(), to).unwrap();
+    }
+}
+
+/// One invocation whose handler sends `lines`; returns when the extension asks for the next event.
+async fn invocation(rt: &FakeRuntime, udp: SocketAddr, id: &str, lines: &[&str], n: usize) {
+    rt.invoke(id, Duration::from_secs(30)).await;
+    rt.wait_for("the INVOKE to be delivered", |c| {
+        c.iter()
+            .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
+    })
+    .await;
+    send(udp, lines);
+    rt.finish(id).await;
+    rt.wait_next_event(n).await;
+}
+
+#[tokio::test]
+async fn fifty_invocations_deliver_every_count_as_a_tagged_distribution() {
+    let intake = FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY", KEY),
+            ("DD_DD_URL", url.as_str()),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("DD_ENV", "test"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    for i in 0..50 {
+        invocation(
+            &rt,
+            udp,
+            &format!("r{i}"),
+            &["lambda.e2e.hits:1|c|#route:a", "lambda.e2e.latency:12|ms"],
+            i + 2,
+        )
+        .await;
+    }
+    let before_shutdown = intake.requests().len();
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    let status = ext.wait_exit().await;
+    assert!(status.success(), "{status:?}\n{}", ext.stderr());
+
+    // Flushes happened during the sandbox's life, not only at SHUTDOWN.
+    assert!(before_shutdown > 0, "nothing delivered before SHUTDOWN");
+    let tags = [
+        "route:a",
+        "env:test",
+        "functionname:offpath-test-fn",
+        "region:us-east-1",
+        "account_id:123456789012",
+        "memorysize:128",
+        "function_arn:arn:aws:lambda:us-east-1:123456789012:function:offpath-test-fn",
+    ];
+    let hits = intake
+        .sketch_totals("lambda.e2e.hits", &tags)
+        .unwrap_or_else(|| panic!("no hits sketch; stderr:\n{}", ext.stderr()));
+    assert_eq!(hits.cnt, 50);
+    assert_eq!(hits.sum, 50.0);
+    let latency = intake.sketch_totals("lambda.e2e.latency", &[]).unwrap();
+    assert_eq!(latency.cnt, 50);
+    assert!(intake.violations().is_empty(), "{:?}", intake.violations());
+    // Nothing fell back: everything was delivered.
+    assert!(ext.stdout().is_empty(), "{}", ext.stdout());
+}
+
+#[tokio::test]
+async fn without_an_api_key_metrics_are_written_to_stdout_as_records() {
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let mut ext = Extension::start(&rt, &[("OFFPATH_SELF_TELEMETRY", "false")]);
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    invocation(&rt, udp, "r0", &["lambda.local.hits:2|c"], 2).await;
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success());
+    let out = ext.stdout();
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let hits: Vec<_> = records
+        .iter()
+        .filter(|r| r["metric"] == "lambda.local.hits")
+        .collect();
+    assert!(!hits.is_empty(), "{out}");
+    assert_eq!(hits[0]["kind"], "sketch", "{out}");
+    let tags = hits[0]["tags"].as_array().unwrap();
+    assert!(
+        tags.iter().any(|t| t == "functionname:offpath-test-fn"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_intake_loses_nothing_the_rest_is_written_to_stdout_at_shutdown() {
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    // Nothing listens on this port (bound then released).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY", KEY),
+            ("DD_DD_URL", dead.as_str()),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "50"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    for i in 0..3 {
+        invocation(&rt, udp, &format!("r{i}"), &["lambda.down.hits:1|c"], i + 2).await;
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    let out = ext.stdout();
+    let total: f64 = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["metric"] == "lambda.down.hits")
+        .flat_map(|r| r["sketches"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["cnt"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert_eq!(total, 3.0, "stdout:\n{out}\nstderr:\n{}", ext.stderr());
+}
