@@ -2,7 +2,8 @@
 # Run offpath's cargo-fuzz targets one after the other, each for a given time.
 #
 # Usage: fuzz/run.sh [SECONDS_PER_TARGET (default 600)] [TARGET ...]   (default: every target)
-# Environment: NICE (default 15) niceness of the fuzzers; FUZZ_ARGS extra libFuzzer flags.
+# Environment: NICE (default 15) niceness of the fuzzers; FUZZ_ARGS extra libFuzzer flags, e.g.
+#   FUZZ_ARGS="-fork=1 -ignore_crashes=1" to keep going past a known crash (still one process at a time).
 #
 # Needs a nightly toolchain (cargo-fuzz builds with sanitizers): `rustup toolchain install nightly`.
 # Installs cargo-fuzz from crates.io when it is missing. One process per target (no -jobs/-workers),
