@@ -16,7 +16,6 @@ fn load(pairs: &[(&str, &str)]) -> Result<Config, offpath::config::ConfigError> 
 /// `config` target: `DD_DD_URL=https://` (any number of trailing `/`) passed the scheme check and
 /// then lost its slashes, so the intake URL became `https:` and every request failed at run time.
 #[test]
-#[ignore = "fuzz finding for the config owner: DD_DD_URL is checked before its trailing '/' are trimmed"]
 fn an_intake_url_without_a_host_is_rejected_naming_the_key() {
     for url in ["https://", "https:///", "http://", "http:////"] {
         for key in ["DD_DD_URL", "DD_URL"] {

@@ -532,7 +532,11 @@ impl Config {
         }
         let intake_url = match r.string("DD_DD_URL") {
             Some(u) => {
-                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                let host = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"))
+                    .map(|rest| rest.trim_end_matches('/'));
+                if host.is_none_or(str::is_empty) {
                     return Err(r.err(
                         "DD_DD_URL",
                         u,
