@@ -211,3 +211,20 @@ impl Drop for Offpath {
         let _ = self.child.wait();
     }
 }
+
+/// A forwarder configuration for tests: `key` at the intake `url`, production defaults otherwise
+/// (15 MiB retry queue, 10 s timeout, zstd level 1).
+pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
+    offpath::config::ForwardConfig {
+        api_key: Some(offpath::config::ApiKey::new(key)),
+        api_key_secret_arn: None,
+        intake_url: url.to_owned(),
+        site: "datadoghq.com".to_owned(),
+        proxy: None,
+        skip_tls_verify: false,
+        retry_queue_max_bytes: 15 * 1024 * 1024,
+        timeout: Duration::from_secs(10),
+        zstd_level: 1,
+        keep_idle_connections: true,
+    }
+}

@@ -21,18 +21,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(url: &str) -> ForwardConfig {
-    ForwardConfig {
-        api_key: Some(ApiKey::new(KEY)),
-        api_key_secret_arn: None,
-        intake_url: url.to_owned(),
-        site: "datadoghq.com".to_owned(),
-        proxy: None,
-        skip_tls_verify: false,
-        retry_queue_max_bytes: 15 * 1024 * 1024,
-        timeout: Duration::from_secs(10),
-        zstd_level: 1,
-        keep_idle_connections: true,
-    }
+    offpath_tests::support::forward_config(url, KEY)
 }
 
 /// Short waits so that the tests run fast; the logic is the production one.

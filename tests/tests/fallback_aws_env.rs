@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{ApiKey, FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
+use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
 use offpath::encode::Encoder;
 use offpath::fallback::replay::{ReplayOptions, ReplaySource, replay};
 use offpath::fallback::{Fallback, SinkKind};
@@ -73,16 +73,8 @@ async fn aws_endpoint_url_cloudwatch_logs_points_the_fallback_and_replay_at_the_
     let fwd_telemetry = Arc::new(Telemetry::default());
     let mut fwd = Forwarder::new(
         &ForwardConfig {
-            api_key: Some(ApiKey::new("k")),
-            api_key_secret_arn: None,
-            intake_url: intake.url(),
-            site: "datadoghq.com".to_owned(),
-            proxy: None,
-            skip_tls_verify: false,
             retry_queue_max_bytes: 1 << 20,
-            timeout: Duration::from_secs(10),
-            zstd_level: 1,
-            keep_idle_connections: true,
+            ..offpath_tests::support::forward_config(&intake.url(), "k")
         },
         Arc::clone(&fwd_telemetry),
         None,

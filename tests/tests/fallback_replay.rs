@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{ApiKey, FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
+use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
 use offpath::encode::Encoder;
 use offpath::fallback::records::{Formatter, Parsed, Record, parse_record};
 use offpath::fallback::replay::{ReplayOptions, ReplaySource, replay};
@@ -35,18 +35,7 @@ fn now() -> i64 {
 }
 
 fn forward_config(url: &str) -> ForwardConfig {
-    ForwardConfig {
-        api_key: Some(ApiKey::new(KEY)),
-        api_key_secret_arn: None,
-        intake_url: url.to_owned(),
-        site: "datadoghq.com".to_owned(),
-        proxy: None,
-        skip_tls_verify: false,
-        retry_queue_max_bytes: 15 * 1024 * 1024,
-        timeout: Duration::from_secs(10),
-        zstd_level: 1,
-        keep_idle_connections: true,
-    }
+    offpath_tests::support::forward_config(url, KEY)
 }
 
 fn fast_policy() -> RetryPolicy {
