@@ -228,3 +228,31 @@ pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
         keep_idle_connections: true,
     }
 }
+
+/// Two sketches that exercise the record formats' edge cases: a small exact one at `ts - 20`, and
+/// one at `ts - 10` with negative keys, a full 65,535 bin and an empty bin.
+pub fn edge_sketches(ts: i64) -> Vec<offpath::model::DogSketch> {
+    use offpath::model::DogSketch;
+    vec![
+        DogSketch {
+            ts: ts - 20,
+            cnt: 3,
+            min: 0.5,
+            max: 1000.0,
+            sum: 1001.5,
+            avg: 333.8333333333333,
+            k: vec![1293, 1338, 1784],
+            n: vec![1, 1, 1],
+        },
+        DogSketch {
+            ts: ts - 10,
+            cnt: 70_000,
+            min: -10.0,
+            max: 2.0,
+            sum: -3.0,
+            avg: -4.2857142857142855e-5,
+            k: vec![-1487, 1383, 1383],
+            n: vec![4465, 65535, 0],
+        },
+    ]
+}

@@ -10,10 +10,11 @@ use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode};
 use offpath::fallback::records::{MAX_RECORD_BYTES, Parsed, parse_record};
 use offpath::fallback::{Fallback, SinkKind};
 use offpath::model::{
-    AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
+    AlertType, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
 use offpath::telemetry::{PointDrop, Telemetry};
 use offpath_tests::cloudwatch::{Fault, FaultProxy, Moto, PutCall};
+use offpath_tests::support::edge_sketches;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -263,28 +264,7 @@ fn mixed_flush(t: i64) -> Flush {
             name: "app.latency".into(),
             tags: vec!["env:prod".into(), "service:web".into()],
             host: "h1".into(),
-            sketches: vec![
-                DogSketch {
-                    ts: t - 20,
-                    cnt: 3,
-                    min: 0.5,
-                    max: 1000.0,
-                    sum: 1001.5,
-                    avg: 333.8333333333333,
-                    k: vec![1293, 1338, 1784],
-                    n: vec![1, 1, 1],
-                },
-                DogSketch {
-                    ts: t - 10,
-                    cnt: 70000,
-                    min: -10.0,
-                    max: 2.0,
-                    sum: -3.0,
-                    avg: -4.2857142857142855e-5,
-                    k: vec![-1487, 1383, 1383],
-                    n: vec![4465, 65535, 0],
-                },
-            ],
+            sketches: edge_sketches(t),
             samples: 70003,
         }],
         events: vec![Event {

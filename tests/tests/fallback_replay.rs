@@ -21,6 +21,7 @@ use offpath::telemetry::Telemetry;
 use offpath_proto::metric_payload::MetricType;
 use offpath_tests::cloudwatch::Moto;
 use offpath_tests::fake_intake::{FakeIntake, Reply};
+use offpath_tests::support::edge_sketches;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -100,28 +101,7 @@ fn workload(t: i64) -> Flush {
             name: "shop.latency".into(),
             tags: vec!["env:prod".into(), "service:shop".into()],
             host: "web-1".into(),
-            sketches: vec![
-                DogSketch {
-                    ts: b - 20,
-                    cnt: 3,
-                    min: 0.5,
-                    max: 1000.0,
-                    sum: 1001.5,
-                    avg: 333.8333333333333,
-                    k: vec![1293, 1338, 1784],
-                    n: vec![1, 1, 1],
-                },
-                DogSketch {
-                    ts: b - 10,
-                    cnt: 70_000,
-                    min: -10.0,
-                    max: 2.0,
-                    sum: -3.0,
-                    avg: -4.2857142857142855e-5,
-                    k: vec![-1487, 1383, 1383],
-                    n: vec![4465, 65535, 0],
-                },
-            ],
+            sketches: edge_sketches(b),
             samples: 70_003,
         }],
         events: vec![Event {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use offpath_lambda::lifecycle::{self, BoxError, FlushKind, FlushOutcome, Flusher, Options};
 
 use offpath_tests::lambda_runtime::{
-    CallKind, Extension, FakeRuntime, TelemetryMode, extension_env,
+    Call, CallKind, Extension, FakeRuntime, TelemetryMode, extension_env,
 };
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
@@ -108,17 +108,7 @@ async fn post_runtime(runs: usize) {
         .await;
         rt.finish(&id).await;
         let calls = rt.wait_next_event(i + 2).await;
-        let done = calls
-            .iter()
-            .rfind(|c| matches!(&c.kind, CallKind::RuntimeDone { request_id } if *request_id == id))
-            .unwrap()
-            .at;
-        let next = calls
-            .iter()
-            .rfind(|c| c.kind == CallKind::NextEvent)
-            .unwrap()
-            .at;
-        samples.push(next - done);
+        samples.push(post_runtime_gap(&calls, &id));
     }
     rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
     run.await.unwrap().unwrap();
@@ -159,17 +149,7 @@ async fn with_intake(binary: &Path, runs: usize) {
         sock.send_to(b"bench.latency:12.5|ms", udp).unwrap();
         rt.finish(&id).await;
         let calls = rt.wait_next_event(i + 2).await;
-        let done = calls
-            .iter()
-            .rfind(|c| matches!(&c.kind, CallKind::RuntimeDone { request_id } if *request_id == id))
-            .unwrap()
-            .at;
-        let next = calls
-            .iter()
-            .rfind(|c| c.kind == CallKind::NextEvent)
-            .unwrap()
-            .at;
-        samples.push(next - done);
+        samples.push(post_runtime_gap(&calls, &id));
     }
     rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
     ext.wait_exit().await;
@@ -236,4 +216,19 @@ async fn main() {
             summary(&format!("probe {client}: exec -> register"), register);
         }
     }
+}
+
+/// Time from request `id`'s `platform.runtimeDone` to the extension's last `event/next` call.
+fn post_runtime_gap(calls: &[Call], id: &str) -> Duration {
+    let done = calls
+        .iter()
+        .rfind(|c| matches!(&c.kind, CallKind::RuntimeDone { request_id } if request_id == id))
+        .unwrap()
+        .at;
+    let next = calls
+        .iter()
+        .rfind(|c| c.kind == CallKind::NextEvent)
+        .unwrap()
+        .at;
+    next - done
 }
