@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use offpath_tests::fake_intake::FakeIntake;
+use offpath_tests::fake_intake::{FakeIntake, Reply};
 use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -145,4 +145,94 @@ async fn an_unreachable_intake_loses_nothing_the_rest_is_written_to_stdout_at_sh
         .map(|s| s["cnt"].as_f64().unwrap_or(0.0))
         .sum();
     assert_eq!(total, 3.0, "stdout:\n{out}\nstderr:\n{}", ext.stderr());
+}
+
+#[tokio::test]
+async fn an_intake_slower_than_the_budget_does_not_hold_event_next_and_the_data_arrives_later() {
+    let intake = FakeIntake::start(KEY).await;
+    // The first request is answered only after 3 s (and then refused, so it stores nothing): far
+    // past the 50 ms budget. Every later request is accepted at once.
+    intake.push_replies([Reply::Delay(Duration::from_secs(3), 503)]);
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY", KEY),
+            ("DD_DD_URL", url.as_str()),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("DD_SERVERLESS_FLUSH_STRATEGY", "end"),
+            ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "50"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    invocation(&rt, udp, "r0", &["lambda.slow.hits:1|c"], 2).await;
+    // The extension asked for the next event while the intake still held the first request.
+    assert!(
+        intake.requests().is_empty(),
+        "{:?}\nstderr:\n{}",
+        intake.requests(),
+        ext.stderr()
+    );
+    let kinds = rt.kinds();
+    let done = kinds
+        .iter()
+        .position(|k| matches!(k, CallKind::RuntimeDone { request_id } if request_id == "r0"))
+        .unwrap();
+    assert_eq!(kinds[done + 1..].last(), Some(&CallKind::NextEvent));
+
+    // The payload that missed the budget waited in the retry queue and goes out with later flushes.
+    invocation(&rt, udp, "r1", &["lambda.slow.hits:1|c"], 3).await;
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    let delivered = intake
+        .sketch_totals("lambda.slow.hits", &[])
+        .map_or(0, |s| s.cnt);
+    assert_eq!(
+        delivered,
+        2,
+        "stdout:\n{}\nstderr:\n{}",
+        ext.stdout(),
+        ext.stderr()
+    );
+    assert!(ext.stdout().is_empty(), "{}", ext.stdout());
+}
+
+#[tokio::test]
+async fn a_pipeline_that_cannot_start_never_breaks_the_function() {
+    // The DogStatsD port is taken (no SO_REUSEPORT here), so the metrics pipeline cannot start.
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_DOGSTATSD_PORT", port.as_str()),
+            ("DD_SERVERLESS_FLUSH_STRATEGY", "end"),
+        ],
+    );
+    rt.wait_next_event(1).await;
+    for i in 0..3 {
+        let id = format!("r{i}");
+        rt.invoke(&id, Duration::from_secs(30)).await;
+        rt.finish(&id).await;
+        rt.wait_next_event(i + 2).await;
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    let kinds = rt.kinds();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, CallKind::InitError { .. } | CallKind::ExitError { .. })),
+        "{kinds:?}"
+    );
+    let err = ext.stderr();
+    assert_eq!(
+        err.matches("the metrics pipeline failed to start").count(),
+        1,
+        "{err}"
+    );
+    drop(taken);
 }
