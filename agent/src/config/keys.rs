@@ -21,7 +21,7 @@ macro_rules! keys {
 }
 
 keys! {
-    ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it offpath runs locally and prints flushed metrics to stdout as offpath records.";
+    ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it (and without DD_API_KEY_SECRET_ARN) offpath runs locally and prints flushed metrics to stdout as offpath records.";
     ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager secret ARN whose plain-text value is the API key, used when DD_API_KEY is unset. Read at the first flush (payloads wait in the retry queue until then) with the credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; needs secretsmanager:GetSecretValue. Endpoint override: AWS_ENDPOINT_URL_SECRETS_MANAGER, then AWS_ENDPOINT_URL.";
     ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";

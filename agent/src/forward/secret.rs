@@ -14,8 +14,9 @@
 //! Failures are logged with what to fix (the ARN, the IAM permission `secretsmanager:GetSecretValue`,
 //! the credentials) and retried with a jittered backoff from [`RETRY_BACKOFF`]. A 401/403 from the
 //! intake asks for one re-resolution (the key may have been rotated; PROTOCOLS.md §2.8): a different
-//! key replaces the old one and closes the circuit breaker; the same key again is not asked for again
-//! before [`REFRESH_MIN_INTERVAL`].
+//! key replaces the old one and closes the circuit breaker. Such re-resolutions are at least
+//! [`REFRESH_MIN_INTERVAL`] apart, so a key that stays refused does not hammer Secrets Manager (the
+//! payloads go to the fallback meanwhile, as for any refused key).
 //!
 //! Like Datadog's Lambda extension, the secret's `SecretString` is the key itself (surrounding
 //! whitespace trimmed); a JSON object or a binary secret is refused with a message saying so.
@@ -58,8 +59,7 @@ pub const RETRY_BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(300),
 };
 
-/// Shortest time between two re-resolutions asked for by 401/403 answers that brought back the same
-/// key.
+/// Shortest time between two re-resolutions asked for by 401/403 answers.
 pub const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Why the API key could not be read from Secrets Manager. Every message names what to fix.
@@ -573,8 +573,8 @@ impl ApiKeySecret {
         }
     }
 
-    /// The intake refused the key: re-resolve it at the next flush, unless the same key came back from
-    /// a re-resolution less than [`REFRESH_MIN_INTERVAL`] ago.
+    /// The intake refused the key: re-resolve it at the next flush, unless the last re-resolution asked
+    /// for this way started less than [`REFRESH_MIN_INTERVAL`] ago.
     pub fn key_rejected(&mut self, now: Instant) {
         if self.key.is_none() || self.refresh {
             return;
