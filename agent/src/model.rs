@@ -194,4 +194,104 @@ impl Flush {
             + self.events.len() as u64
             + self.service_checks.len() as u64
     }
+
+    /// Add `tags` (sorted, de-duplicated) to every series, sketch, event and service check that does
+    /// not carry them yet, keeping series and sketch tags sorted.
+    pub fn add_tags(&mut self, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        fn sorted_insert(into: &mut Vec<String>, tags: &[String]) {
+            for t in tags {
+                if let Err(at) = into.binary_search(t) {
+                    into.insert(at, t.clone());
+                }
+            }
+        }
+        fn append(into: &mut Vec<String>, tags: &[String]) {
+            for t in tags {
+                if !into.contains(t) {
+                    into.push(t.clone());
+                }
+            }
+        }
+        for s in &mut self.series {
+            sorted_insert(&mut s.tags, tags);
+        }
+        for s in &mut self.sketches {
+            sorted_insert(&mut s.tags, tags);
+        }
+        for e in &mut self.events {
+            append(&mut e.tags, tags);
+        }
+        for c in &mut self.service_checks {
+            append(&mut c.tags, tags);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(tags: &[&str]) -> Series {
+        Series {
+            name: "m".into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            host: String::new(),
+            kind: SeriesKind::Gauge,
+            interval: 0,
+            points: vec![(1, 1.0)],
+            samples: 1,
+        }
+    }
+
+    #[test]
+    fn added_tags_join_every_item_once_and_series_tags_stay_sorted() {
+        let mut flush = Flush {
+            series: vec![
+                series(&["a:1", "z:9"]),
+                series(&["runtime:python3.12"]),
+                series(&[]),
+            ],
+            sketches: vec![SketchSeries {
+                name: "d".into(),
+                tags: vec!["env:prod".into()],
+                host: String::new(),
+                sketches: Vec::new(),
+                samples: 0,
+            }],
+            events: vec![Event {
+                title: "t".into(),
+                text: String::new(),
+                ts: 1,
+                priority: Priority::Normal,
+                alert_type: AlertType::Info,
+                aggregation_key: String::new(),
+                source_type_name: String::new(),
+                host: String::new(),
+                tags: vec!["b:2".into()],
+            }],
+            service_checks: vec![ServiceCheck {
+                check: "c".into(),
+                status: 0,
+                ts: 1,
+                message: String::new(),
+                host: String::new(),
+                tags: vec!["runtime:python3.12".into()],
+            }],
+        };
+        let before = flush.samples();
+        flush.add_tags(&["runtime:python3.12".to_owned()]);
+        assert_eq!(flush.series[0].tags, ["a:1", "runtime:python3.12", "z:9"]);
+        assert_eq!(flush.series[1].tags, ["runtime:python3.12"]);
+        assert_eq!(flush.series[2].tags, ["runtime:python3.12"]);
+        assert_eq!(flush.sketches[0].tags, ["env:prod", "runtime:python3.12"]);
+        assert_eq!(flush.events[0].tags, ["b:2", "runtime:python3.12"]);
+        assert_eq!(flush.service_checks[0].tags, ["runtime:python3.12"]);
+        assert_eq!(flush.samples(), before);
+        let copy = flush.clone();
+        flush.add_tags(&[]);
+        assert_eq!(flush, copy);
+    }
 }

@@ -20,6 +20,7 @@ use crate::aggregate::{self, Aggregator, Control};
 use crate::config::Config;
 use crate::encode::{Encoder, Payload};
 use crate::fallback::{self, Fallback, FallbackError};
+use crate::forward::secret::{ApiKeySecret, SecretError};
 use crate::forward::{ForwardError, Forwarder};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
@@ -43,13 +44,18 @@ pub enum PipelineError {
     /// The fallback sink could not be set up.
     #[error(transparent)]
     Fallback(#[from] FallbackError),
+    /// `DD_API_KEY_SECRET_ARN` is not a secret ARN.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// Where flushed data goes.
 enum Delivery {
-    /// `DD_API_KEY` set: the intake, with the fallback task behind it.
+    /// `DD_API_KEY` (or `DD_API_KEY_SECRET_ARN`) set: the intake, with the fallback task behind it.
     Intake {
         forwarder: Forwarder,
+        /// Where the key comes from when `DD_API_KEY` is unset (resolved at the first flush).
+        secret: Option<Box<ApiKeySecret>>,
         overflow: mpsc::Sender<Payload>,
         fallback_task: Option<tokio::task::JoinHandle<()>>,
     },
@@ -89,6 +95,8 @@ pub struct Engine {
     encoder: Encoder,
     delivery: Delivery,
     self_metrics: Option<SelfMetrics>,
+    /// Tags added to everything flushed, on top of the global tags (see [`Engine::set_extra_tags`]).
+    extra_tags: Vec<String>,
 }
 
 impl Engine {
@@ -116,13 +124,12 @@ impl Engine {
         let worker = aggregate::spawn_worker(aggregator, packet_rx, control_rx, unix_now);
 
         let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
-        if config.forward.api_key.is_none() && config.forward.api_key_secret_arn.is_some() {
-            tracing::error!(
-                "DD_API_KEY_SECRET_ARN is not supported yet: set DD_API_KEY; until then metrics are \
-                 written as offpath records by the fallback (replayable with `offpath replay`)"
-            );
-        }
-        let delivery = if config.forward.api_key.is_some() {
+        // DD_API_KEY wins; the secret is read at the first flush, never here (Lambda registers first).
+        let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
+            (None, Some(arn)) => Some(Box::new(ApiKeySecret::from_env(arn)?)),
+            _ => None,
+        };
+        let delivery = if config.forward.api_key.is_some() || secret.is_some() {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
             // In Lambda the process freezes between invocations: an idle pooled connection is
             // dead after a thaw, so none is kept.
@@ -132,6 +139,7 @@ impl Engine {
                 Forwarder::new(&forward, Arc::clone(&telemetry), Some(overflow.clone()))?;
             Delivery::Intake {
                 forwarder,
+                secret,
                 overflow,
                 fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
             }
@@ -159,7 +167,17 @@ impl Engine {
                     config.aggregate.tags.clone(),
                 )
             }),
+            extra_tags: Vec::new(),
         })
+    }
+
+    /// Add `tags` to everything flushed from now on (points aggregated before included), on top of the
+    /// global tags the engine started with; replaces the tags of the previous call. The Lambda
+    /// extension adds `runtime:<x>` this way once the first invocation shows the runtime.
+    pub fn set_extra_tags(&mut self, mut tags: Vec<String>) {
+        tags.sort_unstable();
+        tags.dedup();
+        self.extra_tags = tags;
     }
 
     /// The bound UDP address, when UDP is enabled.
@@ -212,6 +230,7 @@ impl Engine {
                 .series
                 .extend(sm.collect(&self.telemetry, unix_now(), None));
         }
+        flush.add_tags(&self.extra_tags);
         let samples = flush.samples();
         match &mut self.delivery {
             Delivery::Local { fallback } => {
@@ -225,7 +244,12 @@ impl Engine {
                     queued_bytes: 0,
                 }
             }
-            Delivery::Intake { forwarder, .. } => {
+            Delivery::Intake {
+                forwarder, secret, ..
+            } => {
+                if let Some(secret) = secret.as_mut() {
+                    secret.before_send(forwarder, deadline).await;
+                }
                 forwarder.retry_queued(deadline).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
@@ -240,6 +264,9 @@ impl Engine {
                 let n = payloads.len();
                 if n > 0 {
                     forwarder.send(payloads, deadline).await;
+                }
+                if let Some(secret) = secret.as_mut() {
+                    secret.after_send(forwarder);
                 }
                 FlushReport {
                     payloads: n,
@@ -274,6 +301,7 @@ impl Engine {
                 mut forwarder,
                 overflow,
                 mut fallback_task,
+                ..
             } => {
                 let rest = forwarder.take_queued();
                 if !rest.is_empty() {

@@ -223,9 +223,22 @@ where
     lc.event_loop(&mut tags).await
 }
 
+/// Defaults that differ in Lambda; an explicit setting wins.
+///
+/// `OFFPATH_SELF_TELEMETRY`: every sandbox would ship its own `offpath.*` series, each one a custom
+/// metric context on the user's bill.
+const LAMBDA_DEFAULTS: &[(&str, &str)] = &[("OFFPATH_SELF_TELEMETRY", "false")];
+
 fn load_config(opts: &Options) -> Result<(Config, FlushStrategy), ConfigError> {
     let env = Arc::clone(&opts.env);
-    let config = Config::load(&move |k: &str| env(k))?;
+    let config = Config::load(&move |k: &str| {
+        env(k).filter(|v| !v.trim().is_empty()).or_else(|| {
+            LAMBDA_DEFAULTS
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    })?;
     let strategy = FlushStrategy::parse(&config.lambda.flush_strategy)?;
     Ok((config, strategy))
 }
@@ -651,5 +664,39 @@ fn poll_once<F>(task: &mut FlushTask<F>) -> Option<Result<(F, FlushOutcome), Joi
     match std::pin::Pin::new(task).poll(&mut cx) {
         std::task::Poll::Ready(r) => Some(r),
         std::task::Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&'static str, &'static str)]) -> Options {
+        let pairs = pairs.to_vec();
+        Options {
+            runtime_api: "127.0.0.1:9001".into(),
+            env: Arc::new(move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }),
+            proc_root: PathBuf::from("/nonexistent"),
+            os_release: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn self_telemetry_is_off_by_default_in_lambda_and_an_explicit_setting_wins() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], false),
+            (&[("OFFPATH_SELF_TELEMETRY", "")], false),
+            (&[("OFFPATH_SELF_TELEMETRY", "true")], true),
+            (&[("OFFPATH_SELF_TELEMETRY", "false")], false),
+        ];
+        for (env, want) in cases {
+            let (config, _) = load_config(&options(env)).unwrap();
+            assert_eq!(config.ops.self_telemetry, *want, "{env:?}");
+        }
     }
 }

@@ -6,9 +6,11 @@
 //!            ─Flusher::flush(Final)──────> Engine::shutdown (deliver, rest to stdout records)
 //! ```
 //! In Lambda every flush emits open buckets too: the sandbox may freeze or be reclaimed right after.
-//! The Lambda tags known at registration become global tags, and `OFFPATH_LAMBDA_METRICS` selects
-//! the type mapping (distributions by default).
+//! The Lambda tags known at registration become global tags; those learned later (the `runtime`, at
+//! the first invocation) are added to everything flushed from then on ([`Engine::set_extra_tags`]).
+//! `OFFPATH_LAMBDA_METRICS` selects the type mapping (distributions by default).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use offpath::pipeline::{Engine, PipelineError};
@@ -22,7 +24,8 @@ use crate::lifecycle::{FlushKind, FlushOutcome, Flusher, Startup};
 pub struct LambdaPipeline {
     engine: Option<Engine>,
     telemetry: Arc<Telemetry>,
-    /// Tags learned after start-up that the running engine cannot take (see [`Flusher::set_tags`]).
+    udp_addr: Option<SocketAddr>,
+    /// Tags learned after start-up, added by the engine at every flush (see [`Flusher::set_tags`]).
     late_tags: Vec<String>,
     start_tags: Vec<String>,
 }
@@ -40,6 +43,7 @@ impl LambdaPipeline {
         let telemetry = Arc::new(Telemetry::default());
         let engine = Engine::start(&config, Arc::clone(&telemetry), true).await?;
         Ok(Self {
+            udp_addr: engine.udp_addr(),
             engine: Some(engine),
             telemetry,
             late_tags: Vec::new(),
@@ -52,10 +56,14 @@ impl LambdaPipeline {
         &self.telemetry
     }
 
-    /// Tags learned after start-up that are not on the metrics (the engine's global tags are fixed
-    /// when it starts).
+    /// Tags learned after start-up, added to everything flushed since.
     pub fn late_tags(&self) -> &[String] {
         &self.late_tags
+    }
+
+    /// The DogStatsD UDP address, when UDP is enabled.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
     }
 }
 
@@ -90,9 +98,10 @@ impl Flusher for LambdaPipeline {
             .filter(|t| !self.start_tags.contains(t))
             .collect();
         if late != self.late_tags {
-            // The engine takes its global tags at start; tags learned later (the runtime, from the
-            // first invocation) are not added to metrics by this version.
-            tracing::debug!(tags = ?late, "Lambda tags learned after start-up are not applied");
+            tracing::debug!(tags = ?late, "Lambda tags learned after start-up");
+            if let Some(engine) = self.engine.as_mut() {
+                engine.set_extra_tags(late.clone());
+            }
             self.late_tags = late;
         }
     }

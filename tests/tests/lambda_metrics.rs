@@ -236,3 +236,70 @@ async fn a_pipeline_that_cannot_start_never_breaks_the_function() {
     );
     drop(taken);
 }
+
+/// The lifecycle and the real metrics pipeline in this process, with a process list in which the
+/// runtime's process shows `AWS_EXECUTION_ENV`: the runtime learned at the first INVOKE tags every metric
+/// flushed after it, points received before it included.
+#[tokio::test]
+async fn the_runtime_learned_at_the_first_invocation_tags_every_metric_flushed_after_it() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use offpath_lambda::lifecycle::{self, BoxError, Options, Startup};
+    use offpath_lambda::pipeline::LambdaPipeline;
+
+    let intake = FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proc/42")).unwrap();
+    std::fs::write(
+        dir.path().join("proc/42/environ"),
+        b"PATH=/usr/bin\0AWS_EXECUTION_ENV=AWS_Lambda_python3.12\0",
+    )
+    .unwrap();
+    let mut vars = offpath_tests::lambda_runtime::extension_env(
+        &rt,
+        &[
+            ("DD_API_KEY", KEY),
+            ("DD_DD_URL", intake.url().as_str()),
+            ("DD_LOG_LEVEL", "info"),
+        ],
+    );
+    vars.remove("AWS_LAMBDA_RUNTIME_API");
+    let vars: HashMap<String, String> = vars;
+    let opts = Options {
+        runtime_api: rt.runtime_api(),
+        env: Arc::new(move |k| vars.get(k).cloned()),
+        proc_root: dir.path().join("proc"),
+        os_release: dir.path().join("os-release"),
+    };
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(lifecycle::run(opts, move |s: Startup| async move {
+        let pipeline = LambdaPipeline::start(s).await.map_err(BoxError::from)?;
+        let _ = addr_tx.send(pipeline.udp_addr());
+        Ok::<_, BoxError>(pipeline)
+    }));
+    let udp = addr_rx.await.unwrap().unwrap();
+    rt.wait_next_event(1).await;
+    // Received during init, before the runtime is known; flushed after it is.
+    send(udp, &["lambda.runtime.early:1|c"]);
+    invocation(&rt, udp, "r0", &["lambda.runtime.hits:1|c"], 2).await;
+    invocation(&rt, udp, "r1", &["lambda.runtime.hits:1|c"], 3).await;
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    let exit = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.is_ok(), "{exit:?}");
+
+    let tags = ["runtime:python3.12", "functionname:offpath-test-fn"];
+    let hits = intake.sketch_totals("lambda.runtime.hits", &tags).unwrap();
+    assert_eq!(hits.cnt, 2);
+    let early = intake.sketch_totals("lambda.runtime.early", &tags).unwrap();
+    assert_eq!(early.cnt, 1);
+    // Every sketch carries it, and only once.
+    for s in intake.all_sketches() {
+        let n = s.tags.iter().filter(|t| t.starts_with("runtime:")).count();
+        assert_eq!(n, 1, "{s:?}");
+    }
+}

@@ -21,8 +21,8 @@ macro_rules! keys {
 }
 
 keys! {
-    ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it offpath runs locally and prints flushed metrics to stdout as offpath records.";
-    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager ARN holding the API key: not supported yet (logged as an error; set DD_API_KEY).";
+    ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it (and without DD_API_KEY_SECRET_ARN) offpath runs locally and prints flushed metrics to stdout as offpath records.";
+    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager secret ARN whose plain-text value is the API key, used when DD_API_KEY is unset. Read at the first flush (payloads wait in the retry queue until then) with the credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; needs secretsmanager:GetSecretValue. Endpoint override: AWS_ENDPOINT_URL_SECRETS_MANAGER, then AWS_ENDPOINT_URL.";
     ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
     ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";
@@ -59,7 +59,7 @@ keys! {
     ["DD_LOG_LEVEL"] "log_level" "info" "Log level (error, warn, info, debug, trace); logs go to stderr.";
     ["OFFPATH_SHUTDOWN_TIMEOUT"] "offpath.shutdown_timeout" "10" "Seconds to drain, flush and deliver on SIGTERM/SIGINT.";
     ["OFFPATH_STATUS_ADDR"] "offpath.status_addr" "127.0.0.1:8126" "Address of /health and /status; empty disables.";
-    ["OFFPATH_SELF_TELEMETRY"] "offpath.self_telemetry" "true" "Ship offpath's own counters as offpath.* metrics.";
+    ["OFFPATH_SELF_TELEMETRY"] "offpath.self_telemetry" "true (false in Lambda)" "Ship offpath's own counters as offpath.* metrics. Off by default in Lambda, where every sandbox would ship its own series (custom metrics).";
     ["DD_SERVERLESS_FLUSH_STRATEGY"] "serverless_flush_strategy" "adaptive" "Lambda: end, end,<ms>, periodically,<ms>, continuously,<ms>, adaptive.";
     ["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"] "offpath.lambda_flush_budget_ms" "200" "Lambda: milliseconds a flush at the end of an invocation may take.";
     ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";

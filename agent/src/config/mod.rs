@@ -209,9 +209,10 @@ pub struct FallbackConfig {
 /// Delivery settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
-    /// API key; `None` runs locally (records to stdout).
+    /// API key; `None` without a secret ARN runs locally (records to stdout).
     pub api_key: Option<ApiKey>,
-    /// Secrets Manager ARN of the API key, resolved lazily (`DD_API_KEY_SECRET_ARN`, Lambda).
+    /// Secrets Manager ARN whose value is the API key, read at the first flush when `api_key` is
+    /// unset (`DD_API_KEY_SECRET_ARN`; see [`crate::forward::secret`]). Checked to be a secret ARN.
     pub api_key_secret_arn: Option<String>,
     /// Intake base URL without path: `DD_DD_URL`/`DD_URL`, else `https://api.<DD_SITE>`.
     pub intake_url: String,
@@ -241,7 +242,8 @@ pub struct OpsConfig {
     pub shutdown_timeout: Duration,
     /// `/health` and `/status` address (`OFFPATH_STATUS_ADDR`, `127.0.0.1:8126`; empty disables).
     pub status_addr: Option<SocketAddr>,
-    /// Ship offpath's own counters as `offpath.*` metrics (`OFFPATH_SELF_TELEMETRY`, true).
+    /// Ship offpath's own counters as `offpath.*` metrics (`OFFPATH_SELF_TELEMETRY`, true; the Lambda
+    /// extension defaults it to false).
     pub self_telemetry: bool,
 }
 
@@ -549,7 +551,20 @@ impl Config {
         };
         let forward = ForwardConfig {
             api_key: r.string("DD_API_KEY").map(ApiKey),
-            api_key_secret_arn: r.string("DD_API_KEY_SECRET_ARN"),
+            api_key_secret_arn: match r.string("DD_API_KEY_SECRET_ARN") {
+                None => None,
+                Some(arn) => match crate::forward::secret::SecretArn::parse(&arn) {
+                    Ok(_) => Some(arn),
+                    Err(_) => {
+                        return Err(r.err(
+                            "DD_API_KEY_SECRET_ARN",
+                            arn,
+                            "a Secrets Manager secret ARN such as \
+                             arn:aws:secretsmanager:us-east-1:123456789012:secret:dd-api-key-AbCdEf",
+                        ));
+                    }
+                },
+            },
             intake_url,
             site,
             proxy: r.string("DD_PROXY_HTTPS"),
@@ -743,6 +758,17 @@ mod tests {
     fn empty_status_addr_disables_the_endpoint() {
         let c = load(&[("OFFPATH_STATUS_ADDR", "")]).unwrap();
         assert_eq!(c.ops.status_addr, None);
+    }
+
+    #[test]
+    fn a_secret_arn_is_checked_at_load_and_names_the_key() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dd-AbCdEf";
+        let c = load(&[("DD_API_KEY_SECRET_ARN", arn)]).unwrap();
+        assert_eq!(c.forward.api_key_secret_arn.as_deref(), Some(arn));
+        assert_eq!(c.forward.api_key, None);
+        let e = load(&[("DD_API_KEY_SECRET_ARN", "dd-api-key")]).unwrap_err();
+        assert_eq!(e.key, "DD_API_KEY_SECRET_ARN");
+        assert!(e.to_string().contains("arn:aws:secretsmanager:"), "{e}");
     }
 
     #[test]

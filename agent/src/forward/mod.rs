@@ -17,9 +17,13 @@
 //! (`PointDrop::RetryQueueOverflow`) when there is no fallback. After [`BREAKER_THRESHOLD`] consecutive
 //! failed attempts the circuit breaker opens: payloads go straight to `overflow` instead of waiting for a
 //! dead intake, and one payload probes the intake with a growing backoff until it answers again.
+//!
+//! With `DD_API_KEY_SECRET_ARN` instead of `DD_API_KEY` the forwarder starts without a key: payloads wait
+//! in the retry queue until [`secret::ApiKeySecret`] hands one over with [`Forwarder::set_api_key`].
 
 mod queue;
 mod retry;
+pub mod secret;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,7 +41,7 @@ pub use retry::{
     TransportError, classify,
 };
 
-use crate::config::ForwardConfig;
+use crate::config::{ApiKey, ForwardConfig};
 use crate::encode::{Encoder, Payload, PayloadKind, split};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -60,7 +64,7 @@ const RESPONSE_READ_MAX: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// No API key was configured.
-    #[error("no API key: set DD_API_KEY")]
+    #[error("no API key: set DD_API_KEY (or DD_API_KEY_SECRET_ARN)")]
     NoApiKey,
     /// The API key cannot travel in an HTTP header.
     #[error("DD_API_KEY contains characters that are not allowed in an HTTP header")]
@@ -113,7 +117,10 @@ enum Fate {
 pub struct Forwarder {
     client: reqwest::Client,
     intake_url: String,
-    api_key: HeaderValue,
+    /// `None` until the key from `DD_API_KEY_SECRET_ARN` is known; payloads wait in the queue meanwhile.
+    api_key: Option<HeaderValue>,
+    /// The intake refused the key (401/403) since [`Forwarder::take_key_rejected`] was last called.
+    key_rejected: bool,
     timeout: Duration,
     telemetry: Arc<Telemetry>,
     overflow: Option<mpsc::Sender<Payload>>,
@@ -173,18 +180,22 @@ impl Forwarder {
     /// `overflow` receives what the retry queue cannot hold and, while the breaker is open, everything;
     /// `None` drops and counts it instead (`OFFPATH_FALLBACK=off`).
     ///
+    /// Without `cfg.api_key` but with `cfg.api_key_secret_arn`, the forwarder starts keyless: what it is
+    /// given waits in the retry queue until [`Forwarder::set_api_key`].
+    ///
     /// # Errors
-    /// No API key (the caller runs local mode instead), an invalid key, intake URL or proxy, or a client
-    /// that cannot be built.
+    /// Neither an API key nor a secret ARN (the caller runs local mode instead), an invalid key, intake
+    /// URL or proxy, or a client that cannot be built.
     pub fn new(
         cfg: &ForwardConfig,
         telemetry: Arc<Telemetry>,
         overflow: Option<mpsc::Sender<Payload>>,
     ) -> Result<Self, ForwardError> {
-        let key = cfg.api_key.as_ref().ok_or(ForwardError::NoApiKey)?;
-        let mut api_key =
-            HeaderValue::from_str(key.expose()).map_err(|_| ForwardError::ApiKeyFormat)?;
-        api_key.set_sensitive(true);
+        let api_key = match &cfg.api_key {
+            Some(key) => Some(secret::header_value(key).ok_or(ForwardError::ApiKeyFormat)?),
+            None if cfg.api_key_secret_arn.is_some() => None,
+            None => return Err(ForwardError::NoApiKey),
+        };
         let intake_url = cfg.intake_url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&intake_url).map_err(|e| ForwardError::IntakeUrl {
             url: intake_url.clone(),
@@ -231,6 +242,7 @@ impl Forwarder {
             client,
             intake_url,
             api_key,
+            key_rejected: false,
             timeout: cfg.timeout,
             telemetry,
             overflow,
@@ -250,6 +262,34 @@ impl Forwarder {
         self.breaker = Breaker::new(policy.breaker_threshold, policy.probe);
         self.publish_breaker();
         self
+    }
+
+    /// Use `key` from now on (resolved from `DD_API_KEY_SECRET_ARN`). A key that differs from the one
+    /// in use closes the circuit breaker: a refused key is no reason to wait for a probe once replaced.
+    ///
+    /// # Errors
+    /// [`ForwardError::ApiKeyFormat`] when the key cannot travel in an HTTP header.
+    pub fn set_api_key(&mut self, key: &ApiKey) -> Result<(), ForwardError> {
+        let value = secret::header_value(key).ok_or(ForwardError::ApiKeyFormat)?;
+        if self.api_key.as_ref() != Some(&value) {
+            if self.api_key.is_some() {
+                self.breaker = Breaker::new(self.policy.breaker_threshold, self.policy.probe);
+                self.publish_breaker();
+            }
+            self.logged_key_problem = false;
+            self.api_key = Some(value);
+        }
+        Ok(())
+    }
+
+    /// Whether an API key is set (it is not until `DD_API_KEY_SECRET_ARN` is resolved).
+    pub fn has_api_key(&self) -> bool {
+        self.api_key.is_some()
+    }
+
+    /// Whether the intake refused the key (401/403) since the last call.
+    pub fn take_key_rejected(&mut self) -> bool {
+        std::mem::take(&mut self.key_rejected)
     }
 
     /// The circuit breaker's state.
@@ -300,10 +340,11 @@ impl Forwarder {
     /// [`ForwardError::KeyRejected`] on 401/403, [`ForwardError::Status`] on another non-2xx answer,
     /// [`ForwardError::Transport`] when the intake cannot be reached.
     pub async fn validate_api_key(&self) -> Result<(), ForwardError> {
+        let key = self.api_key.clone().ok_or(ForwardError::NoApiKey)?;
         let resp = self
             .client
             .get(format!("{}{VALIDATE_PATH}", self.intake_url))
-            .header("DD-API-KEY", self.api_key.clone())
+            .header("DD-API-KEY", key)
             .timeout(self.timeout)
             .send()
             .await
@@ -328,7 +369,7 @@ impl Forwarder {
                 continue;
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.api_key.is_none() {
                 self.undelivered(p, deadline).await;
                 continue;
             }
@@ -403,11 +444,13 @@ impl Forwarder {
                     return Fate::Parts(parts.into());
                 }
                 Outcome::KeyProblem => {
+                    self.key_rejected = true;
                     if !self.logged_key_problem {
                         self.logged_key_problem = true;
                         tracing::error!(
                             intake = %self.intake_url,
-                            "the intake refused the API key (401/403): check DD_API_KEY and DD_SITE; \
+                            "the intake refused the API key (401/403): check DD_API_KEY (or the secret of \
+                             DD_API_KEY_SECRET_ARN) and DD_SITE; \
                              payloads go to the fallback until a probe succeeds"
                         );
                     }
@@ -450,8 +493,11 @@ impl Forwarder {
         let timeout = self.timeout.min(remaining).max(Duration::from_millis(1));
         let mut req = self
             .client
-            .post(format!("{}{}", self.intake_url, p.kind.path()))
-            .header("DD-API-KEY", self.api_key.clone())
+            .post(format!("{}{}", self.intake_url, p.kind.path()));
+        if let Some(key) = &self.api_key {
+            req = req.header("DD-API-KEY", key.clone());
+        }
+        req = req
             .header(CONTENT_TYPE, p.kind.content_type())
             .header(CONTENT_ENCODING, "zstd")
             .timeout(timeout)

@@ -1,0 +1,310 @@
+//! `DD_API_KEY_SECRET_ARN` end to end: the real `offpath` and `offpath-lambda` binaries with no
+//! `DD_API_KEY`, reading the key from Secrets Manager on the moto server (with IAM enforcement on, so
+//! the SigV4 signature and the `secretsmanager:GetSecretValue` permission are checked), delivering to
+//! the fake intake with that key; a missing secret or permission is logged with the fix and the
+//! metrics fall back to stdout records, nothing lost; a 403 from the intake re-reads the secret once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use offpath_tests::cloudwatch::{FaultProxy, Moto};
+use offpath_tests::fake_intake::{Answer, FakeIntake};
+use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
+use offpath_tests::secrets_manager::{self, ACCOUNT, REGION};
+use offpath_tests::support::Offpath;
+use serde_json::Value;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const WRONG_KEY: &str = "ffffffffffffffffffffffffffffffff";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn send(to: SocketAddr, lines: &[&str]) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for line in lines {
+        sock.send_to(line.as_bytes(), to).unwrap();
+    }
+}
+
+/// The sum of every value `metric` carries in offpath records (series points, sketch counts).
+fn record_total(stdout: &str, metric: &str) -> f64 {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .filter(|r| r["metric"] == metric)
+        .map(|r| match r["kind"].as_str() {
+            Some("series") => r["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[1].as_f64().unwrap() * r["interval"].as_f64().unwrap_or(1.0))
+                .sum::<f64>(),
+            _ => r["sketches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["cnt"].as_f64().unwrap())
+                .sum(),
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn the_sidecar_reads_its_api_key_from_secrets_manager_with_a_signed_request() {
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-sidecar", KEY).await;
+    let creds = secrets_manager::role_credentials(
+        &moto,
+        "offpath-sidecar",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    secrets_manager::enforce_iam(&moto).await;
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let mut env = vec![
+        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.as_str()),
+        ("DD_DD_URL", url.as_str()),
+        ("OFFPATH_FLUSH_INTERVAL", "1"),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+    ];
+    env.extend(creds.env());
+    let mut offpath = Offpath::start(&[], &env);
+    send(offpath.udp.unwrap(), &["secret.sidecar.hits:3|c|#route:a"]);
+    let delivered = intake
+        .wait_until(WAIT, |i| !i.series("secret.sidecar.hits").is_empty())
+        .await;
+    assert!(
+        delivered,
+        "nothing delivered; stderr:\n{}\nmoto:\n{}",
+        offpath.stderr(),
+        moto.log()
+    );
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let requests = intake.requests();
+    assert!(requests.iter().all(|r| r.api_key_ok), "{requests:?}");
+    let total: f64 = intake
+        .points("secret.sidecar.hits", &["route:a"])
+        .iter()
+        .map(|(_, v)| v * 10.0)
+        .sum();
+    assert_eq!(total, 3.0);
+    assert!(offpath.stdout().is_empty(), "{}", offpath.stdout());
+}
+
+#[tokio::test]
+async fn without_the_iam_permission_the_error_names_it_and_the_metrics_fall_back() {
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-denied", KEY).await;
+    let creds =
+        secrets_manager::role_credentials(&moto, "offpath-denied", &["logs:PutLogEvents"]).await;
+    secrets_manager::enforce_iam(&moto).await;
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let mut env = vec![
+        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("DD_DD_URL", url.as_str()),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+    ];
+    env.extend(creds.env());
+    let mut offpath = Offpath::start(&[], &env);
+    send(offpath.udp.unwrap(), &["secret.denied.hits:4|c"]);
+    // The shutdown flush is the first one: it reads the secret, is denied, and writes the records.
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let stderr = offpath.stderr();
+    assert!(stderr.contains("secretsmanager:GetSecretValue"), "{stderr}");
+    assert!(stderr.contains("DD_API_KEY_SECRET_ARN"), "{stderr}");
+    assert!(stderr.contains(&arn), "{stderr}");
+    // The metric did not reach the intake; it is in the records on stdout.
+    assert!(intake.series("secret.denied.hits").is_empty());
+    assert_eq!(record_total(&offpath.stdout(), "secret.denied.hits"), 4.0);
+}
+
+#[tokio::test]
+async fn a_request_signed_with_a_wrong_secret_key_is_refused_and_the_error_names_the_credentials() {
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-badsig", KEY).await;
+    let mut creds = secrets_manager::role_credentials(
+        &moto,
+        "offpath-badsig",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    creds.secret_access_key.push('x');
+    secrets_manager::enforce_iam(&moto).await;
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let mut env = vec![
+        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("DD_DD_URL", url.as_str()),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+    ];
+    env.extend(creds.env());
+    let mut offpath = Offpath::start(&[], &env);
+    send(offpath.udp.unwrap(), &["secret.badsig.hits:2|c"]);
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let stderr = offpath.stderr();
+    assert!(
+        stderr.contains("SignatureDoesNotMatch") && stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "{stderr}"
+    );
+    assert!(intake.series("secret.badsig.hits").is_empty());
+    assert_eq!(record_total(&offpath.stdout(), "secret.badsig.hits"), 2.0);
+}
+
+/// One invocation whose handler sends `lines`; returns when the extension asks for the next event.
+async fn invocation(rt: &FakeRuntime, udp: SocketAddr, id: &str, lines: &[&str], n: usize) {
+    rt.invoke(id, Duration::from_secs(30)).await;
+    rt.wait_for("the INVOKE to be delivered", |c| {
+        c.iter()
+            .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
+    })
+    .await;
+    send(udp, lines);
+    rt.finish(id).await;
+    rt.wait_next_event(n).await;
+}
+
+fn get_secret_value_calls(proxy: &FaultProxy) -> usize {
+    proxy
+        .requests()
+        .iter()
+        .filter(|r| r.operation() == "GetSecretValue")
+        .count()
+}
+
+#[tokio::test]
+async fn the_lambda_extension_reads_the_key_at_the_first_flush_and_again_after_a_403() {
+    let moto = Moto::start();
+    // Moto checks nothing here; the proxy in front of it counts the GetSecretValue calls.
+    let proxy = FaultProxy::start(&moto.endpoint, Vec::new()).await;
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-lambda", WRONG_KEY).await;
+    let intake = FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "ASIATESTTESTTESTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+            ("AWS_SESSION_TOKEN", "test-token"),
+            ("DD_DD_URL", url.as_str()),
+            // Room for the Python emulator on a loaded machine; a flush ends as soon as it is done.
+            ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    // Registered and waiting for events: the secret is not read before a flush needs it.
+    assert_eq!(get_secret_value_calls(&proxy), 0);
+
+    // A datagram is aggregated by whichever flush comes after the listener read it: invocations go on
+    // until the wrong key has been refused (the first flush reads the secret, with or without data).
+    send(udp, &["secret.lambda.hits:1|c"]);
+    let mut n = 1;
+    while !intake.requests().iter().any(|r| !r.api_key_ok) {
+        assert!(
+            n <= 10,
+            "the wrong key never reached the intake:\n{}",
+            ext.stderr()
+        );
+        invocation(&rt, udp, &format!("r{n}"), &[], n + 1).await;
+        n += 1;
+    }
+    assert_eq!(get_secret_value_calls(&proxy), 1, "{}", ext.stderr());
+    let refused: Vec<_> = intake
+        .requests()
+        .into_iter()
+        .filter(|r| !r.api_key_ok)
+        .collect();
+    assert!(
+        refused.iter().all(|r| r.answer == Answer::Status(403)),
+        "{refused:?}"
+    );
+
+    // The key is rotated: the 403 makes the next flush read the secret again, and what follows is
+    // delivered with the new key.
+    secrets_manager::put_secret_value(&moto, &arn, KEY).await;
+    send(udp, &["secret.lambda.hits:1|c"]);
+    while intake
+        .sketch_totals("secret.lambda.hits", &["functionname:offpath-test-fn"])
+        .is_none()
+    {
+        assert!(
+            n <= 20,
+            "nothing delivered with the new key:\n{}",
+            ext.stderr()
+        );
+        invocation(&rt, udp, &format!("r{n}"), &[], n + 1).await;
+        n += 1;
+    }
+    assert_eq!(get_secret_value_calls(&proxy), 2, "{}", ext.stderr());
+    assert!(intake.requests().iter().any(|r| r.api_key_ok));
+
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    // The point refused with the old key was written to stdout, the other one delivered: nothing lost.
+    assert_eq!(record_total(&ext.stdout(), "secret.lambda.hits"), 1.0);
+    let hits = intake.sketch_totals("secret.lambda.hits", &[]).unwrap();
+    assert_eq!(hits.cnt, 1);
+    // Self-telemetry is off by default in Lambda.
+    assert!(
+        intake
+            .series_names()
+            .iter()
+            .all(|n| !n.starts_with("offpath."))
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_logged_with_the_fix_and_the_metrics_are_written_at_shutdown() {
+    let moto = Moto::start();
+    let intake = FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let arn = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:missing-AbCdEf");
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "ASIATESTTESTTESTTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+            ("AWS_SESSION_TOKEN", "test-token"),
+            ("DD_DD_URL", url.as_str()),
+            ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    for i in 0..3 {
+        invocation(
+            &rt,
+            udp,
+            &format!("r{i}"),
+            &["secret.missing.hits:1|c"],
+            i + 2,
+        )
+        .await;
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    let stderr = ext.stderr();
+    assert!(
+        stderr.contains("does not exist: check DD_API_KEY_SECRET_ARN"),
+        "{stderr}"
+    );
+    assert!(intake.sketches("secret.missing.hits", &[]).is_empty());
+    assert_eq!(
+        record_total(&ext.stdout(), "secret.missing.hits"),
+        3.0,
+        "stdout:\n{}\nstderr:\n{stderr}",
+        ext.stdout()
+    );
+}
