@@ -648,7 +648,10 @@ mod tests {
         let e = replay(&opts, &Encoder::new(1), &mut fwd, &telemetry)
             .await
             .unwrap_err();
-        assert!(matches!(&e, ReplayError::NoCloudWatch(g) if g == "/g"), "{e}");
+        assert!(
+            matches!(&e, ReplayError::NoCloudWatch(g) if g == "/g"),
+            "{e}"
+        );
         assert!(e.to_string().contains("--log-group"), "{e}");
         assert!(e.to_string().contains("`cloudwatch` feature"), "{e}");
     }
