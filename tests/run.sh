@@ -20,3 +20,5 @@ fi
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins --quiet
 cargo test --workspace --quiet "$@"
+# The library as the Lambda layer builds it (no `cloudwatch`, no `http2`): its cfg'd tests.
+cargo test -p offpath --no-default-features --lib --quiet

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "cloudwatch")]
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,8 +21,10 @@ use crate::config::{Config, FallbackMode, LoadError};
 /// How long DNS resolution and the TCP connection to the intake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the AWS checks may take (the credential chain may probe instance metadata).
+#[cfg(feature = "cloudwatch")]
 const AWS_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pages of `DescribeLogGroups` read while looking for the log group.
+#[cfg(feature = "cloudwatch")]
 const MAX_LOG_GROUP_PAGES: usize = 20;
 
 /// The outcome of one check.
@@ -163,7 +166,10 @@ pub async fn run(config_path: Option<&Path>) -> Report {
         || "environment".to_owned(),
         |p| format!("{} and the environment", p.display()),
     );
+    #[cfg_attr(not(feature = "cloudwatch"), allow(unused_mut))]
     let mut report = check_config(&config, &source, &warnings).await;
+    // Without the `cloudwatch` feature a log group is a configuration error, reported above.
+    #[cfg(feature = "cloudwatch")]
     if let Some(group) = cloudwatch_group(&config) {
         let sdk = tokio::time::timeout(
             AWS_TIMEOUT,
@@ -194,6 +200,7 @@ pub async fn run(config_path: Option<&Path>) -> Report {
 }
 
 /// The log group the fallback writes to, when it uses CloudWatch Logs.
+#[cfg(feature = "cloudwatch")]
 fn cloudwatch_group(config: &Config) -> Option<&str> {
     match config.fallback.mode {
         FallbackMode::Auto | FallbackMode::CloudWatch => config.fallback.log_group.as_deref(),
@@ -432,6 +439,7 @@ async fn check_api_key(report: &mut Report, config: &Config, url: &reqwest::Url,
 }
 
 /// Look for the log group with `DescribeLogGroups` and report access problems.
+#[cfg(feature = "cloudwatch")]
 async fn check_log_group(
     report: &mut Report,
     client: &aws_sdk_cloudwatchlogs::Client,
@@ -834,6 +842,7 @@ mod tests {
         assert!(l.detail.contains("dogstatsd_buffer_size"), "{}", l.detail);
     }
 
+    #[cfg(feature = "cloudwatch")]
     fn cloudwatch_client(addr: SocketAddr) -> aws_sdk_cloudwatchlogs::Client {
         use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
         let conf = aws_sdk_cloudwatchlogs::Config::builder()
@@ -845,6 +854,7 @@ mod tests {
         aws_sdk_cloudwatchlogs::Client::from_conf(conf)
     }
 
+    #[cfg(feature = "cloudwatch")]
     fn cloudwatch(_: &str, headers: &HashMap<String, String>, body: &str) -> (u16, String) {
         assert_eq!(
             headers.get("x-amz-target").map(String::as_str),
@@ -867,6 +877,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cloudwatch")]
     #[tokio::test]
     async fn an_existing_log_group_is_found_across_pages() {
         let client = cloudwatch_client(fake_server(cloudwatch).await);
@@ -877,6 +888,7 @@ mod tests {
         assert!(l.detail.contains("eu-west-1"));
     }
 
+    #[cfg(feature = "cloudwatch")]
     #[tokio::test]
     async fn a_missing_log_group_is_a_warning_because_offpath_creates_it() {
         let client = cloudwatch_client(fake_server(cloudwatch).await);
@@ -890,6 +902,7 @@ mod tests {
         assert!(report.passed());
     }
 
+    #[cfg(feature = "cloudwatch")]
     #[tokio::test]
     async fn denied_access_fails_with_the_permissions_to_grant() {
         let client = cloudwatch_client(fake_server(cloudwatch).await);

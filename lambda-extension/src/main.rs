@@ -43,13 +43,49 @@ fn main() {
 
 /// Logs go to stderr (stdout carries fallback records), filtered by `DD_LOG_LEVEL` (default `info`).
 fn init_logging() {
-    let level = std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let level = std::env::var("DD_LOG_LEVEL").unwrap_or_default();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(max_level(&level))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false)
         .init();
+}
+
+/// The level `DD_LOG_LEVEL` names: trace, debug, info, warn (warning), error, critical (as error) or off,
+/// in any case; anything else is `info`. A plain level rather than an `EnvFilter` keeps the regex
+/// engine out of the layer (about 0.3 MB).
+fn max_level(value: &str) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" => LevelFilter::INFO,
+        "warning" => LevelFilter::WARN,
+        "critical" => LevelFilter::ERROR,
+        v => v.parse().unwrap_or(LevelFilter::INFO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn dd_log_level_names_a_level_and_anything_else_is_info() {
+        let cases = [
+            ("", LevelFilter::INFO),
+            ("debug", LevelFilter::DEBUG),
+            ("TRACE", LevelFilter::TRACE),
+            (" warn ", LevelFilter::WARN),
+            ("Warning", LevelFilter::WARN),
+            ("error", LevelFilter::ERROR),
+            ("critical", LevelFilter::ERROR),
+            ("off", LevelFilter::OFF),
+            ("offpath=debug", LevelFilter::INFO),
+            ("loud", LevelFilter::INFO),
+        ];
+        for (value, want) in cases {
+            assert_eq!(max_level(value), want, "{value:?}");
+        }
+    }
 }

@@ -279,6 +279,18 @@ pub struct Config {
     pub lambda: LambdaConfig,
 }
 
+/// What `OFFPATH_FALLBACK` accepts.
+#[cfg(feature = "cloudwatch")]
+const FALLBACK_MODES: &str = "auto, cloudwatch, stdout or off";
+/// What `OFFPATH_FALLBACK` accepts in a build without the CloudWatch sink.
+#[cfg(not(feature = "cloudwatch"))]
+const FALLBACK_MODES: &str = "auto, stdout or off (this build of offpath has no CloudWatch Logs sink: \
+     it was built without the `cloudwatch` feature, like the Lambda layer)";
+/// Why the CloudWatch keys are refused in a build without the CloudWatch sink.
+#[cfg(not(feature = "cloudwatch"))]
+const NO_CLOUDWATCH: &str = "no value: this build of offpath has no CloudWatch Logs sink (built \
+     without the `cloudwatch` feature, like the Lambda layer); unset it, fallback records go to stdout";
+
 fn key(env: &str) -> &'static Key {
     // KEYS is a static table and every caller below names an entry of it (checked by a test).
     KEYS.iter().find(|k| k.envs[0] == env).unwrap_or(&KEYS[0])
@@ -582,18 +594,20 @@ impl Config {
         // fallback
         let mode = match r.string("OFFPATH_FALLBACK").as_deref() {
             None | Some("auto") => FallbackMode::Auto,
-            Some("cloudwatch") => FallbackMode::CloudWatch,
+            Some("cloudwatch") if cfg!(feature = "cloudwatch") => FallbackMode::CloudWatch,
             Some("stdout") => FallbackMode::Stdout,
             Some("off") => FallbackMode::Off,
             Some(v) => {
-                return Err(r.err(
-                    "OFFPATH_FALLBACK",
-                    v.to_owned(),
-                    "auto, cloudwatch, stdout or off",
-                ));
+                return Err(r.err("OFFPATH_FALLBACK", v.to_owned(), FALLBACK_MODES));
             }
         };
         let log_group = r.string("OFFPATH_FALLBACK_LOG_GROUP");
+        #[cfg(not(feature = "cloudwatch"))]
+        for k in ["OFFPATH_FALLBACK_LOG_GROUP", "OFFPATH_FALLBACK_LOG_STREAM"] {
+            if let Some(v) = r.string(k) {
+                return Err(r.err(k, v, NO_CLOUDWATCH));
+            }
+        }
         if mode == FallbackMode::CloudWatch && log_group.is_none() {
             return Err(r.err(
                 "OFFPATH_FALLBACK_LOG_GROUP",
@@ -731,6 +745,38 @@ mod tests {
         assert!(e.to_string().contains("DD_DOGSTATSD_PORT"));
         let e = load(&[("OFFPATH_FALLBACK", "maybe")]).unwrap_err();
         assert_eq!(e.key, "OFFPATH_FALLBACK");
+    }
+
+    #[cfg(feature = "cloudwatch")]
+    #[test]
+    fn the_cloudwatch_fallback_needs_a_log_group() {
+        let e = load(&[("OFFPATH_FALLBACK", "cloudwatch")]).unwrap_err();
+        assert_eq!(e.key, "OFFPATH_FALLBACK_LOG_GROUP");
+        let c = load(&[
+            ("OFFPATH_FALLBACK", "cloudwatch"),
+            ("OFFPATH_FALLBACK_LOG_GROUP", "/g"),
+        ])
+        .unwrap();
+        assert_eq!(c.fallback.mode, FallbackMode::CloudWatch);
+        assert_eq!(c.fallback.log_group.as_deref(), Some("/g"));
+    }
+
+    #[cfg(not(feature = "cloudwatch"))]
+    #[test]
+    fn a_build_without_cloudwatch_refuses_every_cloudwatch_setting_by_name() {
+        for (env, value) in [
+            ("OFFPATH_FALLBACK", "cloudwatch"),
+            ("OFFPATH_FALLBACK_LOG_GROUP", "/g"),
+            ("OFFPATH_FALLBACK_LOG_STREAM", "s"),
+        ] {
+            let e = load(&[(env, value)]).unwrap_err();
+            assert_eq!(e.key, env);
+            let msg = e.to_string();
+            assert!(msg.contains("no CloudWatch Logs sink"), "{msg}");
+            assert!(msg.contains("`cloudwatch` feature"), "{msg}");
+        }
+        let c = load(&[("OFFPATH_FALLBACK", "stdout")]).unwrap();
+        assert_eq!(c.fallback.mode, FallbackMode::Stdout);
     }
 
     #[test]

@@ -23,29 +23,39 @@
 //!   records and message bytes written. Records still held when the `Fallback` is dropped are counted
 //!   as `points.dropped.shutdown_deadline`. Delivery to CloudWatch is at least once: a call that timed
 //!   out may have landed and is sent again (replay's `--dedupe` removes such duplicates).
+//! * **Feature `cloudwatch`** (default): the CloudWatch sink needs the AWS SDK. Builds without it (the
+//!   Lambda layer) refuse CloudWatch settings in the configuration, and [`Fallback::new`] refuses a
+//!   CloudWatch sink with [`FallbackError::NoCloudWatch`].
 
+#[cfg(feature = "cloudwatch")]
 mod cloudwatch;
 pub mod records;
 pub mod replay;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+#[cfg(feature = "cloudwatch")]
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
+#[cfg(feature = "cloudwatch")]
 use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{FallbackConfig, FallbackFormat, FallbackMode};
+#[cfg(feature = "cloudwatch")]
+use crate::config::FallbackFormat;
+use crate::config::{FallbackConfig, FallbackMode};
 use crate::encode::{Payload, decode};
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
+#[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{
     BATCH_MAX_BYTES, BATCH_MAX_EVENTS, BATCH_MAX_SPAN_MS, BUFFER_MAX_BYTES, EVENT_OVERHEAD,
 };
+#[cfg(feature = "cloudwatch")]
 use cloudwatch::{Backoff, Buffer, CallError, Destination, Pending};
 use records::{Formatter, Record};
 
@@ -76,6 +86,13 @@ pub enum FallbackError {
         "no AWS region for the CloudWatch fallback: set AWS_REGION (or use OFFPATH_FALLBACK=stdout)"
     )]
     NoRegion,
+    /// A CloudWatch sink was asked of a build without the `cloudwatch` feature.
+    #[error(
+        "OFFPATH_FALLBACK=cloudwatch (or OFFPATH_FALLBACK_LOG_GROUP) is set, but this build of offpath has no \
+         CloudWatch Logs sink (built without the `cloudwatch` feature, like the Lambda layer): use \
+         OFFPATH_FALLBACK=stdout"
+    )]
+    NoCloudWatch,
 }
 
 /// Where fallback records go.
@@ -124,6 +141,7 @@ impl std::fmt::Debug for StdoutSink {
     }
 }
 
+#[cfg(feature = "cloudwatch")]
 #[derive(Debug)]
 struct CloudWatchSink {
     dest: Destination,
@@ -135,6 +153,7 @@ struct CloudWatchSink {
 enum Sink {
     Off,
     Stdout(StdoutSink),
+    #[cfg(feature = "cloudwatch")]
     CloudWatch(Box<CloudWatchSink>),
 }
 
@@ -147,9 +166,10 @@ pub struct Fallback {
     scratch: Vec<Record>,
 }
 
+#[cfg(feature = "cloudwatch")]
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -158,12 +178,14 @@ impl Fallback {
     /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`, roles).
     ///
     /// # Errors
-    /// A [`FallbackError`] naming the setting to fix (log group or stream name, missing region).
+    /// A [`FallbackError`] naming the setting to fix (log group or stream name, missing region, or
+    /// [`FallbackError::NoCloudWatch`] in a build without the `cloudwatch` feature).
     pub async fn new(
         cfg: &FallbackConfig,
         in_lambda: bool,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, FallbackError> {
+        #[cfg(feature = "cloudwatch")]
         if SinkKind::resolve(cfg, in_lambda) == SinkKind::CloudWatch {
             let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .load()
@@ -181,7 +203,10 @@ impl Fallback {
         let sink = match SinkKind::resolve(cfg, in_lambda) {
             SinkKind::Off => Sink::Off,
             SinkKind::Stdout => return Ok(Self::with_writer(cfg, telemetry, tokio::io::stdout())),
-            SinkKind::CloudWatch => return Err(FallbackError::NoRegion),
+            SinkKind::CloudWatch if cfg!(feature = "cloudwatch") => {
+                return Err(FallbackError::NoRegion);
+            }
+            SinkKind::CloudWatch => return Err(FallbackError::NoCloudWatch),
         };
         Ok(Self {
             sink,
@@ -195,6 +220,7 @@ impl Fallback {
     ///
     /// # Errors
     /// A [`FallbackError`] naming the setting to fix.
+    #[cfg(feature = "cloudwatch")]
     pub fn with_aws(
         cfg: &FallbackConfig,
         in_lambda: bool,
@@ -261,6 +287,7 @@ impl Fallback {
     }
 
     /// Bound the CloudWatch buffer to `bytes` instead of [`BUFFER_MAX_BYTES`].
+    #[cfg(feature = "cloudwatch")]
     pub fn with_buffer_max_bytes(mut self, bytes: usize) -> Self {
         if let Sink::CloudWatch(cw) = &mut self.sink {
             cw.buffer.set_max_bytes(bytes);
@@ -273,6 +300,7 @@ impl Fallback {
         match self.sink {
             Sink::Off => SinkKind::Off,
             Sink::Stdout(_) => SinkKind::Stdout,
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(_) => SinkKind::CloudWatch,
         }
     }
@@ -280,24 +308,27 @@ impl Fallback {
     /// The CloudWatch log group and stream, when that is the sink.
     pub fn destination(&self) -> Option<(&str, &str)> {
         match &self.sink {
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => Some((&cw.dest.group, &cw.dest.stream)),
-            _ => None,
+            Sink::Off | Sink::Stdout(_) => None,
         }
     }
 
     /// Bytes of records waiting for CloudWatch (0 for the other sinks).
     pub fn buffered_bytes(&self) -> usize {
         match &self.sink {
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => cw.buffer.bytes(),
-            _ => 0,
+            Sink::Off | Sink::Stdout(_) => 0,
         }
     }
 
     /// True when a full PutLogEvents batch is waiting and [`Fallback::flush`] should run now.
     pub fn wants_flush(&self) -> bool {
         match &self.sink {
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => cw.buffer.batch_ready(),
-            _ => false,
+            Sink::Off | Sink::Stdout(_) => false,
         }
     }
 
@@ -363,6 +394,7 @@ impl Fallback {
                     }
                 }
             }
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
                 for r in records.drain(..) {
@@ -381,6 +413,7 @@ impl Fallback {
 
     /// Push buffered records out before `deadline`: flush stdout, or send CloudWatch batches (retrying
     /// with backoff while the deadline allows). What is left stays buffered for the next call.
+    #[cfg_attr(not(feature = "cloudwatch"), allow(unused_variables))]
     pub async fn flush(&mut self, deadline: Instant) {
         let t = Arc::clone(&self.telemetry);
         match &mut self.sink {
@@ -399,6 +432,7 @@ impl Fallback {
                     }
                 }
             }
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline, true).await,
         }
     }
@@ -406,6 +440,7 @@ impl Fallback {
 
 /// Send batches until the buffer is empty or `deadline`; with `wait`, sleep out backoffs that end
 /// before the deadline, without it return at the first backoff.
+#[cfg(feature = "cloudwatch")]
 async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Instant, wait: bool) {
     let mut created = false;
     while !cw.buffer.is_empty() {
@@ -510,6 +545,7 @@ impl Drop for Fallback {
         let held = match &mut self.sink {
             Sink::Off => 0,
             Sink::Stdout(s) => std::mem::take(&mut s.unflushed).samples,
+            #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => cw.buffer.clear(),
         };
         if held > 0 {
@@ -523,6 +559,7 @@ impl Drop for Fallback {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FallbackFormat;
 
     fn cfg(mode: FallbackMode, group: Option<&str>) -> FallbackConfig {
         FallbackConfig {
@@ -556,6 +593,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cloudwatch")]
     #[tokio::test]
     async fn bad_cloudwatch_settings_are_refused_with_the_key_to_fix() {
         let t = Arc::new(Telemetry::default());
@@ -576,5 +614,28 @@ mod tests {
         c.log_group = None;
         let e = Fallback::with_aws(&c, false, t, &aws).unwrap_err();
         assert_eq!(e, FallbackError::NoLogGroup);
+    }
+
+    #[cfg(not(feature = "cloudwatch"))]
+    #[tokio::test]
+    async fn a_build_without_cloudwatch_refuses_a_cloudwatch_sink_and_names_the_keys() {
+        let t = Arc::new(Telemetry::default());
+        for (mode, group, lambda) in [
+            (FallbackMode::CloudWatch, Some("g"), true),
+            (FallbackMode::Auto, Some("g"), false),
+        ] {
+            let e = Fallback::new(&cfg(mode, group), lambda, Arc::clone(&t))
+                .await
+                .unwrap_err();
+            assert_eq!(e, FallbackError::NoCloudWatch);
+            let msg = e.to_string();
+            assert!(msg.contains("OFFPATH_FALLBACK=cloudwatch"), "{msg}");
+            assert!(msg.contains("OFFPATH_FALLBACK_LOG_GROUP"), "{msg}");
+            assert!(msg.contains("`cloudwatch` feature"), "{msg}");
+        }
+        let fb = Fallback::new(&cfg(FallbackMode::Auto, Some("g")), true, t)
+            .await
+            .unwrap();
+        assert_eq!(fb.sink(), SinkKind::Stdout);
     }
 }

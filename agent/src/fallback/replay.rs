@@ -130,6 +130,7 @@ pub struct ReplayOptions {
     /// Time each batch may take to be delivered, retries included (default 30 s).
     pub batch_deadline: Duration,
     /// AWS settings for a log group source; `None` = the standard SDK chain.
+    #[cfg(feature = "cloudwatch")]
     pub aws: Option<aws_config::SdkConfig>,
 }
 
@@ -142,6 +143,7 @@ impl ReplayOptions {
             dedupe: false,
             now,
             batch_deadline: Duration::from_secs(30),
+            #[cfg(feature = "cloudwatch")]
             aws: None,
         }
     }
@@ -223,6 +225,12 @@ pub enum ReplayError {
         /// End, ms.
         until_ms: i64,
     },
+    /// `--log-group` in a build without the `cloudwatch` feature.
+    #[error(
+        "cannot read --log-group {0}: this build of offpath has no CloudWatch Logs support (built without \
+         the `cloudwatch` feature); export the records to a file and use --from-file"
+    )]
+    NoCloudWatch(String),
     /// The AWS SDK found no region for the log group source.
     #[error("no AWS region to read --log-group from: set AWS_REGION")]
     NoRegion,
@@ -323,6 +331,11 @@ pub async fn replay(
             r.read(BufReader::new(file), &shown).await?;
         }
         ReplaySource::Stdin => r.read(BufReader::new(tokio::io::stdin()), "-").await?,
+        #[cfg(not(feature = "cloudwatch"))]
+        ReplaySource::LogGroup { group, .. } => {
+            return Err(ReplayError::NoCloudWatch(group.clone()));
+        }
+        #[cfg(feature = "cloudwatch")]
         ReplaySource::LogGroup {
             group,
             stream,
@@ -426,6 +439,7 @@ impl Replayer<'_> {
     }
 
     /// Every page of FilterLogEvents over the range.
+    #[cfg(feature = "cloudwatch")]
     async fn log_group(
         &mut self,
         client: &aws_sdk_cloudwatchlogs::Client,
@@ -613,6 +627,33 @@ mod tests {
             let e = parse_time("--since", bad, NOW_MS).unwrap_err();
             assert!(e.to_string().contains("--since"), "{bad}: {e}");
         }
+    }
+
+    #[cfg(not(feature = "cloudwatch"))]
+    #[tokio::test]
+    async fn a_build_without_cloudwatch_refuses_a_log_group_and_says_why() {
+        let config = crate::config::Config::load(&|k: &str| {
+            (k == "DD_API_KEY").then(|| "0123456789abcdef".to_owned())
+        })
+        .unwrap();
+        let telemetry = Telemetry::default();
+        let mut fwd = Forwarder::new(
+            &config.forward,
+            std::sync::Arc::new(Telemetry::default()),
+            None,
+        )
+        .unwrap();
+        let source = ReplaySource::log_group("/g", None, None, None, NOW_MS).unwrap();
+        let opts = ReplayOptions::new(source, NOW_MS / 1000);
+        let e = replay(&opts, &Encoder::new(1), &mut fwd, &telemetry)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ReplayError::NoCloudWatch(g) if g == "/g"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--log-group"), "{e}");
+        assert!(e.to_string().contains("`cloudwatch` feature"), "{e}");
     }
 
     #[test]
