@@ -39,6 +39,20 @@ fn fast_policy() -> RetryPolicy {
     }
 }
 
+/// One attempt per payload and delivery (the backoff outlasts any deadline of these tests), so every
+/// request is answered and none is abandoned in flight at a deadline: such a request may still reach
+/// the intake later (at least once), after a test has switched the intake to accepting.
+fn one_attempt_policy() -> RetryPolicy {
+    RetryPolicy {
+        backoff: Backoff {
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        },
+        breaker_threshold: 1_000,
+        ..fast_policy()
+    }
+}
+
 struct Rig {
     intake: FakeIntake,
     telemetry: Arc<Telemetry>,
@@ -418,7 +432,8 @@ async fn an_unreachable_intake_leaves_the_payloads_in_the_retry_queue_by_the_dea
         .with_retry_policy(policy);
     let payloads = encode(&series_flush(3));
     let bytes: usize = payloads.iter().map(|p| p.body.len()).sum();
-    fwd.send(payloads, Instant::now() + Duration::from_millis(300))
+    // Long enough for a retry however slow the machine (backoff 10 ms, doubling to 100 ms).
+    fwd.send(payloads, Instant::now() + Duration::from_secs(1))
         .await;
     assert_eq!(fwd.queued_bytes(), bytes);
     assert!(telemetry.forward.retries.load(Relaxed) >= 1);
@@ -513,18 +528,17 @@ async fn the_breaker_opens_after_repeated_failures_and_closes_when_the_intake_re
 async fn the_retry_queue_keeps_payloads_across_calls_and_overflows_oldest_first() {
     let one = encode(&series_flush(50));
     let cap = one[0].body.len() * 2 + 1;
-    let policy = RetryPolicy {
-        breaker_threshold: 1_000,
-        ..fast_policy()
-    };
-    let mut r = rig_with(|c| c.retry_queue_max_bytes = cap, policy, true).await;
+    let mut r = rig_with(
+        |c| c.retry_queue_max_bytes = cap,
+        one_attempt_policy(),
+        true,
+    )
+    .await;
     r.intake.set_default_reply(Reply::Status(503));
     for i in 0..3 {
         let mut p = one.clone();
         p[0].samples = i;
-        r.fwd
-            .send(p, Instant::now() + Duration::from_millis(50))
-            .await;
+        r.fwd.send(p, deadline()).await;
     }
     let over = drain(r.overflow.as_mut().unwrap());
     assert_eq!(over.iter().map(|p| p.samples).collect::<Vec<_>>(), [0]);
@@ -564,18 +578,9 @@ async fn without_a_fallback_queue_overflow_is_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_healthy_send_also_drains_what_waited_in_the_retry_queue() {
-    let policy = RetryPolicy {
-        breaker_threshold: 1_000,
-        ..fast_policy()
-    };
-    let mut r = rig_with(|_| {}, policy, false).await;
+    let mut r = rig_with(|_| {}, one_attempt_policy(), false).await;
     r.intake.set_default_reply(Reply::Status(500));
-    r.fwd
-        .send(
-            encode(&series_flush(3)),
-            Instant::now() + Duration::from_millis(50),
-        )
-        .await;
+    r.fwd.send(encode(&series_flush(3)), deadline()).await;
     assert!(r.fwd.queued_bytes() > 0);
     r.intake.set_default_reply(Reply::Status(202));
     r.fwd.send(encode(&series_flush(4)), deadline()).await;
