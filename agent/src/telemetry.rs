@@ -124,6 +124,9 @@ pub struct ListenerStats {
     pub dropped: [AtomicU64; 3],
     /// Unix stream connections closed at once because the listener already served its maximum.
     pub connections_refused: AtomicU64,
+    /// Failed `accept` calls of the Unix stream listener (out of file descriptors, typically); new
+    /// connections wait in the socket's backlog meanwhile.
+    pub accept_errors: AtomicU64,
 }
 
 impl ListenerStats {
