@@ -203,8 +203,9 @@ impl Engine {
     /// in the retry queue (or goes to the fallback when that overflows).
     ///
     /// `deadline` is an `Instant`, or a movable [`Deadline`]: bringing that forward ends the delivery
-    /// early with exact accounting (answers already on their way still count). Dropping this future is
-    /// safe too: the forwarder keeps what it was delivering (see `forward`'s documentation).
+    /// early with exact accounting (answers already on their way still count). End it that way, not by
+    /// dropping this future: the forwarder would keep what it was delivering, but a flush collected from
+    /// the aggregator and not yet handed to it (or being written in local mode) would be lost uncounted.
     pub async fn flush(&mut self, final_flush: bool, deadline: impl Into<Deadline>) -> FlushReport {
         let deadline = deadline.into();
         let Some(mut flush) = self.collect(final_flush, &deadline).await else {
