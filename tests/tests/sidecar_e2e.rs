@@ -782,13 +782,15 @@ fn sigterm_during_a_periodic_flush_stuck_on_the_intake_still_exits_within_the_de
 fn sigterm_while_an_answer_is_on_its_way_counts_the_payload_delivered_once() {
     let rt = runtime();
     let intake = rt.block_on(FakeIntake::start(SECRET_KEY));
+    // The answer comes 1 s after the request, well within the periodic flush's own deadline (one
+    // interval, 3 s): only the signal could cut the delivery short.
     intake.set_default_reply(Reply::Delay(Duration::from_secs(1), 202));
     let mut offpath = Offpath::start(
         &[],
         &[
             ("DD_API_KEY", SECRET_KEY),
             ("DD_DD_URL", &intake.url()),
-            ("OFFPATH_FLUSH_INTERVAL", "1"),
+            ("OFFPATH_FLUSH_INTERVAL", "3"),
             ("OFFPATH_SELF_TELEMETRY", "false"),
             ("OFFPATH_FALLBACK", "stdout"),
             ("OFFPATH_SHUTDOWN_TIMEOUT", "30"),
