@@ -1,14 +1,17 @@
-//! UDP receive path throughput: a loopback sender flat out (`sendmmsg`, 32 datagrams a call) into
-//! offpath's UDP listeners, a consumer draining the packet queue.
+//! Receive path throughput: a loopback sender flat out (`sendmmsg`, 32 datagrams a call) into
+//! offpath's UDP listeners, a consumer draining the packet queue; then the Unix stream listener, a
+//! client writing length-prefixed frames flat out on one connection.
 //!
 //! `cargo bench --bench ingest` (seconds per case: `INGEST_BENCH_SECS`, default 2). For each case it
-//! prints datagrams sent, read by the listeners and delivered to the queue per second, where the rest
-//! went (kernel receive-buffer overflow or a full queue), and the CPU the receive threads used, as ns
-//! per datagram (their cost independent of how the cores were shared with the sender).
+//! prints datagrams (frames) sent, read by the listeners and delivered to the queue per second, where
+//! the rest went (kernel receive-buffer overflow or a full queue), and the CPU the receive threads used,
+//! as ns per datagram (their cost independent of how the cores were shared with the sender).
 
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -87,6 +90,89 @@ fn main() {
     for case in &cases {
         run(case, Duration::from_secs_f64(secs));
     }
+    println!(
+        "\n{:<15} {:>9} {:>12} {:>12} {:>7} {:>9} {:>10} {:>9}",
+        "unix stream", "bytes", "sent/s", "queued/s", "loss%", "qfull", "lines/s", "ns/frame"
+    );
+    let (big, big_lines) = big_datagram();
+    for (name, payload, lines) in [
+        ("small (1 line)", SMALL.as_bytes().to_vec(), 1),
+        ("8 KB", big, big_lines),
+    ] {
+        run_stream(name, &payload, lines, Duration::from_secs_f64(secs));
+    }
+}
+
+/// One client writes `payload` as frames (u32 little-endian length, then the bytes) flat out on one
+/// connection to the Unix stream listener; the socket blocks it when the listener falls behind.
+fn run_stream(name: &str, payload: &[u8], lines: usize, duration: Duration) {
+    let dir = std::env::temp_dir().join(format!("offpath-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("stream.sock");
+    let cfg = IngestConfig {
+        udp: None,
+        socket: None,
+        stream_socket: Some(path.clone()),
+        buffer_size: NonZeroUsize::new(8192).unwrap_or(NonZeroUsize::MIN),
+        so_rcvbuf: None,
+        queue_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+        receive_threads: 1,
+    };
+    let telemetry = Arc::new(Telemetry::default());
+    let (tx, rx) = crossbeam_channel::bounded::<Packet>(cfg.queue_size.get());
+    let listeners = match Listeners::start(&cfg, &telemetry, tx) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
+    };
+    let consumer = std::thread::spawn(move || rx.into_iter().count());
+    // 64 KiB of whole frames per write.
+    let mut chunk = Vec::new();
+    while chunk.len() < 64 * 1024 {
+        chunk.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(payload);
+    }
+    let per_chunk = chunk.len() / (payload.len() + 4);
+    let cpu_before = thread_cpu("offpath-unix");
+    let start = Instant::now();
+    let mut sent = 0u64;
+    if let Ok(mut client) = UnixStream::connect(&path) {
+        while start.elapsed() < duration {
+            if client.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += per_chunk as u64;
+        }
+    }
+    // Let the listener read what the connection still holds (every frame counts as read, queued or
+    // not), then take its CPU time while its thread still exists.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while telemetry.packets_received() < sent && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu("offpath-unix") - cpu_before;
+    listeners.stop();
+    let _ = consumer.join();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let read = telemetry.packets_received();
+    let qfull = telemetry.packets_dropped(PacketDrop::QueueFull);
+    let queued = read - qfull;
+    let per_s = |n: u64| n as f64 / elapsed;
+    println!(
+        "{:<15} {:>9} {:>12.0} {:>12.0} {:>7.2} {:>9} {:>10.0} {:>9.0}",
+        name,
+        payload.len(),
+        per_s(sent),
+        per_s(queued),
+        100.0 * (sent - queued.min(sent)) as f64 / sent.max(1) as f64,
+        qfull,
+        per_s(queued) * lines as f64,
+        cpu * 1e9 / read.max(1) as f64,
+    );
 }
 
 fn run(case: &Case, duration: Duration) {
@@ -196,13 +282,18 @@ fn send(addr: SocketAddr, payload: &[u8], senders: usize, stop: &AtomicBool) -> 
 
 /// CPU seconds used so far by offpath's UDP receive threads (from /proc, 100 ticks a second).
 fn receive_cpu() -> f64 {
+    thread_cpu("offpath-udp")
+}
+
+/// CPU seconds used so far by this process's threads whose name starts with `prefix`.
+fn thread_cpu(prefix: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
     let mut ticks = 0u64;
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("offpath-udp") {
+        if !comm.starts_with(prefix) {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();

@@ -229,6 +229,16 @@ pub async fn check_config(config: &Config, source: &str, warnings: &[String]) ->
              never use this in production",
         );
     }
+    let agg = &config.aggregate;
+    if agg.histogram_aggregates.is_empty() && agg.histogram_percentiles.is_empty() {
+        report.push(
+            "histograms",
+            Outcome::Warn,
+            "DD_HISTOGRAM_AGGREGATES and DD_HISTOGRAM_PERCENTILES are both empty: histogram and timer \
+             values (h, ms) ship nothing, as in the Datadog Agent, and are counted as \
+             points.dropped.histogram_no_output; set either key to ship them",
+        );
+    }
 
     let Some(api_key) = fwd.api_key.as_ref() else {
         let detail = if fwd.api_key_secret_arn.is_some() {
@@ -807,6 +817,23 @@ mod tests {
         let l = line(&report, "api key");
         assert_eq!(l.outcome, Outcome::Fail);
         assert!(l.detail.contains("HTTP 500") && l.detail.contains("DD_DD_URL"));
+    }
+
+    #[tokio::test]
+    async fn histograms_that_would_ship_nothing_are_a_warning_naming_both_keys() {
+        let c = config(&[
+            ("DD_HISTOGRAM_AGGREGATES", "[]".into()),
+            ("DD_HISTOGRAM_PERCENTILES", "[]".into()),
+        ]);
+        let report = check_config(&c, "test", &[]).await;
+        let l = line(&report, "histograms");
+        assert_eq!(l.outcome, Outcome::Warn, "{report}");
+        assert!(
+            l.detail.contains("DD_HISTOGRAM_AGGREGATES")
+                && l.detail.contains("DD_HISTOGRAM_PERCENTILES")
+        );
+        let defaults = check_config(&config(&[]), "test", &[]).await;
+        assert!(defaults.lines.iter().all(|l| l.name != "histograms"));
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::encode::{Encoder, Payload};
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::secret::{ApiKeySecret, SecretError};
-use crate::forward::{ForwardError, Forwarder};
+use crate::forward::{Deadline, ForwardError, Forwarder};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
@@ -191,7 +191,7 @@ impl Engine {
     }
 
     /// Ask the worker for a flush. `final_flush` also emits open buckets.
-    async fn collect(&mut self, final_flush: bool, deadline: Instant) -> Option<Flush> {
+    async fn collect(&mut self, final_flush: bool, deadline: &Deadline) -> Option<Flush> {
         let control = self.control.as_ref()?;
         let (reply, rx) = oneshot::channel();
         if control
@@ -201,16 +201,16 @@ impl Engine {
             tracing::warn!("the aggregator is busy or gone; flush skipped");
             return None;
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(flush)) => {
+        match deadline.bound(rx).await {
+            Some(Ok(flush)) => {
                 self.health.heartbeat(unix_now());
                 Some(flush)
             }
-            Ok(Err(_)) => {
+            Some(Err(_)) => {
                 tracing::error!("the aggregator thread stopped");
                 None
             }
-            Err(_) => {
+            None => {
                 tracing::warn!("the aggregator did not answer the flush before the deadline");
                 None
             }
@@ -219,8 +219,14 @@ impl Engine {
 
     /// Flush the aggregator and deliver what it emits before `deadline`; what misses the deadline stays
     /// in the retry queue (or goes to the fallback when that overflows).
-    pub async fn flush(&mut self, final_flush: bool, deadline: Instant) -> FlushReport {
-        let Some(mut flush) = self.collect(final_flush, deadline).await else {
+    ///
+    /// `deadline` is an `Instant`, or a movable [`Deadline`]: bringing that forward ends the delivery
+    /// early with exact accounting (answers already on their way still count). End it that way, not by
+    /// dropping this future: the forwarder would keep what it was delivering, but a flush collected from
+    /// the aggregator and not yet handed to it (or being written in local mode) would be lost uncounted.
+    pub async fn flush(&mut self, final_flush: bool, deadline: impl Into<Deadline>) -> FlushReport {
+        let deadline = deadline.into();
+        let Some(mut flush) = self.collect(final_flush, &deadline).await else {
             return FlushReport::default();
         };
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
@@ -236,7 +242,7 @@ impl Engine {
             Delivery::Local { fallback } => {
                 if !flush.is_empty() {
                     fallback.write_flush(&flush).await;
-                    fallback.flush(deadline).await;
+                    fallback.flush(deadline.at()).await;
                 }
                 FlushReport {
                     payloads: usize::from(!flush.is_empty()),
@@ -248,9 +254,9 @@ impl Engine {
                 forwarder, secret, ..
             } => {
                 if let Some(secret) = secret.as_mut() {
-                    secret.before_send(forwarder, deadline).await;
+                    secret.before_send(forwarder, deadline.at()).await;
                 }
-                forwarder.retry_queued(deadline).await;
+                forwarder.retry_queued(deadline.clone()).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
                     Err(e) => {
@@ -374,23 +380,38 @@ pub async fn run(
     ready(engine.udp_addr(), status_addr);
 
     let period = config.aggregate.flush_interval;
+    let grace = config.ops.shutdown_timeout;
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    loop {
+    // The shutdown deadline counts from the signal.
+    let stop_by = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break Instant::now() + grace,
             _ = ticker.tick() => {
                 // Deliveries may take up to one period; the next tick waits for this one.
-                let report = engine.flush(false, Instant::now() + period.max(Duration::from_secs(1))).await;
-                tracing::debug!(?report, "flushed");
+                let (deadline, cut) = Deadline::movable(Instant::now() + period.max(Duration::from_secs(1)));
+                let flush = engine.flush(false, deadline);
+                tokio::pin!(flush);
+                tokio::select! {
+                    report = &mut flush => tracing::debug!(?report, "flushed"),
+                    () = &mut shutdown => {
+                        // A signal during a slow delivery: it gets half the shutdown time instead of the
+                        // rest of its period, then stops as at any deadline (what is left waits in the
+                        // retry queue for the shutdown). Its future is not dropped, so an answer that
+                        // arrives in time still counts.
+                        let signalled = Instant::now();
+                        cut.bring_forward(signalled + grace / 2);
+                        let report = flush.await;
+                        tracing::debug!(?report, "flushed, cut short by the signal");
+                        break signalled + grace;
+                    }
+                }
             }
         }
-    }
+    };
     tracing::info!("shutting down: draining listeners and flushing everything");
-    engine
-        .shutdown(Instant::now() + config.ops.shutdown_timeout)
-        .await;
+    engine.shutdown(stop_by).await;
     let _ = status_stop_tx.send(());
     if let Some(task) = status_task {
         let _ = task.await;

@@ -53,9 +53,10 @@ pub enum PointDrop {
     IntakeRejected,
     /// A single item was larger than the intake accepts (413 with nothing left to split).
     TooLarge,
-    /// The retry queue overflowed and no fallback was configured (`OFFPATH_FALLBACK=off`).
+    /// The forwarder's retry queue overflowed and it was given no fallback channel.
     RetryQueueOverflow,
-    /// The fallback's own buffer overflowed while its sink kept failing.
+    /// The fallback fell behind: its own buffer overflowed while its sink kept failing, or the
+    /// forwarder's hand-off to it stayed full.
     FallbackOverflow,
     /// CloudWatch Logs rejected the events (too old, too new, expired).
     FallbackRejected,
@@ -64,11 +65,17 @@ pub enum PointDrop {
     /// A per-context bound of the aggregator was reached (set members per bucket, timestamped points between
     /// flushes), or too many events and service checks waited for one flush.
     AggregateLimit,
+    /// The fallback is off (`OFFPATH_FALLBACK=off`): what would have been written there (in local mode,
+    /// every flush; with an API key, what the intake did not take) is dropped.
+    FallbackOff,
+    /// A histogram or timer value (`h`, `ms`) while `DD_HISTOGRAM_AGGREGATES` and
+    /// `DD_HISTOGRAM_PERCENTILES` are both empty: nothing would be shipped for it (as in the Agent).
+    HistogramNoOutput,
 }
 
 impl PointDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PointDrop; 11] = [
+    pub const ALL: [PointDrop; 13] = [
         Self::NonFinite,
         Self::ContextLimit,
         Self::TimestampUnsupported,
@@ -80,6 +87,8 @@ impl PointDrop {
         Self::FallbackRejected,
         Self::ShutdownDeadline,
         Self::AggregateLimit,
+        Self::FallbackOff,
+        Self::HistogramNoOutput,
     ];
 
     /// The counter label.
@@ -96,6 +105,8 @@ impl PointDrop {
             Self::FallbackRejected => "fallback_rejected",
             Self::ShutdownDeadline => "shutdown_deadline",
             Self::AggregateLimit => "aggregate_limit",
+            Self::FallbackOff => "fallback_off",
+            Self::HistogramNoOutput => "histogram_no_output",
         }
     }
 }
@@ -113,6 +124,9 @@ pub struct ListenerStats {
     pub dropped: [AtomicU64; 3],
     /// Unix stream connections closed at once because the listener already served its maximum.
     pub connections_refused: AtomicU64,
+    /// Failed `accept` calls of the Unix stream listener (out of file descriptors, typically); new
+    /// connections wait in the socket's backlog meanwhile.
+    pub accept_errors: AtomicU64,
 }
 
 impl ListenerStats {

@@ -207,6 +207,8 @@ struct Inner {
     script: VecDeque<Reply>,
     default: Reply,
     requests: Vec<RequestRecord>,
+    /// Requests whose body was read, answered or not yet.
+    arrivals: usize,
     series: Vec<ReceivedSeries>,
     sketches: Vec<ReceivedSketch>,
     events: Vec<ReceivedEvent>,
@@ -435,6 +437,8 @@ async fn handle(
         }
     };
     rec.compressed_len = body.len();
+    shared.lock().arrivals += 1;
+    shared.bump();
 
     let status = match scripted {
         Reply::Drop => {
@@ -597,6 +601,7 @@ impl FakeIntake {
                 script: VecDeque::new(),
                 default: Reply::Status(202),
                 requests: Vec::new(),
+                arrivals: 0,
                 series: Vec::new(),
                 sketches: Vec::new(),
                 events: Vec::new(),
@@ -795,6 +800,13 @@ impl FakeIntake {
     /// Wait until at least `n` requests have been answered (or dropped / hung).
     pub async fn wait_requests(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, |i| i.shared.lock().requests.len() >= n)
+            .await
+    }
+
+    /// Wait until at least `n` requests have arrived whole, before their answer (a `Reply::Delay`
+    /// request is in flight from then until it is answered).
+    pub async fn wait_arrivals(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |i| i.shared.lock().arrivals >= n)
             .await
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use offpath::config::{ApiKey, ForwardConfig};
 use offpath::encode::{Encoder, Payload};
-use offpath::forward::{Backoff, BreakerState, Forwarder, RetryPolicy};
+use offpath::forward::{Backoff, BreakerState, Deadline, Forwarder, RetryPolicy};
 use offpath::model::{
     AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
@@ -36,6 +36,20 @@ fn fast_policy() -> RetryPolicy {
             base: Duration::from_millis(50),
             max: Duration::from_millis(200),
         },
+    }
+}
+
+/// One attempt per payload and delivery (the backoff outlasts any deadline of these tests), so every
+/// request is answered and none is abandoned in flight at a deadline: such a request may still reach
+/// the intake later (at least once), after a test has switched the intake to accepting.
+fn one_attempt_policy() -> RetryPolicy {
+    RetryPolicy {
+        backoff: Backoff {
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        },
+        breaker_threshold: 1_000,
+        ..fast_policy()
     }
 }
 
@@ -418,7 +432,8 @@ async fn an_unreachable_intake_leaves_the_payloads_in_the_retry_queue_by_the_dea
         .with_retry_policy(policy);
     let payloads = encode(&series_flush(3));
     let bytes: usize = payloads.iter().map(|p| p.body.len()).sum();
-    fwd.send(payloads, Instant::now() + Duration::from_millis(300))
+    // Long enough for a retry however slow the machine (backoff 10 ms, doubling to 100 ms).
+    fwd.send(payloads, Instant::now() + Duration::from_secs(1))
         .await;
     assert_eq!(fwd.queued_bytes(), bytes);
     assert!(telemetry.forward.retries.load(Relaxed) >= 1);
@@ -513,18 +528,17 @@ async fn the_breaker_opens_after_repeated_failures_and_closes_when_the_intake_re
 async fn the_retry_queue_keeps_payloads_across_calls_and_overflows_oldest_first() {
     let one = encode(&series_flush(50));
     let cap = one[0].body.len() * 2 + 1;
-    let policy = RetryPolicy {
-        breaker_threshold: 1_000,
-        ..fast_policy()
-    };
-    let mut r = rig_with(|c| c.retry_queue_max_bytes = cap, policy, true).await;
+    let mut r = rig_with(
+        |c| c.retry_queue_max_bytes = cap,
+        one_attempt_policy(),
+        true,
+    )
+    .await;
     r.intake.set_default_reply(Reply::Status(503));
     for i in 0..3 {
         let mut p = one.clone();
         p[0].samples = i;
-        r.fwd
-            .send(p, Instant::now() + Duration::from_millis(50))
-            .await;
+        r.fwd.send(p, deadline()).await;
     }
     let over = drain(r.overflow.as_mut().unwrap());
     assert_eq!(over.iter().map(|p| p.samples).collect::<Vec<_>>(), [0]);
@@ -564,18 +578,9 @@ async fn without_a_fallback_queue_overflow_is_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_healthy_send_also_drains_what_waited_in_the_retry_queue() {
-    let policy = RetryPolicy {
-        breaker_threshold: 1_000,
-        ..fast_policy()
-    };
-    let mut r = rig_with(|_| {}, policy, false).await;
+    let mut r = rig_with(|_| {}, one_attempt_policy(), false).await;
     r.intake.set_default_reply(Reply::Status(500));
-    r.fwd
-        .send(
-            encode(&series_flush(3)),
-            Instant::now() + Duration::from_millis(50),
-        )
-        .await;
+    r.fwd.send(encode(&series_flush(3)), deadline()).await;
     assert!(r.fwd.queued_bytes() > 0);
     r.intake.set_default_reply(Reply::Status(202));
     r.fwd.send(encode(&series_flush(4)), deadline()).await;
@@ -612,4 +617,164 @@ async fn a_forwarder_without_an_api_key_or_with_a_bad_url_is_refused_with_the_ke
     c.proxy = Some("::not a proxy::".into());
     let e = Forwarder::new(&c, telemetry, None).unwrap_err();
     assert!(e.to_string().contains("DD_PROXY_HTTPS"), "{e}");
+}
+
+/// Three payloads of different sizes and kinds, and the samples they carry.
+fn three_payloads() -> (Vec<Payload>, u64) {
+    let mut payloads = encode(&series_flush(3));
+    payloads.extend(encode(&Flush {
+        sketches: vec![sketch(0, 5)],
+        ..Flush::default()
+    }));
+    payloads.extend(encode(&series_flush(7)));
+    assert_eq!(payloads.len(), 3);
+    let samples = payloads.iter().map(|p| p.samples).sum();
+    (payloads, samples)
+}
+
+fn samples(payloads: &[Payload]) -> u64 {
+    payloads.iter().map(|p| p.samples).sum()
+}
+
+#[tokio::test]
+async fn a_send_dropped_while_its_request_hangs_leaves_every_payload_with_the_forwarder_once() {
+    let mut r = rig().await;
+    r.intake.set_default_reply(Reply::Hang);
+    let (payloads, total) = three_payloads();
+    {
+        let send = r.fwd.send(payloads, deadline());
+        tokio::pin!(send);
+        tokio::select! {
+            () = &mut send => panic!("a hung intake cannot complete the delivery"),
+            arrived = r.intake.wait_requests(1, WAIT) => assert!(arrived),
+        }
+    }
+    // The send future is gone with the first request in flight: nothing is lost, nothing doubled.
+    let left = r.fwd.take_queued();
+    assert_eq!(left.len(), 3);
+    assert_eq!(samples(&left), total);
+    assert_eq!(r.telemetry.points.delivered.load(Relaxed), 0);
+    assert_eq!(r.telemetry.points.dropped_total(), 0);
+}
+
+#[tokio::test]
+async fn a_send_that_was_never_polled_still_hands_its_payloads_to_the_forwarder() {
+    let mut r = rig().await;
+    let (payloads, total) = three_payloads();
+    drop(r.fwd.send(payloads, deadline()));
+    let left = r.fwd.take_queued();
+    assert_eq!(samples(&left), total);
+    assert!(r.intake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_probe_dropped_in_flight_counts_as_failed_and_the_breaker_still_recovers() {
+    let mut r = rig_with(|_| {}, fast_policy(), true).await;
+    r.intake.set_default_reply(Reply::Status(503));
+    r.fwd.send(encode(&series_flush(2)), deadline()).await;
+    assert_eq!(r.fwd.breaker_state(), BreakerState::Open);
+    assert_eq!(drain(r.overflow.as_mut().unwrap()).len(), 1);
+
+    r.intake.set_default_reply(Reply::Hang);
+    tokio::time::sleep_until(r.fwd.next_probe().unwrap()).await;
+    {
+        let send = r.fwd.send(encode(&series_flush(3)), deadline());
+        tokio::pin!(send);
+        tokio::select! {
+            () = &mut send => panic!("the probe cannot complete on a hung intake"),
+            arrived = r.intake.wait_requests(6, WAIT) => assert!(arrived),
+        }
+    }
+    assert_eq!(r.fwd.breaker_state(), BreakerState::HalfOpen);
+    // The next call settles the abandoned probe as a failed one (the breaker does not stay half-open,
+    // which would divert everything forever); its payload goes to the fallback, the breaker being open.
+    r.fwd.retry_queued(deadline()).await;
+    assert_eq!(r.fwd.breaker_state(), BreakerState::Open);
+    let fell = drain(r.overflow.as_mut().unwrap());
+    assert_eq!(samples(&fell), 6);
+
+    r.intake.set_default_reply(Reply::Status(202));
+    tokio::time::sleep_until(r.fwd.next_probe().unwrap()).await;
+    r.fwd.send(encode(&series_flush(4)), deadline()).await;
+    assert_eq!(r.fwd.breaker_state(), BreakerState::Closed);
+    assert_eq!(r.telemetry.points.delivered.load(Relaxed), 8);
+}
+
+#[tokio::test]
+async fn bringing_the_deadline_forward_ends_a_hung_request_and_keeps_its_payload_queued() {
+    let mut r = rig().await;
+    r.intake.set_default_reply(Reply::Hang);
+    let (payloads, total) = three_payloads();
+    let (d, cut) = Deadline::movable(deadline());
+    {
+        let send = r.fwd.send(payloads, d);
+        tokio::pin!(send);
+        tokio::select! {
+            () = &mut send => panic!("a hung intake cannot complete the delivery"),
+            arrived = r.intake.wait_requests(1, WAIT) => assert!(arrived),
+        }
+        cut.bring_forward(Instant::now());
+        send.await;
+    }
+    assert_eq!(
+        r.intake.requests().len(),
+        1,
+        "nothing is sent after the deadline"
+    );
+    let left = r.fwd.take_queued();
+    assert_eq!(samples(&left), total);
+    assert_eq!(r.telemetry.points.dropped_total(), 0);
+}
+
+#[tokio::test]
+async fn an_answer_that_comes_before_a_brought_forward_deadline_counts_as_delivered() {
+    let mut r = rig().await;
+    r.intake
+        .set_default_reply(Reply::Delay(Duration::from_millis(200), 202));
+    let (payloads, total) = three_payloads();
+    let (d, cut) = Deadline::movable(Instant::now() + Duration::from_secs(600));
+    {
+        let send = r.fwd.send(payloads, d);
+        tokio::pin!(send);
+        // Brought forward while the first request is on its way, to a deadline its answer still meets.
+        tokio::select! {
+            () = &mut send => {}
+            () = tokio::task::yield_now() => cut.bring_forward(deadline()),
+        }
+        send.await;
+    }
+    assert_eq!(r.telemetry.points.delivered.load(Relaxed), total);
+    assert!(r.fwd.take_queued().is_empty());
+    assert_eq!(r.intake.requests().len(), 3, "each payload sent once");
+}
+
+#[tokio::test]
+async fn a_send_dropped_while_the_fallback_channel_is_full_loses_nothing() {
+    let intake = FakeIntake::start(KEY).await;
+    intake.set_default_reply(Reply::Status(403));
+    let telemetry = Arc::new(Telemetry::default());
+    let (tx, mut rx) = mpsc::channel(1);
+    let mut fwd = Forwarder::new(&config(&intake.url()), Arc::clone(&telemetry), Some(tx))
+        .unwrap()
+        .with_retry_policy(fast_policy());
+    let (payloads, total) = three_payloads();
+    {
+        let send = fwd.send(payloads, deadline());
+        tokio::pin!(send);
+        // The refused key opens the breaker: all three go to the fallback, whose channel holds one.
+        let one_handed_over = async {
+            while rx.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = &mut send => panic!("the channel of one cannot take three payloads"),
+            () = one_handed_over => {}
+        }
+    }
+    let mut all = drain(&mut rx);
+    assert_eq!(all.len(), 1);
+    all.extend(fwd.take_queued());
+    assert_eq!(samples(&all), total);
+    assert_eq!(telemetry.points.dropped_total(), 0);
 }

@@ -17,7 +17,7 @@ use offpath::forward::{Backoff, Forwarder, RetryPolicy};
 use offpath::model::{
     AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
-use offpath::telemetry::Telemetry;
+use offpath::telemetry::{PointDrop, Telemetry};
 use offpath_proto::metric_payload::MetricType;
 use offpath_tests::cloudwatch::Moto;
 use offpath_tests::fake_intake::{FakeIntake, Reply};
@@ -455,4 +455,8 @@ async fn with_the_fallback_off_payloads_are_dropped_and_counted() {
     fb.flush(Instant::now()).await;
     assert_eq!(telemetry.points.fell_back.load(Relaxed), 0);
     assert_eq!(telemetry.points.dropped_total(), flush.samples());
+    assert_eq!(
+        telemetry.points.dropped[PointDrop::FallbackOff as usize].load(Relaxed),
+        flush.samples()
+    );
 }

@@ -200,3 +200,69 @@ fn a_statsd_workload_over_udp_and_a_unix_socket_is_printed_as_exact_records_on_s
     assert_eq!(checks[0]["message"], "connection refused");
     assert_eq!(checks[0]["host"], "db1");
 }
+
+/// The count of one `dropped.<reason>=N` field of the shutdown summary (0 when absent).
+fn summary_dropped(stderr: &str, reason: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("points received="))
+        .unwrap_or_else(|| panic!("no shutdown summary in stderr:\n{stderr}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("dropped.{reason}=")))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn with_the_fallback_off_local_mode_counts_its_points_as_fallback_off_and_empty_histograms_apart() {
+    let mut offpath = Offpath::start(
+        &[],
+        &[
+            ("OFFPATH_FALLBACK", "off"),
+            ("DD_HISTOGRAM_AGGREGATES", "[]"),
+            ("DD_HISTOGRAM_PERCENTILES", "[]"),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("OFFPATH_FLUSH_INTERVAL", "3600"),
+        ],
+    );
+    let udp = offpath.udp.expect("udp address");
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.send_to(b"e2e.count:1|c\ne2e.gauge:2|g\ne2e.latency:3:4|ms", udp)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = offpath.http_get("/status");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if status["points"]["received"].as_u64().unwrap_or(0) >= 4 {
+            assert_eq!(
+                status["points"]["dropped"]["histogram_no_output"], 2,
+                "{body}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not received: {body}");
+        std::thread::yield_now();
+    }
+    assert_eq!(offpath.stop(), Some(0), "stderr:\n{}", offpath.stderr());
+    let stderr = offpath.stderr();
+    assert!(
+        stderr.contains("points received=4 delivered=0 fell_back=0 dropped=4"),
+        "{stderr}"
+    );
+    assert_eq!(summary_dropped(&stderr, "fallback_off"), 2, "{stderr}");
+    assert_eq!(
+        summary_dropped(&stderr, "histogram_no_output"),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        summary_dropped(&stderr, "retry_queue_overflow"),
+        0,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("DD_HISTOGRAM_PERCENTILES"),
+        "the startup warning names both keys"
+    );
+    assert!(offpath.stdout_json().is_empty());
+}

@@ -728,12 +728,10 @@ fn disabling_tls_verification_is_logged_as_a_warning() {
     assert!(!offpath.stderr().contains("DD_SKIP_SSL_VALIDATION"));
 }
 
-/// Known product bug, reported to the lead: `pipeline::run` awaits a periodic flush to its own
-/// deadline (one flush interval) before it looks at the signal, and `Forwarder::send` is not
-/// cancel-safe (payloads in flight live in a local queue), so the shutdown cannot cut it short.
-/// Exit takes up to flush interval + `OFFPATH_SHUTDOWN_TIMEOUT`. Remove the `ignore` with the fix.
+/// A signal during a periodic flush stuck on a hung intake brings that flush's deadline forward (half
+/// the shutdown time) instead of waiting for it (one flush interval): the hung request is abandoned,
+/// its payload waits in the retry queue and the shutdown hands it to the fallback, within the deadline.
 #[test]
-#[ignore = "product bug: SIGTERM waits for a stuck periodic flush (see the doc comment)"]
 fn sigterm_during_a_periodic_flush_stuck_on_the_intake_still_exits_within_the_deadline() {
     let rt = runtime();
     let intake = rt.block_on(FakeIntake::start(SECRET_KEY));
@@ -775,4 +773,132 @@ fn sigterm_during_a_periodic_flush_stuck_on_the_intake_still_exits_within_the_de
         (1, 0, 1, 0),
         "the event falls back to stdout:\n{stderr}"
     );
+}
+
+/// A signal while the answer to a periodic delivery is on its way: the delivery is not dropped (which
+/// would send the payload to the fallback too), it only gets a shorter deadline, which the answer meets.
+/// The event is delivered once and counted delivered, not fallen back.
+#[test]
+fn sigterm_while_an_answer_is_on_its_way_counts_the_payload_delivered_once() {
+    let rt = runtime();
+    let intake = rt.block_on(FakeIntake::start(SECRET_KEY));
+    // The answer comes 1 s after the request, well within the periodic flush's own deadline (one
+    // interval, 3 s): only the signal could cut the delivery short.
+    intake.set_default_reply(Reply::Delay(Duration::from_secs(1), 202));
+    let mut offpath = Offpath::start(
+        &[],
+        &[
+            ("DD_API_KEY", SECRET_KEY),
+            ("DD_DD_URL", &intake.url()),
+            ("OFFPATH_FLUSH_INTERVAL", "3"),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("OFFPATH_FALLBACK", "stdout"),
+            ("OFFPATH_SHUTDOWN_TIMEOUT", "30"),
+        ],
+    );
+    let udp = offpath.udp.expect("udp address");
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"_e{5,4}:reply|body", udp)
+        .unwrap();
+    wait_status(&offpath, "the event received", |s| received(s) >= 1);
+    assert!(
+        rt.block_on(intake.wait_arrivals(1, Duration::from_secs(60))),
+        "the periodic flush never reached the intake; stderr:\n{}",
+        offpath.stderr()
+    );
+    offpath.signal(libc::SIGTERM);
+    let code = offpath.wait();
+    let stderr = offpath.stderr();
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert_eq!(summary(&stderr), (1, 1, 0, 0), "delivered once:\n{stderr}");
+    assert_eq!(intake.events().len(), 1);
+    assert!(offpath.stdout_json().is_empty(), "nothing fell back");
+}
+
+/// `RLIMIT_NOFILE` of process `pid`: (soft, hard).
+fn nofile(pid: i32) -> (u64, u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) reading the limit of our own child into a valid struct.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    (old.rlim_cur, old.rlim_max)
+}
+
+fn set_nofile(pid: i32, soft: u64, hard: u64) {
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit(2) setting the limit of our own child from a valid struct.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Out of file descriptors, the Unix stream listener rests between `accept` attempts (10 ms doubling
+/// to 1 s) instead of spinning on them, counts the failures, logs only the 1st, 2nd, 4th… one, and
+/// serves the connections that waited once descriptors are free again.
+#[test]
+fn a_stream_listener_out_of_file_descriptors_backs_off_counts_and_then_serves_the_waiting_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dsd.stream");
+    let mut offpath = Offpath::start(
+        &[],
+        &[
+            ("DD_DOGSTATSD_STREAM_SOCKET", sock.to_str().unwrap()),
+            ("OFFPATH_SELF_TELEMETRY", "false"),
+            ("OFFPATH_FLUSH_INTERVAL", "3600"),
+        ],
+    );
+    let pid = offpath.pid() as i32;
+    let (soft, hard) = nofile(pid);
+    // No descriptor to spare: accept fails with EMFILE once the holes below the limit are used.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    set_nofile(pid, open, hard);
+    let warning = "cannot accept a Unix stream connection";
+    let mut clients = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The 4th failure is logged (the 3rd is not): the listener kept trying, resting in between.
+    while !offpath.stderr().contains("errors=4 ") {
+        if clients.len() < 64 {
+            clients.push(UnixStream::connect(&sock).unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accept never failed:\n{}",
+            offpath.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // This one waits in the backlog: the listener cannot accept it now.
+    let mut waiting = UnixStream::connect(&sock).unwrap();
+    let line = b"e2e.waited:1|c";
+    waiting
+        .write_all(&(line.len() as u32).to_le_bytes())
+        .unwrap();
+    waiting.write_all(line).unwrap();
+    drop(clients);
+    set_nofile(pid, soft, hard);
+
+    let s = wait_status(&offpath, "the waiting client's frame", |s| received(s) >= 1);
+    let unix = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"].as_str().unwrap().starts_with("unix "))
+        .unwrap();
+    let errors = unix["accept_errors"].as_u64().unwrap();
+    assert!(errors >= 4, "{s}");
+    let logged = offpath.stderr().matches(warning).count() as u32;
+    assert!(
+        logged <= errors.ilog2() + 1,
+        "{logged} warnings for {errors} failed accepts: not rate-limited"
+    );
+    assert_eq!(offpath.stop(), Some(0), "stderr:\n{}", offpath.stderr());
+    assert_eq!(summary(&offpath.stderr()).0, 1);
 }

@@ -119,12 +119,23 @@ impl Aggregator {
         global_tags.dedup();
         let mut global_hashes: Vec<u64> = global_tags.iter().map(|t| tag_hash(t)).collect();
         global_hashes.sort_unstable();
+        let shape = HistogramShape::new(&cfg.histogram_aggregates, &cfg.histogram_percentiles);
+        if shape.is_empty() && cfg.mapping == MetricMapping::Agent {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "DD_HISTOGRAM_AGGREGATES and DD_HISTOGRAM_PERCENTILES are both empty: histogram and \
+                     timer values (h, ms) ship nothing and are dropped, counted as \
+                     points.dropped.histogram_no_output; set either key to ship them"
+                );
+            });
+        }
         Self {
             global_tags,
             global_hashes,
             hostname: cfg.hostname.clone(),
             mapping: cfg.mapping,
-            shape: HistogramShape::new(&cfg.histogram_aggregates, &cfg.histogram_percentiles),
+            shape,
             contexts: Contexts::new(cfg.namespace.clone(), cfg.context_limit.get()),
             events: Vec::new(),
             service_checks: Vec::new(),
@@ -235,7 +246,13 @@ impl Aggregator {
             (false, MetricKind::Gauge) => Class::Gauge,
             (false, MetricKind::Set) => Class::Set,
             (false, MetricKind::Count) if !lambda => Class::Count,
-            (false, MetricKind::Histogram | MetricKind::Timer) if !lambda => Class::Histogram,
+            (false, MetricKind::Histogram | MetricKind::Timer) if !lambda => {
+                if self.shape.is_empty() {
+                    tally.drop_points(PointDrop::HistogramNoOutput, n);
+                    return;
+                }
+                Class::Histogram
+            }
             (false, _) => Class::Distribution,
         };
         let finite = if class == Class::Set {

@@ -249,6 +249,11 @@ impl HistogramShape {
     fn len(&self) -> usize {
         self.aggregates.len() + self.percentiles.len()
     }
+
+    /// No aggregate and no percentile: a histogram context would ship nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A context's identity as shipped.

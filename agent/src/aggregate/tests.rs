@@ -275,6 +275,31 @@ fn configured_aggregates_and_percentiles_name_series_like_the_agent() {
 }
 
 #[test]
+fn histograms_without_aggregates_or_percentiles_ship_nothing_and_their_values_are_counted_dropped()
+{
+    let mut cfg = config();
+    cfg.histogram_aggregates = vec![];
+    cfg.histogram_percentiles = vec![];
+    let mut h = Harness::new(cfg.clone());
+    h.send(&["t:1|ms", "t:2:3|h", "g:1|g", "d:1|d"], T0);
+    let f = h.flush(T0 + 10, false);
+    assert_eq!(only_series(&f).name, "g");
+    assert_eq!(only_sketch(&f).name, "d");
+    assert_eq!(h.dropped(PointDrop::HistogramNoOutput), 3);
+    assert_eq!(h.agg.context_count(), 2, "no context is kept for them");
+    h.assert_ledger_balances();
+
+    // The Lambda mapping ships them as distributions, which need neither key.
+    cfg.mapping = MetricMapping::LambdaDistribution;
+    let mut h = Harness::new(cfg);
+    h.send(&["t:1|ms", "h:2:3|h"], T0);
+    let f = h.flush(T0 + 10, false);
+    assert_eq!(f.sketches.len(), 2);
+    assert_eq!(h.dropped(PointDrop::HistogramNoOutput), 0);
+    h.assert_ledger_balances();
+}
+
+#[test]
 fn distributions_become_one_agent_sketch_per_context_and_bucket() {
     let mut h = Harness::new(config());
     h.send(&["d:1|d", "d:2:3|d", "d:4|d|@0.5"], T0 + 1);

@@ -7,7 +7,7 @@
 //!
 //! * **Sink** (`OFFPATH_FALLBACK`): `auto` is stdout inside Lambda (free, asynchronous, lands in the
 //!   function's log group), CloudWatch Logs where `OFFPATH_FALLBACK_LOG_GROUP` is set, stdout otherwise;
-//!   `cloudwatch`, `stdout`; `off` drops and counts (`points.dropped.retry_queue_overflow`).
+//!   `cloudwatch`, `stdout`; `off` drops and counts (`points.dropped.fallback_off`).
 //! * **Records** ([`records`]): one JSON object per line in the format of `OFFPATH_FALLBACK_FORMAT`.
 //! * **CloudWatch**: PutLogEvents to the group and stream (default stream `<hostname>-<pid>`), both
 //!   created when missing. Every call respects the PutLogEvents limits (see `cloudwatch.rs`).
@@ -340,7 +340,7 @@ impl Fallback {
             if matches!(self.sink, Sink::Off) {
                 self.telemetry
                     .points
-                    .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+                    .drop_points(PointDrop::FallbackOff, p.samples);
                 continue;
             }
             match decode(&p) {
@@ -373,7 +373,7 @@ impl Fallback {
         match &mut self.sink {
             Sink::Off => {
                 let samples = records.drain(..).map(|r| r.samples).sum();
-                t.points.drop_points(PointDrop::RetryQueueOverflow, samples);
+                t.points.drop_points(PointDrop::FallbackOff, samples);
             }
             Sink::Stdout(s) => {
                 for r in records.drain(..) {

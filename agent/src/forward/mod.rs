@@ -20,7 +20,33 @@
 //!
 //! With `DD_API_KEY_SECRET_ARN` instead of `DD_API_KEY` the forwarder starts without a key: payloads wait
 //! in the retry queue until [`secret::ApiKeySecret`] hands one over with [`Forwarder::set_api_key`].
+//!
+//! ## Every payload ends in exactly one place
+//!
+//! A payload handed to [`Forwarder::send`] is delivered (`points.delivered`), dropped with a reason, or
+//! given to the fallback (which counts `points.fell_back` or its own drops); it is never cloned into two
+//! of these. The forwarder owns it from the moment `send` is *called* (not first polled) until its fate
+//! is settled, which happens in one step with no `.await` in between:
+//!
+//! - `pending` holds the payloads of the delivery in progress; the front one is being tried, and only a
+//!   copy of its body (a `Bytes` reference) travels in the HTTP request.
+//! - the retry queue holds what waits for a later delivery (capped in bytes);
+//! - `spill` holds what goes to the fallback until the `overflow` channel has room (capped in bytes
+//!   too; over the cap the oldest is dropped as `PointDrop::FallbackOverflow`).
+//!
+//! **Ending a delivery early.** The graceful way is a [`Deadline`] brought forward with its
+//! [`DeadlineCut`]: every wait ends, an answer that arrived in time still counts, and what is left goes
+//! to the retry queue as at any deadline. Dropping the future of `send` or `retry_queued` is also safe:
+//! the next call (or [`Forwarder::take_queued`]) moves what it left in `pending` to the retry queue, and
+//! a probe it left unanswered counts as a failed probe (the breaker never stays half-open).
+//!
+//! **At least once.** A request abandoned while in flight (its deadline reached, or its future dropped)
+//! may have reached the intake. Its payload is not counted delivered and is sent again or written to the
+//! fallback, so the intake can see it twice. This is the only duplication, and it is bounded to the
+//! request in flight; the ledger (`received = delivered + fell_back + dropped`) stays exact, since the
+//! payload is counted once, where it ended.
 
+mod deadline;
 mod queue;
 mod retry;
 pub mod secret;
@@ -30,11 +56,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
+pub use deadline::{Deadline, DeadlineCut};
 pub use queue::RetryQueue;
 pub use retry::{
     Admission, Attempt, BREAKER_THRESHOLD, Backoff, Breaker, BreakerState, Outcome, RetryPolicy,
@@ -53,6 +81,10 @@ const AGENT_PAYLOAD_VERSION: &str = "4.87.0";
 
 /// The intake path of the API key check.
 pub const VALIDATE_PATH: &str = "/api/v1/validate";
+
+/// A request is not started with less time than this left before the deadline: it could not be
+/// answered in time, yet might reach the intake and be sent again later (see "At least once").
+const MIN_ATTEMPT: Duration = Duration::from_millis(5);
 
 /// How much of an error answer is kept for logs and `/status`.
 const ERROR_BODY_MAX: usize = 512;
@@ -102,14 +134,36 @@ pub enum ForwardError {
     Transport(#[source] reqwest::Error),
 }
 
-/// What became of one payload after [`Forwarder::deliver`].
-enum Fate {
-    /// Delivered, or dropped and counted.
-    Done,
-    /// Split after a 413: send these instead.
-    Parts(Vec<Payload>),
-    /// Not delivered: queue or divert it.
-    Undelivered(Payload),
+/// What the intake made of the payload at the front of `pending` ([`Forwarder::deliver_front`]);
+/// [`Forwarder::settle_front`] acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The intake accepted it.
+    Delivered,
+    /// Refused for good: drop and count under this reason.
+    Drop(PointDrop),
+    /// Too large (413): split it and send the parts.
+    Split,
+    /// Not delivered: to the retry queue, or to the fallback while the breaker is open.
+    Undelivered,
+}
+
+/// What one HTTP request of the front payload carries: a reference to its body, never the payload.
+#[derive(Debug)]
+struct Request {
+    kind: PayloadKind,
+    body: Bytes,
+    samples: u64,
+}
+
+impl Request {
+    fn of(p: &Payload) -> Self {
+        Self {
+            kind: p.kind,
+            body: p.body.clone(),
+            samples: p.samples,
+        }
+    }
 }
 
 /// Ships payloads to the Datadog intake; see the module documentation.
@@ -125,6 +179,12 @@ pub struct Forwarder {
     telemetry: Arc<Telemetry>,
     overflow: Option<mpsc::Sender<Payload>>,
     queue: RetryQueue,
+    /// The delivery in progress, in order; the front payload is being tried. A payload leaves only when
+    /// its fate is settled, so a dropped `send` future loses nothing (see the module documentation).
+    pending: VecDeque<Payload>,
+    /// Payloads on their way to the fallback, oldest first, waiting for room in `overflow`; capped in
+    /// bytes like the retry queue (over the cap the oldest are dropped, never the newest).
+    spill: VecDeque<Payload>,
     breaker: Breaker,
     policy: RetryPolicy,
     encoder: Encoder,
@@ -247,6 +307,8 @@ impl Forwarder {
             telemetry,
             overflow,
             queue: RetryQueue::new(cfg.retry_queue_max_bytes),
+            pending: VecDeque::new(),
+            spill: VecDeque::new(),
             breaker: Breaker::new(policy.breaker_threshold, policy.probe),
             policy,
             encoder: Encoder::new(cfg.zstd_level),
@@ -308,23 +370,44 @@ impl Forwarder {
     /// Deliver `payloads` before `deadline`, retrying transient failures with backoff; what is not
     /// delivered by then joins the retry queue (or goes to `overflow` while the breaker is open).
     /// When everything went through and time is left, queued payloads are retried too.
-    pub async fn send(&mut self, payloads: Vec<Payload>, deadline: Instant) {
-        self.run(payloads.into(), deadline).await;
-        if self.breaker.state() == BreakerState::Closed && !self.queue.is_empty() {
-            self.retry_queued(deadline).await;
+    ///
+    /// The forwarder owns `payloads` as soon as this is called, before the future is polled: dropping
+    /// the future loses nothing (see the module documentation). To end a delivery early and keep exact
+    /// accounting for the answers already on their way, bring a movable [`Deadline`] forward instead.
+    pub fn send(
+        &mut self,
+        payloads: Vec<Payload>,
+        deadline: impl Into<Deadline>,
+    ) -> impl Future<Output = ()> + '_ {
+        self.settle_abandoned();
+        self.pending.extend(payloads);
+        let deadline = deadline.into();
+        async move {
+            self.run(&deadline).await;
+            if self.breaker.state() == BreakerState::Closed && !self.queue.is_empty() {
+                self.pending.extend(self.queue.drain());
+                self.sync_queue_bytes();
+                self.run(&deadline).await;
+            }
         }
     }
 
-    /// Retry what waits in the retry queue, oldest first, before `deadline`.
-    pub async fn retry_queued(&mut self, deadline: Instant) {
-        let queued = self.queue.drain();
+    /// Retry what waits in the retry queue, oldest first, before `deadline`. Like [`Forwarder::send`],
+    /// it takes the queued payloads over when called, so dropping the future loses nothing.
+    pub fn retry_queued(&mut self, deadline: impl Into<Deadline>) -> impl Future<Output = ()> + '_ {
+        self.settle_abandoned();
+        self.pending.extend(self.queue.drain());
         self.sync_queue_bytes();
-        self.run(queued.into(), deadline).await;
+        let deadline = deadline.into();
+        async move { self.run(&deadline).await }
     }
 
-    /// Take everything out of the retry queue (at shutdown, for the fallback).
+    /// Take everything not yet delivered (at shutdown, for the fallback): what waits for room in the
+    /// fallback channel, then the retry queue, then what a dropped delivery left behind.
     pub fn take_queued(&mut self) -> Vec<Payload> {
-        let all = self.queue.drain();
+        self.settle_abandoned();
+        let mut all: Vec<Payload> = self.spill.drain(..).collect();
+        all.extend(self.queue.drain());
         self.sync_queue_bytes();
         all
     }
@@ -361,44 +444,87 @@ impl Forwarder {
         }
     }
 
-    async fn run(&mut self, mut work: VecDeque<Payload>, deadline: Instant) {
-        while let Some(p) = work.pop_front() {
-            if p.exceeds_limits() {
-                // Only a single item that the encoder could not cut gets here; never send it.
-                self.split_or_drop(&p, &mut work);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline || self.api_key.is_none() {
-                self.undelivered(p, deadline).await;
-                continue;
-            }
-            let fate = match self.breaker.admit(now) {
-                Admission::Divert => Fate::Undelivered(p),
-                Admission::Probe => {
-                    self.publish_breaker();
-                    tracing::debug!(kind = p.kind.as_str(), "probing the intake");
-                    self.deliver(p, deadline, true).await
-                }
-                Admission::Send => self.deliver(p, deadline, false).await,
-            };
-            match fate {
-                Fate::Done => {}
-                Fate::Parts(parts) => {
-                    for part in parts.into_iter().rev() {
-                        work.push_front(part);
-                    }
-                }
-                Fate::Undelivered(p) => self.undelivered(p, deadline).await,
-            }
+    /// Settle what a dropped `send` / `retry_queued` future left behind: its payloads join the retry
+    /// queue (the one that was in flight may have reached the intake: at least once), and a probe left
+    /// unanswered counts as a failed probe, so the breaker does not stay half-open.
+    fn settle_abandoned(&mut self) {
+        if self.breaker.state() == BreakerState::HalfOpen {
+            self.breaker.record_failure(Instant::now(), rand::random());
+            self.publish_breaker();
+        }
+        if !self.pending.is_empty() {
+            tracing::debug!(
+                payloads = self.pending.len(),
+                "a delivery was cancelled; its payloads wait in the retry queue"
+            );
+        }
+        while let Some(p) = self.pending.pop_front() {
+            self.undelivered(p);
         }
     }
 
-    fn split_or_drop(&mut self, p: &Payload, work: &mut VecDeque<Payload>) {
-        match split(p, &self.encoder) {
+    /// Work through `pending` until it is empty. Every payload leaves it only when its fate is settled.
+    async fn run(&mut self, deadline: &Deadline) {
+        loop {
+            self.drain_spill(deadline).await;
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            if front.exceeds_limits() {
+                // Only a single item that the encoder could not cut gets here; never send it.
+                self.settle_front(Verdict::Split);
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.at().saturating_duration_since(now) < MIN_ATTEMPT || self.api_key.is_none()
+            {
+                self.settle_front(Verdict::Undelivered);
+                continue;
+            }
+            let probe = match self.breaker.admit(now) {
+                Admission::Divert => {
+                    self.settle_front(Verdict::Undelivered);
+                    continue;
+                }
+                Admission::Probe => {
+                    self.publish_breaker();
+                    tracing::debug!(kind = front.kind.as_str(), "probing the intake");
+                    true
+                }
+                Admission::Send => false,
+            };
+            // The verdict is acted on in the same poll that produced it: no payload is ever both
+            // settled and left in `pending`.
+            let verdict = self.deliver_front(deadline, probe).await;
+            self.settle_front(verdict);
+        }
+        self.drain_spill(deadline).await;
+    }
+
+    /// Take the front payload out of `pending` and put it where `verdict` says, counting it.
+    fn settle_front(&mut self, verdict: Verdict) {
+        let Some(p) = self.pending.pop_front() else {
+            return;
+        };
+        match verdict {
+            Verdict::Delivered => {
+                let t = &self.telemetry;
+                t.points.delivered.fetch_add(p.samples, Relaxed);
+                t.forward.payloads_delivered.fetch_add(1, Relaxed);
+            }
+            Verdict::Drop(reason) => self.telemetry.points.drop_points(reason, p.samples),
+            Verdict::Split => self.split_or_drop(p),
+            Verdict::Undelivered => self.undelivered(p),
+        }
+    }
+
+    /// Replace `p` at the front of `pending` by its halves (their samples add up to its samples), or
+    /// drop and count a single item that cannot be cut.
+    fn split_or_drop(&mut self, p: Payload) {
+        match split(&p, &self.encoder) {
             Ok(parts) => {
                 for part in parts.into_iter().rev() {
-                    work.push_front(part);
+                    self.pending.push_front(part);
                 }
             }
             Err(e) => {
@@ -417,31 +543,37 @@ impl Forwarder {
         }
     }
 
-    /// Try one payload until it is delivered, refused for good, or the deadline / breaker stops it.
-    /// A probe gets one attempt (plus the at-once retry of a stale connection).
-    async fn deliver(&mut self, p: Payload, deadline: Instant, probe: bool) -> Fate {
+    /// Try the front payload of `pending` until it is delivered, refused for good, or the deadline /
+    /// breaker stops it. A probe gets one attempt (plus the at-once retry of a stale connection). The
+    /// payload stays in `pending` meanwhile; only a copy of its body is sent.
+    async fn deliver_front(&mut self, deadline: &Deadline, probe: bool) -> Verdict {
+        let Some(req) = self.pending.front().map(Request::of) else {
+            return Verdict::Undelivered;
+        };
         let mut backoff_attempt = 0u32;
         let mut stale_retried = false;
+        let mut retry = false;
         loop {
-            let outcome = classify(self.attempt(&p, deadline).await);
+            if retry {
+                if deadline.remaining() < MIN_ATTEMPT {
+                    return Verdict::Undelivered;
+                }
+                self.telemetry.forward.retries.fetch_add(1, Relaxed);
+            }
+            retry = true;
+            let outcome = classify(self.attempt(&req, deadline).await);
             match outcome {
                 Outcome::Delivered => {
-                    let t = &self.telemetry;
-                    t.points.delivered.fetch_add(p.samples, Relaxed);
-                    t.forward.payloads_delivered.fetch_add(1, Relaxed);
                     self.intake_answered();
-                    return Fate::Done;
+                    return Verdict::Delivered;
                 }
                 Outcome::Drop(reason) => {
-                    self.telemetry.points.drop_points(reason, p.samples);
                     self.intake_answered();
-                    return Fate::Done;
+                    return Verdict::Drop(reason);
                 }
                 Outcome::Split => {
                     self.intake_answered();
-                    let mut parts = VecDeque::new();
-                    self.split_or_drop(&p, &mut parts);
-                    return Fate::Parts(parts.into());
+                    return Verdict::Split;
                 }
                 Outcome::KeyProblem => {
                     self.key_rejected = true;
@@ -458,13 +590,12 @@ impl Forwarder {
                         self.breaker_opened();
                     }
                     self.publish_breaker();
-                    return Fate::Undelivered(p);
+                    return Verdict::Undelivered;
                 }
                 Outcome::Retry { stale } => {
                     if stale && !stale_retried {
                         // A connection that died under us says nothing about the intake: once, at once.
                         stale_retried = true;
-                        self.telemetry.forward.retries.fetch_add(1, Relaxed);
                         continue;
                     }
                     let opened = self.breaker.record_failure(Instant::now(), rand::random());
@@ -473,24 +604,29 @@ impl Forwarder {
                     }
                     self.publish_breaker();
                     if probe || self.breaker.state() != BreakerState::Closed {
-                        return Fate::Undelivered(p);
+                        return Verdict::Undelivered;
                     }
                     let delay = self.policy.backoff.delay(backoff_attempt, rand::random());
                     backoff_attempt += 1;
-                    if Instant::now() + delay >= deadline {
-                        return Fate::Undelivered(p);
+                    if Instant::now() + delay >= deadline.at() {
+                        return Verdict::Undelivered;
                     }
-                    tokio::time::sleep(delay).await;
-                    self.telemetry.forward.retries.fetch_add(1, Relaxed);
+                    if deadline.bound(tokio::time::sleep(delay)).await.is_none() {
+                        // The deadline was brought forward during the backoff.
+                        return Verdict::Undelivered;
+                    }
                 }
             }
         }
     }
 
-    /// One HTTP request for `p`, bounded by the request timeout and the deadline.
-    async fn attempt(&mut self, p: &Payload, deadline: Instant) -> Attempt {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = self.timeout.min(remaining).max(Duration::from_millis(1));
+    /// One HTTP request, bounded by the request timeout and the deadline (also when the deadline is
+    /// brought forward while the request is in flight: the request is abandoned as timed out).
+    async fn attempt(&mut self, p: &Request, deadline: &Deadline) -> Attempt {
+        let timeout = self
+            .timeout
+            .min(deadline.remaining())
+            .max(Duration::from_millis(1));
         let mut req = self
             .client
             .post(format!("{}{}", self.intake_url, p.kind.path()));
@@ -505,10 +641,11 @@ impl Forwarder {
         if matches!(p.kind, PayloadKind::Series | PayloadKind::Sketches) {
             req = req.header("DD-Agent-Payload", AGENT_PAYLOAD_VERSION);
         }
-        match req.send().await {
-            Ok(resp) => {
+        match deadline.bound(req.send()).await {
+            Some(Ok(resp)) => {
                 let status = resp.status().as_u16();
-                let body = read_body(resp).await;
+                // The status is the answer; a body cut short by the deadline only loses the log text.
+                let body = deadline.bound(read_body(resp)).await.unwrap_or_default();
                 if !(200..300).contains(&status) {
                     let text = excerpt(&body);
                     if status == 400 && !self.logged_rejection {
@@ -527,12 +664,23 @@ impl Forwarder {
                 }
                 Attempt::Status(status)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let kind = transport_error(&e);
                 let msg = error_chain(&e);
                 tracing::debug!(kind = p.kind.as_str(), error = %msg, "intake request failed");
                 self.last_error(format!("{} {kind:?}: {msg}", p.kind.path()));
                 Attempt::Transport(kind)
+            }
+            None => {
+                tracing::debug!(
+                    kind = p.kind.as_str(),
+                    "intake request abandoned: the delivery deadline was brought forward"
+                );
+                self.last_error(format!(
+                    "{} Timeout: abandoned at the deadline",
+                    p.kind.path()
+                ));
+                Attempt::Transport(TransportError::Timeout)
             }
         }
     }
@@ -580,45 +728,88 @@ impl Forwarder {
     }
 
     /// A payload that was not delivered: to the fallback while the breaker is open (and there is one),
-    /// else into the retry queue.
-    async fn undelivered(&mut self, p: Payload, deadline: Instant) {
+    /// else into the retry queue, whose evictions go to the fallback.
+    fn undelivered(&mut self, p: Payload) {
         if self.breaker.state() != BreakerState::Closed && self.overflow.is_some() {
             // The intake is known to be down: nothing waits for it, queued payloads included.
             for old in self.queue.drain() {
-                self.hand_off(old, deadline).await;
+                self.divert(old);
             }
             self.sync_queue_bytes();
-            self.hand_off(p, deadline).await;
+            self.divert(p);
             return;
         }
         let evicted = self.queue.push(p);
         self.sync_queue_bytes();
         for old in evicted {
-            self.hand_off(old, deadline).await;
+            self.divert(old);
         }
     }
 
-    /// Give a payload to the fallback, or drop and count it when there is none (or it stays full past
-    /// the deadline, or it is gone).
-    async fn hand_off(&mut self, p: Payload, deadline: Instant) {
-        let samples = p.samples;
-        let sent = match &self.overflow {
-            None => false,
-            Some(tx) => match tx.try_send(p) {
-                Ok(()) => true,
-                Err(TrySendError::Full(p)) => {
-                    matches!(
-                        tokio::time::timeout_at(deadline, tx.send(p)).await,
-                        Ok(Ok(()))
-                    )
-                }
-                Err(TrySendError::Closed(_)) => false,
-            },
-        };
-        if !sent {
+    /// Give a payload to the fallback (in order: after what already waits in `spill`), or drop and
+    /// count it when there is none. When the fallback channel is full it waits in `spill`; the
+    /// delivery then waits for room ([`Forwarder::drain_spill`]).
+    fn divert(&mut self, p: Payload) {
+        let Some(tx) = &self.overflow else {
             self.telemetry
                 .points
-                .drop_points(PointDrop::RetryQueueOverflow, samples);
+                .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+            return;
+        };
+        let p = if self.spill.is_empty() {
+            match tx.try_send(p) {
+                Ok(()) => return,
+                Err(TrySendError::Full(p)) => p,
+                Err(TrySendError::Closed(p)) => {
+                    // The fallback task is gone (it only ends when the forwarder is dropped).
+                    self.telemetry
+                        .points
+                        .drop_points(PointDrop::FallbackOverflow, p.samples);
+                    return;
+                }
+            }
+        } else {
+            p
+        };
+        self.spill.push_back(p);
+        // The fallback is behind by a whole channel: keep at most a retry queue's worth waiting.
+        let mut bytes: usize = self.spill.iter().map(|p| p.body.len()).sum();
+        while bytes > self.queue.max_bytes() && self.spill.len() > 1 {
+            if let Some(old) = self.spill.pop_front() {
+                bytes -= old.body.len();
+                self.telemetry
+                    .points
+                    .drop_points(PointDrop::FallbackOverflow, old.samples);
+            }
+        }
+    }
+
+    /// Hand what waits in `spill` to the fallback channel, waiting for room until `deadline`; what is
+    /// still waiting then stays for the next delivery or [`Forwarder::take_queued`]. A payload leaves
+    /// `spill` only together with a reserved slot of the channel, so cancelling this loses nothing.
+    async fn drain_spill(&mut self, deadline: &Deadline) {
+        while !self.spill.is_empty() {
+            let Some(tx) = &self.overflow else {
+                return;
+            };
+            let permit = match tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(TrySendError::Full(())) => match deadline.bound(tx.reserve()).await {
+                    Some(Ok(permit)) => permit,
+                    Some(Err(_)) => break,
+                    None => return,
+                },
+                Err(TrySendError::Closed(())) => break,
+            };
+            if let Some(p) = self.spill.pop_front() {
+                permit.send(p);
+            }
+        }
+        // The fallback task is gone (it only ends when the forwarder is dropped, or crashed).
+        for p in self.spill.drain(..) {
+            self.telemetry
+                .points
+                .drop_points(PointDrop::FallbackOverflow, p.samples);
         }
     }
 }

@@ -28,6 +28,11 @@ impl RetryQueue {
         self.bytes
     }
 
+    /// The cap (`DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Payloads held.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -37,6 +37,7 @@
 //!   `Sender` of the queue is dropped and the consumer sees the queue close after the last packet.
 
 mod datagram;
+mod frame;
 mod packet;
 mod stream;
 
@@ -58,6 +59,7 @@ use socket2::SockRef;
 use crate::config::IngestConfig;
 use crate::telemetry::Telemetry;
 
+pub use frame::{FRAME_HEADER, FrameDecoder, FrameError};
 pub use packet::Packet;
 pub use stream::MAX_CONNECTIONS as MAX_STREAM_CONNECTIONS;
 

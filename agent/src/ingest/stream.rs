@@ -10,8 +10,10 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use super::READ_TIMEOUT;
+use super::frame::FrameDecoder;
 use super::packet::Sink;
 
 /// Connections served at once by one Unix stream listener.
@@ -20,9 +22,6 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// Reads per connection when draining at stop (each up to one buffer), so a client that keeps
 /// writing cannot hold shutdown.
 const DRAIN_READS: usize = 256;
-
-/// Bytes of a frame header.
-const HEADER: usize = 4;
 
 /// What one read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,44 +34,39 @@ enum Read1 {
     Closed,
 }
 
-/// One client connection and the bytes read from it that do not yet form a whole frame.
+/// One client connection and its frame decoder (which holds the bytes not yet forming a frame).
 struct Conn {
     stream: UnixStream,
-    /// Holds one header plus one largest frame, so a frame always fits once earlier ones are consumed.
-    buf: Box<[u8]>,
-    /// Unconsumed bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
+    frames: FrameDecoder,
 }
 
 impl Conn {
     fn new(stream: UnixStream, frame_max: usize) -> Conn {
         Conn {
             stream,
-            buf: vec![0u8; frame_max + HEADER].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            frames: FrameDecoder::new(frame_max),
         }
     }
 
-    /// One `read` into the free end of the buffer, then hand over every whole frame.
+    /// One `read` straight into the decoder's free space, then hand over every whole frame.
     fn read_once(&mut self, sink: &mut Sink) -> Read1 {
-        let Some(free) = self.buf.get_mut(self.end..).filter(|f| !f.is_empty()) else {
+        let free = self.frames.spare();
+        if free.is_empty() {
             return Read1::Closed;
-        };
+        }
         match self.stream.read(free) {
             Ok(0) => {
-                if self.end > self.start {
+                if self.frames.buffered() > 0 {
                     tracing::debug!(
-                        bytes = self.end - self.start,
+                        bytes = self.frames.buffered(),
                         "Unix stream connection closed partway through a frame"
                     );
                 }
                 Read1::Closed
             }
             Ok(n) => {
-                self.end += n;
-                if self.frames(sink) {
+                self.frames.filled(n);
+                if hand_over(&mut self.frames, sink) {
                     Read1::Data
                 } else {
                     Read1::Closed
@@ -86,47 +80,72 @@ impl Conn {
             }
         }
     }
+}
 
-    /// Hand every whole frame in the buffer to `sink` and keep the partial rest at the front.
-    /// Returns false (close the connection) on a frame longer than the buffer size.
-    fn frames(&mut self, sink: &mut Sink) -> bool {
-        let frame_max = self.buf.len() - HEADER;
-        let (mut frames, mut bytes) = (0u64, 0u64);
-        let mut keep = true;
-        while let Some(avail) = self.buf.get(self.start..self.end) {
-            let Some(header) = avail.first_chunk::<HEADER>() else {
-                break;
-            };
-            let len = u32::from_le_bytes(*header) as usize;
-            if len > frame_max {
-                frames += 1;
+/// Hand every whole frame to `sink`, counting frames and bytes. Returns false (close the connection)
+/// on a frame longer than the buffer size, counted as `oversize_frame`.
+fn hand_over(frames: &mut FrameDecoder, sink: &mut Sink) -> bool {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut keep = true;
+    while let Some(next) = frames.next_frame() {
+        count += 1;
+        match next {
+            Ok(payload) => {
+                bytes += payload.len() as u64;
+                if !payload.is_empty() {
+                    sink.push_copy(payload);
+                }
+            }
+            Err(e) => {
                 sink.oversize_frame();
-                tracing::warn!(
-                    len,
-                    max = frame_max,
-                    "dropping Unix stream connection: frame larger than DD_DOGSTATSD_BUFFER_SIZE"
-                );
+                tracing::warn!(error = %e, "dropping Unix stream connection");
                 keep = false;
                 break;
             }
-            let Some(payload) = avail.get(HEADER..HEADER + len) else {
-                break;
-            };
-            frames += 1;
-            bytes += len as u64;
-            if !payload.is_empty() {
-                sink.push_copy(payload);
-            }
-            self.start += HEADER + len;
         }
-        sink.received(frames, bytes);
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        } else if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        keep
+    }
+    sink.received(count, bytes);
+    keep
+}
+
+/// When the listening socket is watched again after `accept` failed: an exponential backoff from
+/// [`AcceptBackoff::MIN`] to [`AcceptBackoff::MAX`], reset by the next accepted connection.
+///
+/// Out of file descriptors (`EMFILE`, `ENFILE`) the pending connection stays pending, so the socket
+/// stays readable: without a pause the thread would spin on `accept` (and on warnings). Pure state: the
+/// caller passes `now`.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    /// Consecutive failures.
+    failures: u32,
+    /// The listening socket is not watched before this.
+    resume_at: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const MIN: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// `accept` failed at `now`: returns how long the listening socket now rests.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let pause = Self::MIN
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        self.resume_at = Some(now + pause);
+        pause
+    }
+
+    /// A connection was accepted: no pause any more.
+    fn accepted(&mut self) {
+        *self = Self::default();
+    }
+
+    /// How long the listening socket still rests at `now`; `None` when it is watched.
+    fn resting(&self, now: Instant) -> Option<Duration> {
+        self.resume_at
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -136,14 +155,19 @@ pub(crate) fn run(listener: UnixListener, mut sink: Sink, stop: &AtomicBool) {
     let frame_max = sink.pool().buf_size();
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(MAX_CONNECTIONS + 1);
-    let timeout = libc::c_int::try_from(READ_TIMEOUT.as_millis()).unwrap_or(100);
+    let mut backoff = AcceptBackoff::default();
     let mut errors = 0u64;
     while !stop.load(Relaxed) {
+        let resting = backoff.resting(Instant::now());
         fds.clear();
-        fds.push(pollfd(listener.as_raw_fd()));
+        // A negative descriptor is ignored by poll: the listening socket rests after accept failed.
+        fds.push(pollfd(resting.map_or(listener.as_raw_fd(), |_| -1)));
         fds.extend(conns.iter().map(|c| pollfd(c.stream.as_raw_fd())));
+        let wait = resting.map_or(READ_TIMEOUT, |r| r.min(READ_TIMEOUT));
+        // Round up: a pause of 0.3 ms must not become a busy 0 ms poll.
+        let timeout = libc::c_int::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(100);
         // SAFETY: `fds` holds `fds.len()` initialized pollfd entries for open descriptors owned by
-        // this thread; the vector is not touched during the call.
+        // this thread (or -1, ignored); the vector is not touched during the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n <= 0 {
             let e = io::Error::last_os_error();
@@ -164,10 +188,14 @@ pub(crate) fn run(listener: UnixListener, mut sink: Sink, stop: &AtomicBool) {
         }
         sink.commit();
         if fds.first().is_some_and(|p| p.revents != 0) {
-            accept(&listener, &mut conns, &sink, frame_max);
+            match accept(&listener, &mut conns, &sink, frame_max) {
+                Ok(0) => {}
+                Ok(_) => backoff.accepted(),
+                Err(e) => accept_failed(&e, &mut backoff, &sink),
+            }
         }
     }
-    accept(&listener, &mut conns, &sink, frame_max);
+    let _ = accept(&listener, &mut conns, &sink, frame_max);
     for conn in &mut conns {
         for _ in 0..DRAIN_READS {
             if conn.read_once(&mut sink) != Read1::Data {
@@ -178,6 +206,21 @@ pub(crate) fn run(listener: UnixListener, mut sink: Sink, stop: &AtomicBool) {
     sink.commit();
 }
 
+/// Count a failed `accept`, rest the listening socket, and log the 1st, 2nd, 4th, 8th… failure.
+fn accept_failed(e: &io::Error, backoff: &mut AcceptBackoff, sink: &Sink) {
+    let pause = backoff.failed(Instant::now());
+    let errors = sink.stats().accept_errors.fetch_add(1, Relaxed) + 1;
+    if errors.is_power_of_two() {
+        tracing::warn!(
+            error = %e,
+            errors,
+            retry_in = ?pause,
+            "cannot accept a Unix stream connection (out of file descriptors? raise `ulimit -n`); \
+             new connections wait"
+        );
+    }
+}
+
 fn pollfd(fd: libc::c_int) -> libc::pollfd {
     libc::pollfd {
         fd,
@@ -186,11 +229,19 @@ fn pollfd(fd: libc::c_int) -> libc::pollfd {
     }
 }
 
-/// Accept every pending connection; past [`MAX_CONNECTIONS`], close and count them.
-fn accept(listener: &UnixListener, conns: &mut Vec<Conn>, sink: &Sink, frame_max: usize) {
+/// Accept every pending connection; past [`MAX_CONNECTIONS`], close and count them. Returns how many
+/// were accepted (refused ones included), or the error that stopped it.
+fn accept(
+    listener: &UnixListener,
+    conns: &mut Vec<Conn>,
+    sink: &Sink,
+    frame_max: usize,
+) -> io::Result<usize> {
+    let mut accepted = 0;
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                accepted += 1;
                 if conns.len() >= MAX_CONNECTIONS {
                     let refused = sink.stats().connections_refused.fetch_add(1, Relaxed);
                     if refused == 0 || (refused + 1).is_power_of_two() {
@@ -209,11 +260,47 @@ fn accept(listener: &UnixListener, conns: &mut Vec<Conn>, sink: &Sink, frame_max
                 conns.push(Conn::new(stream, frame_max));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot accept a Unix stream connection");
-                return;
-            }
+            // The client gave up before it was accepted.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(accepted),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_from_10_ms_doubling_to_1_s_and_an_accept_resets_it() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff::default();
+        assert_eq!(b.resting(t0), None);
+        let pauses: Vec<u64> = (0..10).map(|_| b.failed(t0).as_millis() as u64).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(b.resting(t0), Some(Duration::from_secs(1)));
+        assert_eq!(
+            b.resting(t0 + Duration::from_millis(400)),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(
+            b.resting(t0 + Duration::from_secs(1)),
+            None,
+            "then it is watched again"
+        );
+        b.accepted();
+        assert_eq!(b.resting(t0), None);
+        assert_eq!(b.failed(t0), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_backoff_stays_capped_after_very_many_failures() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff::default();
+        for _ in 0..100_000 {
+            b.failed(t0);
+        }
+        assert_eq!(b.failed(t0), AcceptBackoff::MAX);
     }
 }

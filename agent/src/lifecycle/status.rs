@@ -117,6 +117,10 @@ pub struct ListenerStatus {
     pub bytes: u64,
     /// Packets dropped, by reason (`queue_full`, `truncated`, `oversize_frame`).
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Unix stream connections closed at once: the listener already served its maximum.
+    pub connections_refused: u64,
+    /// Failed `accept` calls of the Unix stream listener (out of file descriptors, typically).
+    pub accept_errors: u64,
 }
 
 /// Lines parsed and rejected.
@@ -224,6 +228,8 @@ impl Status {
                             .iter()
                             .map(|r| (r.as_str(), l.dropped[*r as usize].load(Relaxed)))
                             .collect(),
+                        connections_refused: l.connections_refused.load(Relaxed),
+                        accept_errors: l.accept_errors.load(Relaxed),
                     })
                     .collect()
             })
