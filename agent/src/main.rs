@@ -31,9 +31,11 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
     }
 }
 
+/// The async runtime: one thread, the main one. The async work is thin (flush ticks, HTTP to the intake,
+/// `/status`, the fallback writer); receiving and aggregating run on their own threads, so worker
+/// threads would only add stacks and malloc arenas to the idle footprint.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -127,7 +129,8 @@ fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().into_command();
+    let command =
+        Cli::parse_run(std::env::args_os().skip(1)).unwrap_or_else(|| Cli::parse().into_command());
     let result = match command {
         Command::Run(args) => run(args.config.as_deref()),
         Command::Check(args) => runtime().map(|rt| {
