@@ -52,7 +52,9 @@ impl Buf {
         };
         // SAFETY: `dst` is exactly `data.len()` bytes of this buffer, which `data` (a shared borrow)
         // cannot overlap while `self` is borrowed mutably; u8 and MaybeUninit<u8> have one layout.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst.as_mut_ptr().cast(), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), dst.as_mut_ptr().cast(), data.len())
+        };
         true
     }
 
