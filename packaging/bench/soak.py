@@ -77,6 +77,10 @@ def main():
     p.add_argument("--bin-dir", required=True)
     p.add_argument("--duration", type=float, default=300.0, help="seconds in all (default %(default)s)")
     p.add_argument("--rate", type=int, default=200_000, help="lines/s of the exact phase (default %(default)s)")
+    p.add_argument("--limit", type=int, default=10_000,
+                   help="DD_AGGREGATE_CONTEXT_LIMIT (default %(default)s): small, so that memory held for contexts "
+                        "(and the allocator's high-water marks of their flushes) stays small next to what a leak "
+                        "would add; cardinality.sh measures the context-bound memory")
     p.add_argument("--rss-growth-mib", type=float, default=4.0,
                    help="growth allowed within a phase, last quarter vs second quarter (default %(default)s)")
     p.add_argument("--queue-bound-mib", type=float, default=None,
@@ -91,7 +95,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="offpath-soak-") as work:
         sock = os.path.join(work, "dsd.sock")
         # Local mode (no API key): flushed records go to stdout, which is discarded.
-        env = offpath_env("http://127.0.0.1:9", {"DD_DOGSTATSD_SOCKET": sock})
+        env = offpath_env("http://127.0.0.1:9", {"DD_DOGSTATSD_SOCKET": sock,
+                                                 "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit)})
         for key in ("DD_API_KEY", "DD_DD_URL", "OFFPATH_FALLBACK"):
             del env[key]
         op = Offpath(offpath, env, work)
