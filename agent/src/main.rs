@@ -23,6 +23,34 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// Give the memory glibc holds free back to the kernel, every `period`, half a period after each flush.
+///
+/// glibc keeps what is freed in its arenas for reuse and returns little of it: after a burst of contexts
+/// (and the flushes that carried them) RSS stays at the burst's high-water mark, 218 MiB measured after a
+/// garbage flood for a live heap of 14 MiB. `malloc_trim(0)` releases the free pages of every arena, so
+/// RSS follows the live heap again (25 MiB there). It runs on the runtime thread, between flushes; when
+/// little is free it has little to do.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn spawn_malloc_trim(period: std::time::Duration) {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + period + period / 2;
+        let mut tick = tokio::time::interval_at(start, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            // SAFETY: malloc_trim takes each arena's lock while it walks the arena's free chunks; it
+            // touches no memory of ours. A pad of 0 keeps nothing spare at the top of the heap.
+            let released = unsafe { libc::malloc_trim(0) } != 0;
+            tracing::debug!(
+                released,
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "malloc_trim"
+            );
+        }
+    });
+}
+
 /// Load the configuration from the environment, under a YAML file when one is given.
 fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
     match path {
@@ -31,9 +59,11 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
     }
 }
 
+/// The async runtime: one thread, the main one. The async work is thin (flush ticks, HTTP to the intake,
+/// `/status`, the fallback writer); receiving and aggregating run on their own threads, so worker
+/// threads would only add stacks and malloc arenas to the idle footprint.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -57,6 +87,8 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let shutdown = offpath::lifecycle::shutdown_signal()
             .context("cannot install the SIGTERM/SIGINT handlers")?;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        spawn_malloc_trim(config.aggregate.flush_interval);
         offpath::pipeline::run(config, telemetry, shutdown, |udp, status| {
             let show =
                 |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
@@ -127,7 +159,8 @@ fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().into_command();
+    let command =
+        Cli::parse_run(std::env::args_os().skip(1)).unwrap_or_else(|| Cli::parse().into_command());
     let result = match command {
         Command::Run(args) => run(args.config.as_deref()),
         Command::Check(args) => runtime().map(|rt| {

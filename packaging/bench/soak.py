@@ -10,8 +10,10 @@ Run by soak.sh; see README.md here. Two phases share the time (default 300 s in 
   flood:  the same garbage over UDP, flat out, with two sender threads.
 
 Throughout, offpath must stay up and `/health` answer 200, and its RSS (sampled every second) must stay
-flat once the context limit is full: the last quarter's peak at most `--rss-growth-mib` above the second
-quarter's.
+flat within each phase once its working set is reached: in each phase, the last quarter's peak at most
+`--rss-growth-mib` above the second quarter's. Between the phases RSS steps up once, by at most the
+packet buffers the flood fills (`--queue-bound-mib`, see README.md): a full packet queue and a full free
+list of buffers.
 """
 
 import argparse
@@ -75,16 +77,26 @@ def main():
     p.add_argument("--bin-dir", required=True)
     p.add_argument("--duration", type=float, default=300.0, help="seconds in all (default %(default)s)")
     p.add_argument("--rate", type=int, default=200_000, help="lines/s of the exact phase (default %(default)s)")
-    p.add_argument("--rss-growth-mib", type=float, default=4.0)
+    p.add_argument("--limit", type=int, default=10_000,
+                   help="DD_AGGREGATE_CONTEXT_LIMIT (default %(default)s): small, so that memory held for contexts "
+                        "(and the allocator's high-water marks of their flushes) stays small next to what a leak "
+                        "would add; cardinality.sh measures the context-bound memory")
+    p.add_argument("--rss-growth-mib", type=float, default=4.0,
+                   help="growth allowed within a phase, last quarter vs second quarter (default %(default)s)")
+    p.add_argument("--queue-bound-mib", type=float, default=None,
+                   help="step allowed from the exact phase to the flood (default: "
+                        "(2 x DD_DOGSTATSD_QUEUE_SIZE + 352) x DD_DOGSTATSD_BUFFER_SIZE, + 4 MiB)")
     args = p.parse_args()
     offpath = os.path.join(args.bin_dir, "offpath")
     gen = os.path.join(args.bin_dir, "offpath-loadgen")
     failures = []
     samples = []
+    phase = ["exact"]
     with tempfile.TemporaryDirectory(prefix="offpath-soak-") as work:
         sock = os.path.join(work, "dsd.sock")
         # Local mode (no API key): flushed records go to stdout, which is discarded.
-        env = offpath_env("http://127.0.0.1:9", {"DD_DOGSTATSD_SOCKET": sock})
+        env = offpath_env("http://127.0.0.1:9", {"DD_DOGSTATSD_SOCKET": sock,
+                                                 "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit)})
         for key in ("DD_API_KEY", "DD_DD_URL", "OFFPATH_FALLBACK"):
             del env[key]
         op = Offpath(offpath, env, work)
@@ -94,17 +106,17 @@ def main():
         def sample():
             while not stop.is_set():
                 try:
-                    samples.append((time.monotonic() - t0, status_kib(op.pid, "VmRSS"), health(op.status)))
+                    samples.append((time.monotonic() - t0, status_kib(op.pid, "VmRSS"), health(op.status), phase[0]))
                 except OSError:
-                    samples.append((time.monotonic() - t0, 0, 0))
+                    samples.append((time.monotonic() - t0, 0, 0, phase[0]))
                 stop.wait(1.0)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
             before = settled_status(op.status)
-            phase = str(args.duration / 2)
-            exact = loadgen(gen, ["--transport", "unixgram", "--socket", sock, "--duration", phase,
+            half = str(args.duration / 2)
+            exact = loadgen(gen, ["--transport", "unixgram", "--socket", sock, "--duration", half,
                                   "--rate", str(args.rate)])
             after = settled_status(op.status)
             ux_before, ux_after = listener(before, "unixgram"), listener(after, "unixgram")
@@ -124,7 +136,8 @@ def main():
             if dropped.get("queue_full", 0) > 0 and parsed > exact["receiver"]["lines"]:
                 failures.append(f"more lines parsed ({parsed}) than sent ({exact['receiver']['lines']})")
 
-            flood = loadgen(gen, ["--transport", "udp", "--addr", op.udp, "--duration", phase, "--threads", "2"])
+            phase[0] = "flood"
+            flood = loadgen(gen, ["--transport", "udp", "--addr", op.udp, "--duration", half, "--threads", "2"])
             final = settled_status(op.status)
             print(f"flood phase: sent {flood['packets']:,} UDP datagrams ({flood['packets_per_s']:,.0f}/s, "
                   f"{flood['lines_per_s']:,.0f} lines/s); offpath read {final['packets_received'] - after['packets_received']:,}, "
@@ -137,19 +150,37 @@ def main():
             op.kill()
     if not alive:
         failures.append("offpath died")
-    unhealthy = [t for t, _, code in samples if code != 200]
+    unhealthy = [t for t, _, code, _ in samples if code != 200]
     if unhealthy:
         failures.append(f"/health not 200 at {len(unhealthy)} samples (first at {unhealthy[0]:.0f} s)")
     # Garbage makes new contexts all the time: RSS rises until DD_AGGREGATE_CONTEXT_LIMIT live contexts
-    # are held, then must stay flat. Compare the second quarter's peak with the last quarter's.
-    rss = [kib for _, kib, _ in samples if kib]
-    q = max(len(rss) // 4, 1)
-    first, last = max(rss[q:2 * q] or rss) / 1024, max(rss[-q:]) / 1024
-    print("RSS (s:MiB): " + ", ".join(f"{t:.0f}:{kib / 1024:.1f}" for t, kib, _ in samples[::15]))
-    print(f"RSS second quarter peak {first:.1f} MiB, last quarter peak {last:.1f} MiB")
+    # are held and the allocator has settled under their churn; the flood then fills the packet queue and
+    # the free list of buffers once. Within each phase, after that, RSS must be flat: compare the phase's
+    # second quarter's peak with its last quarter's.
+    print("RSS (s:MiB): " + ", ".join(f"{t:.0f}:{kib / 1024:.1f}" for t, kib, _, _ in samples[::15]))
+    plateau = {}
+    for name in ("exact", "flood"):
+        rss = [kib for _, kib, _, p in samples if kib and p == name]
+        if not rss:
+            continue
+        q = max(len(rss) // 4, 1)
+        first, last = max(rss[q:2 * q] or rss) / 1024, max(rss[-q:]) / 1024
+        plateau[name] = last
+        print(f"{name} phase RSS: second quarter peak {first:.1f} MiB, last quarter peak {last:.1f} MiB")
+        if last - first > args.rss_growth_mib:
+            failures.append(f"RSS grew {last - first:.1f} MiB within the {name} phase")
+    if len(plateau) == 2:
+        queue = int(env.get("DD_DOGSTATSD_QUEUE_SIZE", "1024"))
+        buf = int(env.get("DD_DOGSTATSD_BUFFER_SIZE", "8192"))
+        bound = args.queue_bound_mib
+        if bound is None:
+            # queue + free list (queue + 32 x (threads + 2)) + batches (32 x (threads + 1)), threads <= 4.
+            bound = (2 * queue + 352) * buf / 2**20 + 4
+        step = plateau["flood"] - plateau["exact"]
+        print(f"flood vs exact plateau: {step:+.1f} MiB (packet queue and buffer pool bound {bound:.1f} MiB)")
+        if step > bound:
+            failures.append(f"RSS stepped up {step:.1f} MiB into the flood, over the {bound:.1f} MiB bound")
     print(f"offpath summary: {summary}")
-    if last - first > args.rss_growth_mib:
-        failures.append(f"RSS grew {last - first:.1f} MiB")
     for f in failures:
         print(f"FAIL: {f}")
     if failures:

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::READ_TIMEOUT;
-use super::packet::{Pool, Sink};
+use super::packet::{Buf, Pool, Sink};
 
 /// Datagrams read by one `recvmmsg` call at most.
 pub(crate) const BATCH: usize = 32;
@@ -105,8 +105,9 @@ fn force_rcvbuf(_fd: RawFd, _size: usize) -> io::Result<()> {
 
 /// `BATCH` buffers and the `recvmmsg` headers that point into them. Lives on its receive thread.
 struct Batch {
-    /// One pooled buffer per header; a buffer that becomes a packet is replaced by a fresh one.
-    bufs: Vec<Box<[u8]>>,
+    /// One pooled buffer per header; a buffer that becomes a packet is replaced by a fresh one. Fresh
+    /// buffers are unwritten: an idle batch costs no memory beyond the allocator's headers.
+    bufs: Vec<Buf>,
     /// `iovs[i]` spans `bufs[i]`.
     iovs: Vec<libc::iovec>,
     /// `hdrs[i]` reads into `iovs[i]`; the kernel writes each datagram's length and flags here.
@@ -115,7 +116,7 @@ struct Batch {
 
 impl Batch {
     fn new(pool: &Pool) -> Batch {
-        let mut bufs: Vec<Box<[u8]>> = (0..BATCH).map(|_| pool.get()).collect();
+        let mut bufs: Vec<Buf> = (0..BATCH).map(|_| pool.get()).collect();
         let mut iovs: Vec<libc::iovec> = bufs
             .iter_mut()
             .map(|b| libc::iovec {
@@ -138,7 +139,7 @@ impl Batch {
     }
 
     /// Take buffer `i` (it becomes a packet) and put `fresh` in its place.
-    fn take(&mut self, i: usize, mut fresh: Box<[u8]>) -> Box<[u8]> {
+    fn take(&mut self, i: usize, mut fresh: Buf) -> Buf {
         if let Some(iov) = self.iovs.get_mut(i) {
             iov.iov_base = fresh.as_mut_ptr().cast();
             iov.iov_len = fresh.len();
@@ -182,14 +183,18 @@ impl Batch {
                 sink.truncated();
                 continue;
             }
-            let Some(data) = self.bufs.get(i).and_then(|b| b.get(..len)) else {
+            let Some(buf) = self.bufs.get(i).filter(|b| len <= b.len()) else {
                 continue;
             };
+            // SAFETY: the kernel wrote this datagram's `len` bytes (not truncated: it fit) at the start
+            // of `bufs[i]`, which header i points to.
+            let data = unsafe { buf.prefix(len) };
             if data.is_empty() || sink.append(data) {
                 continue;
             }
             let buf = self.take(i, sink.pool().get());
-            sink.open_with(buf, len);
+            // SAFETY: as above, the first `len` bytes of the buffer taken from slot i are the datagram.
+            unsafe { sink.open_with(buf, len) };
         }
         sink.received(n as u64, bytes as u64);
         sink.commit();
@@ -202,6 +207,8 @@ impl Batch {
 /// Blocks in `recvmmsg` for at most `SO_RCVTIMEO` ([`READ_TIMEOUT`]) at a time, so `stop` is seen
 /// within that; under load it is checked after every batch.
 pub(crate) fn run(fd: RawFd, mut sink: Sink, stop: &AtomicBool, drain_limit: usize) {
+    // The batch's buffers are taken at the first datagram: a listener that never receives holds none.
+    wait_readable(fd, stop);
     let mut batch = Batch::new(sink.pool());
     let mut errors = 0u64;
     while !stop.load(Relaxed) {
@@ -225,6 +232,25 @@ pub(crate) fn run(fd: RawFd, mut sink: Sink, stop: &AtomicBool, drain_limit: usi
             Ok(n) => drained += batch.deliver(n, &mut sink).max(1),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
+        }
+    }
+}
+
+/// Block until `fd` has something to read (or an error to report), or `stop` is set, looking at `stop`
+/// every [`READ_TIMEOUT`].
+fn wait_readable(fd: RawFd, stop: &AtomicBool) {
+    let timeout = libc::c_int::try_from(READ_TIMEOUT.as_millis()).unwrap_or(libc::c_int::MAX);
+    while !stop.load(Relaxed) {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that outlives the call, and its count.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout) };
+        if rc > 0 || (rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+            // Readable, or an error that the receive loop reports.
+            return;
         }
     }
 }

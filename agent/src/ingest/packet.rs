@@ -5,9 +5,12 @@
 //! one. When the free list is empty the loop allocates a new buffer rather than drop data, and when the
 //! free list is full a returned buffer is freed. So the buffers alive at once are bounded by what can be
 //! held at once: the packet queue (`DD_DOGSTATSD_QUEUE_SIZE`), each receive loop's batch, and what the
-//! consumer holds. Buffers come from `calloc`, so pages a datagram never touched cost no memory.
+//! consumer holds. Buffers are allocated uninitialized ([`Buf`]): zeroing them would touch every page
+//! (glibc's `calloc` clears reused heap memory), so a receive batch waiting on an idle socket would cost
+//! its full size in RSS; untouched, only the pages a datagram reached cost memory.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -15,13 +18,70 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::telemetry::{ListenerStats, PacketDrop};
 
+/// A fixed-size byte buffer allocated without zeroing; only what is written into it is ever read.
+///
+/// The receive loops hand its pointer to the kernel (`recvmmsg`) and then read the prefix the kernel
+/// reported written; [`Sink`] writes copies into it. Reads go through [`Buf::prefix`], whose caller
+/// vouches that the prefix was written.
+#[derive(Default)]
+pub(crate) struct Buf(Box<[MaybeUninit<u8>]>);
+
+impl Buf {
+    /// A buffer of `size` bytes; its pages are not touched.
+    pub(crate) fn new(size: usize) -> Buf {
+        Buf(Box::new_uninit_slice(size))
+    }
+
+    /// Its size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The start of the buffer, for the kernel to write into.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr().cast()
+    }
+
+    /// Copy `data` to `at..at + data.len()`; false (nothing written) when it does not fit.
+    pub(crate) fn write_at(&mut self, at: usize, data: &[u8]) -> bool {
+        let Some(dst) = at
+            .checked_add(data.len())
+            .and_then(|end| self.0.get_mut(at..end))
+        else {
+            return false;
+        };
+        // SAFETY: `dst` is exactly `data.len()` bytes of this buffer, which `data` (a shared borrow)
+        // cannot overlap while `self` is borrowed mutably; u8 and MaybeUninit<u8> have one layout.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), dst.as_mut_ptr().cast(), data.len())
+        };
+        true
+    }
+
+    /// The first `len` bytes (at most the buffer).
+    ///
+    /// # Safety
+    /// Those bytes were written: by [`Buf::write_at`], or by the kernel into [`Buf::as_mut_ptr`].
+    pub(crate) unsafe fn prefix(&self, len: usize) -> &[u8] {
+        let len = len.min(self.0.len());
+        // SAFETY: `len` is within the buffer and the caller vouches that those bytes are initialized.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), len) }
+    }
+}
+
+impl fmt::Debug for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buf({} bytes)", self.0.len())
+    }
+}
+
 /// One packet of DogStatsD text: one or more datagrams or stream frames, joined by `\n`.
 ///
 /// Its buffer returns to the listeners' pool when the packet drops.
 pub struct Packet {
     /// A pooled buffer (or a private one, see [`Packet::copy_from`]); `data` is its first `len` bytes.
-    buf: Box<[u8]>,
-    /// Bytes of `buf` in use.
+    buf: Buf,
+    /// Bytes of `buf` in use, all written (the invariant every constructor keeps).
     len: usize,
     /// Datagrams or frames joined into this packet, so a dropped packet is counted as what it held.
     datagrams: u32,
@@ -32,14 +92,17 @@ pub struct Packet {
 impl Packet {
     /// The packet's bytes: DogStatsD lines separated by `\n` (the last one may lack it).
     pub fn data(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or_default()
+        // SAFETY: the first `len` bytes of `buf` are written (the field's invariant).
+        unsafe { self.buf.prefix(self.len) }
     }
 
     /// A packet holding a copy of `data`, outside any pool (for in-process producers and tests).
     pub fn copy_from(data: &[u8]) -> Packet {
+        let mut buf = Buf::new(data.len());
+        let len = if buf.write_at(0, data) { data.len() } else { 0 };
         Packet {
-            buf: data.into(),
-            len: data.len(),
+            buf,
+            len,
             datagrams: 1,
             pool: None,
         }
@@ -68,9 +131,9 @@ impl fmt::Debug for Packet {
 #[derive(Debug)]
 pub(crate) struct Pool {
     /// Returned buffers go in here (`try_send`: a full free list frees the buffer).
-    back: Sender<Box<[u8]>>,
+    back: Sender<Buf>,
     /// Buffers are taken from here (`try_recv`: an empty free list allocates).
-    free: Receiver<Box<[u8]>>,
+    free: Receiver<Buf>,
     /// `DD_DOGSTATSD_BUFFER_SIZE`.
     buf_size: usize,
 }
@@ -91,15 +154,15 @@ impl Pool {
         self.buf_size
     }
 
-    /// A free buffer, or a new one when none is free.
-    pub(crate) fn get(&self) -> Box<[u8]> {
+    /// A free buffer, or a new (unwritten) one when none is free.
+    pub(crate) fn get(&self) -> Buf {
         self.free
             .try_recv()
-            .unwrap_or_else(|_| vec![0u8; self.buf_size].into_boxed_slice())
+            .unwrap_or_else(|_| Buf::new(self.buf_size))
     }
 
     /// Give a buffer back; freed if the free list is full.
-    pub(crate) fn put(&self, buf: Box<[u8]>) {
+    pub(crate) fn put(&self, buf: Buf) {
         if buf.len() == self.buf_size {
             let _ = self.back.try_send(buf);
         }
@@ -176,21 +239,24 @@ impl Sink {
         let Some(open) = &mut self.open else {
             return false;
         };
-        let sep = usize::from(open.len > 0 && open.buf.get(open.len - 1) != Some(&b'\n'));
+        let sep = usize::from(open.data().last().is_some_and(|&b| b != b'\n'));
         let start = open.len + sep;
-        let Some(dst) = open.buf.get_mut(open.len..start + data.len()) else {
+        if start + data.len() > open.buf.len() {
             return false;
-        };
-        let (newline, rest) = dst.split_at_mut(sep);
-        newline.fill(b'\n');
-        rest.copy_from_slice(data);
+        }
+        if !(open.buf.write_at(open.len, &b"\n"[..sep]) && open.buf.write_at(start, data)) {
+            return false;
+        }
         open.len = start + data.len();
         open.datagrams += 1;
         true
     }
 
     /// Send the open packet and make `buf` (whose first `len` bytes are one datagram) the open one.
-    pub(crate) fn open_with(&mut self, buf: Box<[u8]>, len: usize) {
+    ///
+    /// # Safety
+    /// The first `len` bytes of `buf` (or all of it, if shorter) were written.
+    pub(crate) unsafe fn open_with(&mut self, buf: Buf, len: usize) {
         self.flush();
         self.open = Some(Packet {
             len: len.min(buf.len()),
@@ -206,11 +272,10 @@ impl Sink {
             return;
         }
         let mut buf = self.pool.get();
-        let len = data.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..len), data.get(..len)) {
-            dst.copy_from_slice(src);
-        }
-        self.open_with(buf, len);
+        let data = data.get(..buf.len()).unwrap_or(data);
+        let len = if buf.write_at(0, data) { data.len() } else { 0 };
+        // SAFETY: `write_at` wrote the first `len` bytes (none when it failed).
+        unsafe { self.open_with(buf, len) };
     }
 
     /// Send the open packet, if any, with `try_send`; a full queue drops it and counts what it held.
@@ -295,10 +360,10 @@ mod tests {
     fn a_full_free_list_frees_returned_buffers() {
         let pool = Pool::new(8, 2);
         for _ in 0..5 {
-            pool.put(vec![0; 8].into_boxed_slice());
+            pool.put(Buf::new(8));
         }
         assert_eq!(pool.free_len(), 2);
-        pool.put(vec![0; 3].into_boxed_slice());
+        pool.put(Buf::new(3));
         assert_eq!(pool.free_len(), 2);
     }
 
