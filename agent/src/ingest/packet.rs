@@ -6,12 +6,19 @@
 //! free list is full a returned buffer is freed. So the buffers alive at once are bounded by what can be
 //! held at once: the packet queue (`DD_DOGSTATSD_QUEUE_SIZE`), each receive loop's batch, and what the
 //! consumer holds. Buffers come from `calloc`, so pages a datagram never touched cost no memory.
+//!
+//! With several aggregate workers there is one queue per worker and the sink splits every datagram by
+//! metric name ([`shard_of`](super::shard_of)); a packet dropped on a full queue then counts the datagrams
+//! it held lines of, so `queue_full` counts datagram parts.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use memchr::memchr;
+
+use super::route::shard_of;
 
 use crate::telemetry::{ListenerStats, PacketDrop};
 
@@ -114,13 +121,23 @@ impl Pool {
 
 /// What one receive loop writes into: joins small datagrams into pooled packets, sends them with
 /// `try_send` (a full queue drops the packet and counts it) and counts per batch.
+///
+/// With one queue, datagrams go whole. With several (one per aggregate worker), every datagram is split
+/// into lines, each line copied to the open packet of its queue ([`shard_of`]): consecutive lines of one
+/// queue in one copy.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    queue: Sender<Packet>,
+    /// One per aggregate worker (at least one).
+    queues: Vec<Sender<Packet>>,
     pool: Arc<Pool>,
     stats: Arc<ListenerStats>,
-    /// The packet being filled, sent by [`Sink::flush`].
-    open: Option<Packet>,
+    /// The packet being filled for each queue, sent by [`Sink::flush`].
+    open: Vec<Option<Packet>>,
+    /// Per queue, the datagram that last added lines to its open packet (see `datagram`).
+    last_datagram: Vec<u64>,
+    /// Numbers the datagrams split over several queues, so each packet counts the datagrams it holds
+    /// lines of.
+    datagram: u64,
     /// Counted locally, added to `stats` once per batch by [`Sink::commit`].
     packets: u64,
     bytes: u64,
@@ -132,12 +149,19 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    pub(crate) fn new(queue: Sender<Packet>, pool: Arc<Pool>, stats: Arc<ListenerStats>) -> Sink {
+    pub(crate) fn new(
+        queues: Vec<Sender<Packet>>,
+        pool: Arc<Pool>,
+        stats: Arc<ListenerStats>,
+    ) -> Sink {
+        let n = queues.len();
         Sink {
-            queue,
+            queues,
             pool,
             stats,
-            open: None,
+            open: (0..n).map(|_| None).collect(),
+            last_datagram: vec![0; n],
+            datagram: 0,
             packets: 0,
             bytes: 0,
             queue_full: 0,
@@ -171,33 +195,38 @@ impl Sink {
         self.oversize += 1;
     }
 
-    /// Append `data` to the open packet (after a `\n`) if it fits there.
+    /// With one queue: append `data` to the open packet (after a `\n`) if it fits there. With several:
+    /// copy each line of `data` to its queue's open packet, opening new ones as needed; always true.
     pub(crate) fn append(&mut self, data: &[u8]) -> bool {
-        let Some(open) = &mut self.open else {
+        if self.queues.len() > 1 {
+            self.split(data);
+            return true;
+        }
+        let Some(Some(open)) = self.open.first_mut() else {
             return false;
         };
-        let sep = usize::from(open.len > 0 && open.buf.get(open.len - 1) != Some(&b'\n'));
-        let start = open.len + sep;
-        let Some(dst) = open.buf.get_mut(open.len..start + data.len()) else {
-            return false;
-        };
-        let (newline, rest) = dst.split_at_mut(sep);
-        newline.fill(b'\n');
-        rest.copy_from_slice(data);
-        open.len = start + data.len();
-        open.datagrams += 1;
-        true
+        append_to(open, data)
     }
 
     /// Send the open packet and make `buf` (whose first `len` bytes are one datagram) the open one.
+    /// With several queues the datagram is split instead and `buf` goes back to the pool.
     pub(crate) fn open_with(&mut self, buf: Box<[u8]>, len: usize) {
+        if self.queues.len() > 1 {
+            if let Some(data) = buf.get(..len) {
+                self.split(data);
+            }
+            self.pool.put(buf);
+            return;
+        }
         self.flush();
-        self.open = Some(Packet {
-            len: len.min(buf.len()),
-            buf,
-            datagrams: 1,
-            pool: Some(Arc::clone(&self.pool)),
-        });
+        if let Some(slot) = self.open.first_mut() {
+            *slot = Some(Packet {
+                len: len.min(buf.len()),
+                buf,
+                datagrams: 1,
+                pool: Some(Arc::clone(&self.pool)),
+            });
+        }
     }
 
     /// Add a copy of `data` (at most one buffer long): to the open packet if it fits, else to a new one.
@@ -213,12 +242,83 @@ impl Sink {
         self.open_with(buf, len);
     }
 
-    /// Send the open packet, if any, with `try_send`; a full queue drops it and counts what it held.
-    pub(crate) fn flush(&mut self) {
-        let Some(packet) = self.open.take() else {
+    /// Route the lines of one datagram or frame (at most one buffer long) to the queues' open packets.
+    fn split(&mut self, data: &[u8]) {
+        self.datagram += 1;
+        let n = self.queues.len();
+        // The run of consecutive lines going to one queue: `data[start..end]`.
+        let (mut run_queue, mut start, mut end) = (0, 0, 0);
+        let mut pos = 0;
+        while pos < data.len() {
+            let line_end = memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i);
+            let line = &data[pos..line_end];
+            if !line.is_empty() {
+                let q = shard_of(line, n);
+                if q != run_queue || start == end {
+                    if start < end {
+                        self.put(run_queue, &data[start..end]);
+                    }
+                    (run_queue, start) = (q, pos);
+                }
+                end = line_end;
+            }
+            pos = line_end + 1;
+        }
+        if start < end {
+            self.put(run_queue, &data[start..end]);
+        }
+    }
+
+    /// Append `lines` (at most one buffer long) to queue `q`'s open packet, or send that packet and
+    /// open a new one when they do not fit.
+    fn put(&mut self, q: usize, lines: &[u8]) {
+        let datagram = self.datagram;
+        let (Some(slot), Some(last)) = (self.open.get_mut(q), self.last_datagram.get_mut(q)) else {
             return;
         };
-        match self.queue.try_send(packet) {
+        if let Some(open) = slot {
+            let datagrams = open.datagrams;
+            if append_to(open, lines) {
+                // `append_to` counted one more datagram; count it once per datagram.
+                if *last == datagram {
+                    open.datagrams = datagrams;
+                }
+                *last = datagram;
+                return;
+            }
+        }
+        let mut buf = self.pool.get();
+        let len = lines.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..len), lines.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        let full = slot.replace(Packet {
+            len,
+            buf,
+            datagrams: 1,
+            pool: Some(Arc::clone(&self.pool)),
+        });
+        *last = datagram;
+        if let Some(p) = full {
+            self.send(q, p);
+        }
+    }
+
+    /// Send every open packet with `try_send`; a full queue drops it and counts what it held.
+    pub(crate) fn flush(&mut self) {
+        for q in 0..self.open.len() {
+            if let Some(packet) = self.open.get_mut(q).and_then(Option::take) {
+                self.send(q, packet);
+            }
+        }
+    }
+
+    fn send(&mut self, q: usize, packet: Packet) {
+        let Some(queue) = self.queues.get(q) else {
+            self.queue_full += u64::from(packet.datagrams);
+            return;
+        };
+        match queue.try_send(packet) {
             Ok(()) => {}
             Err(TrySendError::Full(p)) => self.queue_full += u64::from(p.datagrams),
             Err(TrySendError::Disconnected(p)) => {
@@ -234,8 +334,8 @@ impl Sink {
         }
     }
 
-    /// Add this batch's counts to the listener's counters and send the open packet (so what was read is
-    /// counted before the consumer can see it).
+    /// Add this batch's counts to the listener's counters and send the open packets (so what was read
+    /// is counted before the consumer can see it).
     pub(crate) fn commit(&mut self) {
         let s = &self.stats;
         for (n, add) in [(&mut self.packets, &s.packets), (&mut self.bytes, &s.bytes)] {
@@ -259,6 +359,21 @@ impl Sink {
     }
 }
 
+/// Append `data` to `open` (after a `\n`) if it fits, counting one more datagram.
+fn append_to(open: &mut Packet, data: &[u8]) -> bool {
+    let sep = usize::from(open.len > 0 && open.buf.get(open.len - 1) != Some(&b'\n'));
+    let start = open.len + sep;
+    let Some(dst) = open.buf.get_mut(open.len..start + data.len()) else {
+        return false;
+    };
+    let (newline, rest) = dst.split_at_mut(sep);
+    newline.fill(b'\n');
+    rest.copy_from_slice(data);
+    open.len = start + data.len();
+    open.datagrams += 1;
+    true
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         self.commit();
@@ -273,7 +388,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(queue_size);
         let stats = Arc::new(ListenerStats::default());
         let pool = Pool::new(buf_size, 4);
-        (Sink::new(tx, pool, Arc::clone(&stats)), rx, stats)
+        (Sink::new(vec![tx], pool, Arc::clone(&stats)), rx, stats)
     }
 
     #[test]
