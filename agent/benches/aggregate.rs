@@ -291,22 +291,37 @@ fn sharded_passes() {
     }
 }
 
-/// The datagrams' lines, split by [`shard_of`] into per-worker packets of at most 8 KiB (as a receive
-/// thread does, one copy per run of lines).
+/// The datagrams' lines, split by [`shard_of`] into per-worker packets of at most 8 KiB as a receive
+/// thread splits them: one `memchr` per line, one copy per run of consecutive lines of one worker.
 fn split(datagrams: &[Vec<u8>], n: usize) -> Vec<Vec<Vec<u8>>> {
     let mut out: Vec<Vec<Vec<u8>>> = vec![vec![Vec::with_capacity(8192)]; n];
+    let mut put = |q: usize, run: &[u8]| {
+        let shard = &mut out[q];
+        if shard.last().unwrap().len() + 1 + run.len() > 8192 {
+            shard.push(Vec::with_capacity(8192));
+        }
+        let cur = shard.last_mut().unwrap();
+        if !cur.is_empty() {
+            cur.push(b'\n');
+        }
+        cur.extend_from_slice(run);
+    };
     for d in datagrams {
-        for line in d.split(|&b| b == b'\n') {
-            let shard = &mut out[shard_of(line, n)];
-            let cur = shard.last_mut().unwrap();
-            if cur.len() + 1 + line.len() > 8192 {
-                shard.push(Vec::with_capacity(8192));
+        let (mut run_q, mut start, mut end, mut pos) = (0, 0, 0, 0);
+        while pos < d.len() {
+            let line_end = memchr::memchr(b'\n', &d[pos..]).map_or(d.len(), |i| pos + i);
+            let q = shard_of(&d[pos..line_end], n);
+            if q != run_q || start == end {
+                if start < end {
+                    put(run_q, &d[start..end]);
+                }
+                (run_q, start) = (q, pos);
             }
-            let cur = shard.last_mut().unwrap();
-            if !cur.is_empty() {
-                cur.push(b'\n');
-            }
-            cur.extend_from_slice(line);
+            end = line_end;
+            pos = line_end + 1;
+        }
+        if start < end {
+            put(run_q, &d[start..end]);
         }
     }
     out
