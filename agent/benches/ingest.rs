@@ -110,7 +110,7 @@ fn run(case: &Case, duration: Duration) {
     };
     let telemetry = Arc::new(Telemetry::default());
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..case.workers)
-        .map(|_| crossbeam_channel::bounded::<Packet>(cfg.queue_size.get().div_ceil(case.workers)))
+        .map(|_| crossbeam_channel::bounded::<Packet>(cfg.queue_size.get()))
         .unzip();
     let listeners = match Listeners::start_sharded(&cfg, &telemetry, txs) {
         Ok(l) => l,

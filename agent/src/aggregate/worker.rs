@@ -135,9 +135,13 @@ pub struct Workers {
 
 impl Workers {
     /// Start one thread per aggregator (see [`Aggregator::sharded`]), each reading its own bounded queue
-    /// of `queue_size / aggregators` packets (rounded up), so the packets queued in all are bounded as with
-    /// one worker. Returns the workers and the queues' senders, in shard order (for
+    /// of `queue_size` packets. Returns the workers and the queues' senders, in shard order (for
     /// [`Listeners::start_sharded`](crate::ingest::Listeners::start_sharded)).
+    ///
+    /// Each worker gets the whole `queue_size` rather than a share: a receive thread splits what it read
+    /// into one packet per worker, so with small batches each packet holds 1/n of the lines, and a share
+    /// of the slots would hold 1/n of the lines one queue holds. Packets queued in all are bounded by
+    /// `n × queue_size`.
     ///
     /// # Errors
     /// [`WorkerError::Thread`] when a thread cannot be started; those already started end.
@@ -149,14 +153,13 @@ impl Workers {
     where
         P: AsRef<[u8]> + Send + 'static,
     {
-        let per_worker = queue_size.div_ceil(aggregators.len().max(1)).max(1);
         let mut workers = Workers {
             controls: Vec::with_capacity(aggregators.len()),
             threads: Vec::with_capacity(aggregators.len()),
         };
         let mut queues = Vec::with_capacity(aggregators.len());
         for (i, agg) in aggregators.into_iter().enumerate() {
-            let (packet_tx, packet_rx) = crossbeam_channel::bounded(per_worker);
+            let (packet_tx, packet_rx) = crossbeam_channel::bounded(queue_size.max(1));
             let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             let thread = std::thread::Builder::new()
                 .name(format!("offpath-aggregate-{i}"))

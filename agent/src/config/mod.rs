@@ -104,7 +104,7 @@ pub struct IngestConfig {
     pub buffer_size: NonZeroUsize,
     /// Requested `SO_RCVBUF` (`DD_DOGSTATSD_SO_RCVBUF`); `None` = offpath's default (8 MiB asked).
     pub so_rcvbuf: Option<usize>,
-    /// Packets queued between listeners and the parser (`DD_DOGSTATSD_QUEUE_SIZE`, 1024).
+    /// Packets queued between listeners and each aggregate worker (`DD_DOGSTATSD_QUEUE_SIZE`, 1024).
     pub queue_size: NonZeroUsize,
     /// Receive threads for UDP (`SO_REUSEPORT` sockets) (`OFFPATH_RECEIVE_THREADS`, 0 = one per core up to 4).
     pub receive_threads: usize,

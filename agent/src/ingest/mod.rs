@@ -17,7 +17,7 @@
 //!   could parse to a wrong value or tag). Small datagrams from one batch are joined with `\n` into one
 //!   packet (as the Agent's packet assembler does), so a queue slot carries up to a buffer of lines; a
 //!   [`Packet`] gives its buffer back to the pool when it drops. An empty pool allocates (it never drops
-//!   data); a full one frees what is returned, so memory is bounded by the queue, the batches and what the
+//!   data); a full one frees what is returned, so memory is bounded by the queues, the batches and what the
 //!   consumer holds.
 //! - **Workers.** With several aggregate workers (`OFFPATH_AGGREGATE_WORKERS`), there is one queue
 //!   per worker ([`Listeners::start_sharded`]) and each receive thread splits what it read into lines

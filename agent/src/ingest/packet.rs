@@ -219,13 +219,20 @@ impl Sink {
             return;
         }
         self.flush();
-        if let Some(slot) = self.open.first_mut() {
-            *slot = Some(Packet {
-                len: len.min(buf.len()),
-                buf,
-                datagrams: 1,
-                pool: Some(Arc::clone(&self.pool)),
-            });
+        match self.open.first_mut() {
+            Some(slot) => {
+                *slot = Some(Packet {
+                    len: len.min(buf.len()),
+                    buf,
+                    datagrams: 1,
+                    pool: Some(Arc::clone(&self.pool)),
+                });
+            }
+            // No queue at all: nowhere to go.
+            None => {
+                self.queue_full += 1;
+                self.pool.put(buf);
+            }
         }
     }
 
@@ -440,6 +447,19 @@ mod tests {
         s.push_copy(b"c:1|c");
         s.commit();
         assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(
+            stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn without_a_queue_every_datagram_is_counted_as_queue_full() {
+        let stats = Arc::new(ListenerStats::default());
+        let mut s = Sink::new(Vec::new(), Pool::new(16, 4), Arc::clone(&stats));
+        s.push_copy(b"a:1|c");
+        s.push_copy(b"b:1|c");
+        s.commit();
         assert_eq!(
             stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
             2

@@ -381,7 +381,7 @@ fn worker_threads_answer_one_merged_flush_covering_everything_queued() {
     let (workers, queues) = Workers::start::<Packet>(
         Aggregator::sharded(&config(100_000), &telemetry, 3),
         // Room for everything: the whole stream is queued before the flush.
-        3 * 1024,
+        1024,
         clock,
     )
     .unwrap();
