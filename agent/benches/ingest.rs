@@ -5,7 +5,8 @@
 //! `cargo bench --bench ingest` (seconds per case: `INGEST_BENCH_SECS`, default 2). For each case it
 //! prints datagrams (frames) sent, read by the listeners and delivered to the queue per second, where
 //! the rest went (kernel receive-buffer overflow or a full queue), and the CPU the receive threads used,
-//! as ns per datagram (their cost independent of how the cores were shared with the sender).
+//! as ns per datagram (their cost independent of how the cores were shared with the sender). The `wrk`
+//! column is the number of aggregate workers the listeners split lines over (one queue each).
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
@@ -51,6 +52,7 @@ struct Case {
     lines: usize,
     receive_threads: usize,
     senders: usize,
+    workers: usize,
 }
 
 fn main() {
@@ -61,22 +63,29 @@ fn main() {
         .unwrap_or(if full { 2.0 } else { 0.05 });
     let (big, big_lines) = big_datagram();
     let cases = [
-        ("small (1 line)", SMALL.as_bytes().to_vec(), 1, 1, 1),
-        ("small (1 line)", SMALL.as_bytes().to_vec(), 1, 2, 4),
-        ("8 KB", big.clone(), big_lines, 1, 1),
-        ("8 KB", big, big_lines, 2, 4),
+        ("small (1 line)", SMALL.as_bytes().to_vec(), 1, 1, 1, 1),
+        ("small (1 line)", SMALL.as_bytes().to_vec(), 1, 2, 4, 1),
+        ("small (1 line)", SMALL.as_bytes().to_vec(), 1, 1, 1, 2),
+        ("8 KB", big.clone(), big_lines, 1, 1, 1),
+        ("8 KB", big.clone(), big_lines, 2, 4, 1),
+        ("8 KB", big.clone(), big_lines, 1, 1, 2),
+        ("8 KB", big, big_lines, 2, 4, 2),
     ]
-    .map(|(name, payload, lines, receive_threads, senders)| Case {
-        name,
-        payload,
-        lines,
-        receive_threads,
-        senders,
-    });
+    .map(
+        |(name, payload, lines, receive_threads, senders, workers)| Case {
+            name,
+            payload,
+            lines,
+            receive_threads,
+            senders,
+            workers,
+        },
+    );
     println!(
-        "{:<15} {:>4} {:>9} {:>12} {:>12} {:>12} {:>7} {:>9} {:>9} {:>10} {:>9}",
+        "{:<15} {:>4} {:>4} {:>9} {:>12} {:>12} {:>12} {:>7} {:>9} {:>9} {:>10} {:>9}",
         "datagrams",
         "rcv",
+        "wrk",
         "bytes",
         "sent/s",
         "read/s",
@@ -186,8 +195,10 @@ fn run(case: &Case, duration: Duration) {
         receive_threads: case.receive_threads,
     };
     let telemetry = Arc::new(Telemetry::default());
-    let (tx, rx) = crossbeam_channel::bounded::<Packet>(cfg.queue_size.get());
-    let listeners = match Listeners::start(&cfg, &telemetry, tx) {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..case.workers)
+        .map(|_| crossbeam_channel::bounded::<Packet>(cfg.queue_size.get()))
+        .unzip();
+    let listeners = match Listeners::start_sharded(&cfg, &telemetry, txs) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -197,14 +208,19 @@ fn run(case: &Case, duration: Duration) {
     let Some(addr) = listeners.udp_addr() else {
         return;
     };
-    let consumer = std::thread::spawn(move || {
-        let (mut packets, mut bytes) = (0u64, 0u64);
-        for p in rx {
-            packets += 1;
-            bytes += p.data().len() as u64;
-        }
-        (packets, bytes)
-    });
+    let consumers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| {
+            std::thread::spawn(move || {
+                let (mut packets, mut bytes) = (0u64, 0u64);
+                for p in rx {
+                    packets += 1;
+                    bytes += p.data().len() as u64;
+                }
+                (packets, bytes)
+            })
+        })
+        .collect();
     let cpu_before = receive_cpu();
     let start = Instant::now();
     let stop = AtomicBool::new(false);
@@ -217,7 +233,9 @@ fn run(case: &Case, duration: Duration) {
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = receive_cpu() - cpu_before;
     listeners.stop();
-    let _ = consumer.join();
+    for c in consumers {
+        let _ = c.join();
+    }
 
     let read = telemetry.packets_received();
     let qfull = telemetry.packets_dropped(PacketDrop::QueueFull);
@@ -225,9 +243,10 @@ fn run(case: &Case, duration: Duration) {
     let kernel = sent.saturating_sub(read);
     let per_s = |n: u64| n as f64 / elapsed;
     println!(
-        "{:<15} {:>4} {:>9} {:>12.0} {:>12.0} {:>12.0} {:>7.2} {:>9} {:>9} {:>10.0} {:>9.0}",
+        "{:<15} {:>4} {:>4} {:>9} {:>12.0} {:>12.0} {:>12.0} {:>7.2} {:>9} {:>9} {:>10.0} {:>9.0}",
         case.name,
         case.receive_threads,
+        case.workers,
         case.payload.len(),
         per_s(sent),
         per_s(read),

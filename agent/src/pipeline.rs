@@ -1,8 +1,8 @@
 //! Wires the stages together with bounded channels; [`Engine`] is the whole pipeline as one value.
 //!
 //! ```text
-//! Listeners (threads) ──crossbeam bounded Packet queue──> aggregate worker (parse + Aggregator)
-//!       Engine::flush ──Control::Flush──> worker ──Flush──> Encoder ──Vec<Payload>──> Forwarder
+//! Listeners (threads) ──one bounded Packet queue per worker──> aggregate workers (parse + Aggregator)
+//!       Engine::flush ──Control::Flush──> each worker ──Flush (merged)──> Encoder ──Vec<Payload>──> Forwarder
 //!       Forwarder ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
 //!       no API key: Engine::flush ──Flush──> Fallback::write_flush (local stdout mode)
 //! ```
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::aggregate::{self, Aggregator, Control};
+use crate::aggregate::{self, Aggregator, WorkerError, Workers};
 use crate::config::Config;
 use crate::encode::{Encoder, Payload};
 use crate::fallback::{self, Fallback, FallbackError};
@@ -29,8 +29,6 @@ use crate::telemetry::{PointDrop, SelfMetrics, Telemetry};
 
 /// Payloads waiting between the forwarder and the fallback task.
 const OVERFLOW_QUEUE: usize = 256;
-/// Flush requests waiting for the worker.
-const CONTROL_QUEUE: usize = 4;
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +45,9 @@ pub enum PipelineError {
     /// `DD_API_KEY_SECRET_ARN` is not a secret ARN.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// An aggregate worker thread could not be started.
+    #[error(transparent)]
+    Aggregate(#[from] WorkerError),
 }
 
 /// Where flushed data goes.
@@ -83,15 +84,14 @@ pub struct FlushReport {
     pub queued_bytes: usize,
 }
 
-/// The running pipeline: listeners, aggregator worker, encoder and delivery.
+/// The running pipeline: listeners, aggregate workers, encoder and delivery.
 #[derive(Debug)]
 pub struct Engine {
     telemetry: Arc<Telemetry>,
     health: Arc<Health>,
     listeners: Option<Listeners>,
     udp_addr: Option<SocketAddr>,
-    control: Option<crossbeam_channel::Sender<Control>>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    workers: Option<Workers>,
     encoder: Encoder,
     delivery: Delivery,
     self_metrics: Option<SelfMetrics>,
@@ -100,7 +100,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Start listeners, the aggregator worker and delivery.
+    /// Start listeners, the aggregate workers and delivery.
     ///
     /// `in_lambda` selects stdout for `OFFPATH_FALLBACK=auto`.
     ///
@@ -115,13 +115,15 @@ impl Engine {
         let health = Arc::new(Health::new(Health::stale_after_for(
             config.aggregate.flush_interval,
         )));
-        let (packet_tx, packet_rx) = crossbeam_channel::bounded(config.ingest.queue_size.get());
-        let listeners = Listeners::start(&config.ingest, &telemetry, packet_tx)?;
+        let n = aggregate::worker_count(config.aggregate.workers, in_lambda);
+        let (workers, queues) = Workers::start(
+            Aggregator::sharded(&config.aggregate, &telemetry, n),
+            config.ingest.queue_size.get(),
+            unix_now,
+        )?;
+        let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
         let udp_addr = listeners.udp_addr();
-
-        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
-        let aggregator = Aggregator::new(&config.aggregate, Arc::clone(&telemetry));
-        let worker = aggregate::spawn_worker(aggregator, packet_rx, control_rx, unix_now);
+        tracing::debug!(workers = n, "aggregate workers started");
 
         let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
         // DD_API_KEY wins; the secret is read at the first flush, never here (Lambda registers first).
@@ -157,8 +159,7 @@ impl Engine {
             health,
             listeners: Some(listeners),
             udp_addr,
-            control: Some(control_tx),
-            worker: Some(worker),
+            workers: Some(workers),
             encoder: Encoder::new(config.forward.zstd_level),
             delivery,
             self_metrics: config.ops.self_telemetry.then(|| {
@@ -190,31 +191,17 @@ impl Engine {
         Arc::clone(&self.health)
     }
 
-    /// Ask the worker for a flush. `final_flush` also emits open buckets.
+    /// Ask every worker for a flush. `final_flush` also emits open buckets.
     async fn collect(&mut self, final_flush: bool, deadline: &Deadline) -> Option<Flush> {
-        let control = self.control.as_ref()?;
-        let (reply, rx) = oneshot::channel();
-        if control
-            .try_send(Control::Flush { final_flush, reply })
-            .is_err()
-        {
-            tracing::warn!("the aggregator is busy or gone; flush skipped");
-            return None;
+        let answer = self
+            .workers
+            .as_ref()?
+            .flush(final_flush, deadline.at())
+            .await;
+        if answer.answered == answer.asked {
+            self.health.heartbeat(unix_now());
         }
-        match deadline.bound(rx).await {
-            Some(Ok(flush)) => {
-                self.health.heartbeat(unix_now());
-                Some(flush)
-            }
-            Some(Err(_)) => {
-                tracing::error!("the aggregator thread stopped");
-                None
-            }
-            None => {
-                tracing::warn!("the aggregator did not answer the flush before the deadline");
-                None
-            }
-        }
+        (answer.answered > 0).then_some(answer.flush)
     }
 
     /// Flush the aggregator and deliver what it emits before `deadline`; what misses the deadline stays
@@ -297,9 +284,8 @@ impl Engine {
         let left = deadline.saturating_duration_since(now);
         let deliver_by = now + left.mul_f64(0.7);
         self.flush(true, deliver_by).await;
-        self.control.take();
-        if let Some(worker) = self.worker.take() {
-            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        if let Some(workers) = self.workers.take() {
+            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
         match self.delivery {
             Delivery::Local { mut fallback } => fallback.flush(deadline).await,

@@ -7,7 +7,8 @@ at contexts/duration lines per second. offpath runs with DD_AGGREGATE_CONTEXT_LI
 what exceeds it must be dropped and counted (dropped.context_limit in offpath's shutdown summary) and
 RSS must stay under the documented bound:
 
-    bound = idle RSS + limit x bytes_per_context + DD_DOGSTATSD_QUEUE_SIZE x DD_DOGSTATSD_BUFFER_SIZE
+    bound = idle RSS + limit x bytes_per_context
+            + workers x DD_DOGSTATSD_QUEUE_SIZE x DD_DOGSTATSD_BUFFER_SIZE
 
 Exits 1 when the peak RSS exceeds the bound.
 """
@@ -36,6 +37,9 @@ def main():
                    help="cost of one live context, measured (README.md), for the bound (default %(default)s)")
     p.add_argument("--queue-bytes", type=int, default=1024 * 8192,
                    help="DD_DOGSTATSD_QUEUE_SIZE x DD_DOGSTATSD_BUFFER_SIZE (default %(default)s)")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                   help="OFFPATH_AGGREGATE_WORKERS, one packet queue each (default %(default)s: one per "
+                        "core up to 4, offpath's own default)")
     args = p.parse_args()
 
     offpath = os.path.join(args.bin_dir, "offpath")
@@ -44,7 +48,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="offpath-card-") as work:
         sock = os.path.join(work, "dsd.sock")
         env = offpath_env(intake.url, {"DD_DOGSTATSD_PORT": "0", "DD_DOGSTATSD_SOCKET": sock,
-                                       "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit)})
+                                       "DD_AGGREGATE_CONTEXT_LIMIT": str(args.limit),
+                                       "OFFPATH_AGGREGATE_WORKERS": str(args.workers)})
         samples = []
         op = None
         try:
@@ -77,7 +82,7 @@ def main():
                 op.kill()
             totals = intake.stop()
 
-    bound = idle + (args.limit * args.bytes_per_context + args.queue_bytes) // 1024
+    bound = idle + (args.limit * args.bytes_per_context + args.workers * args.queue_bytes) // 1024
     print(f"contexts offered: {report['lines']:,} in {report['elapsed_s']:.1f} s "
           f"({report['lines_per_s']:,.0f}/s), distinct: {report['expected'].get('distinct_contexts')}")
     print(f"context limit: {args.limit:,}; contexts delivered to the intake: {totals.get('contexts', 0):,}")

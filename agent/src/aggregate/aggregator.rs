@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::bucket::{
     BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
 };
-use super::context::{Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash};
+use super::context::{
+    Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
+};
 use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
 use crate::model::{self, Flush};
@@ -113,6 +115,20 @@ pub struct Aggregator {
 impl Aggregator {
     /// An empty aggregator.
     pub fn new(cfg: &AggregateConfig, telemetry: Arc<Telemetry>) -> Self {
+        Self::with_budget(cfg, telemetry, Budget::new(cfg.context_limit.get()))
+    }
+
+    /// `n` (at least one) empty aggregators for the shards of one stream: each takes the contexts of the
+    /// metric names routed to it, and together they hold at most `context_limit` live contexts (the limit is
+    /// one shared count, touched only when a context is made or forgotten).
+    pub fn sharded(cfg: &AggregateConfig, telemetry: &Arc<Telemetry>, n: usize) -> Vec<Self> {
+        let budget = Budget::new(cfg.context_limit.get());
+        (0..n.max(1))
+            .map(|_| Self::with_budget(cfg, Arc::clone(telemetry), Arc::clone(&budget)))
+            .collect()
+    }
+
+    fn with_budget(cfg: &AggregateConfig, telemetry: Arc<Telemetry>, budget: Arc<Budget>) -> Self {
         let mut global_tags: Vec<String> =
             cfg.tags.iter().filter(|t| !t.is_empty()).cloned().collect();
         global_tags.sort_unstable();
@@ -136,7 +152,7 @@ impl Aggregator {
             hostname: cfg.hostname.clone(),
             mapping: cfg.mapping,
             shape,
-            contexts: Contexts::new(cfg.namespace.clone(), cfg.context_limit.get()),
+            contexts: Contexts::sharing(cfg.namespace.clone(), budget),
             events: Vec::new(),
             service_checks: Vec::new(),
             telemetry,

@@ -1,6 +1,8 @@
 //! Contexts: the identity of a series (type class, name, host, tags), stored once, found by one hash per line.
 
 use std::hash::Hasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
@@ -334,21 +336,59 @@ impl Context {
     }
 }
 
+/// The live context limit (`DD_AGGREGATE_CONTEXT_LIMIT`), shared by the aggregators of every worker so it
+/// bounds their total. Touched only when a context is made or forgotten, never per line.
+#[derive(Debug)]
+pub(super) struct Budget {
+    limit: usize,
+    live: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            live: AtomicUsize::new(0),
+        })
+    }
+
+    /// Reserve room for one more context; false at the limit.
+    fn take(&self) -> bool {
+        self.live
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Give back room for `n` forgotten contexts.
+    fn give(&self, n: usize) {
+        if n > 0 {
+            self.live.fetch_sub(n, Relaxed);
+        }
+    }
+}
+
 /// The live contexts, stored in the hash table itself.
 #[derive(Debug)]
 pub(super) struct Contexts {
     table: HashTable<Context>,
     /// The namespace (with its `.`), prepended to names that are not exempt.
     namespace: String,
-    limit: usize,
+    budget: Arc<Budget>,
 }
 
 impl Contexts {
+    /// Contexts with a limit of their own.
+    #[cfg(test)]
     pub fn new(namespace: String, limit: usize) -> Self {
+        Self::sharing(namespace, Budget::new(limit))
+    }
+
+    /// Contexts counted against `budget`, which other [`Contexts`] may share.
+    pub fn sharing(namespace: String, budget: Arc<Budget>) -> Self {
         Self {
             table: HashTable::new(),
             namespace,
-            limit,
+            budget,
         }
     }
 
@@ -367,21 +407,28 @@ impl Contexts {
         now_bucket: i64,
     ) -> Result<&mut Context, Refused> {
         let hash = key.hash();
-        let full = self.table.len() >= self.limit;
         let ns = self.namespace.as_str();
         match self
             .table
             .entry(hash, |c| c.matches(key, ns), |c| c.rehash(ns))
         {
             Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(_) if full => Err(Refused::Limit),
-            Entry::Vacant(e) => Ok(e.insert(Context::new(key, ns, now_bucket)?).into_mut()),
+            Entry::Vacant(_) if !self.budget.take() => Err(Refused::Limit),
+            Entry::Vacant(e) => match Context::new(key, ns, now_bucket) {
+                Ok(ctx) => Ok(e.insert(ctx).into_mut()),
+                Err(refused) => {
+                    self.budget.give(1);
+                    Err(refused)
+                }
+            },
         }
     }
 
     /// Visit every live context; remove those for which `keep` answers false.
     pub fn retain(&mut self, keep: impl FnMut(&mut Context) -> bool) {
+        let before = self.table.len();
         self.table.retain(keep);
+        self.budget.give(before - self.table.len());
         // Give memory back after a burst of contexts has expired.
         if self.table.len() < self.table.capacity() / 4 {
             let ns = self.namespace.as_str();
@@ -398,6 +445,12 @@ impl Contexts {
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Context> {
         self.table.iter()
+    }
+}
+
+impl Drop for Contexts {
+    fn drop(&mut self) {
+        self.budget.give(self.table.len());
     }
 }
 
@@ -535,6 +588,41 @@ mod tests {
     }
 
     #[test]
+    fn contexts_sharing_a_budget_are_bounded_together_and_give_back_what_they_forget() {
+        let budget = Budget::new(3);
+        let mut left = Contexts::sharing(String::new(), Arc::clone(&budget));
+        let mut right = Contexts::sharing(String::new(), Arc::clone(&budget));
+        for name in ["a", "b"] {
+            assert!(left.get_or_insert(&key(name, None, &[]), 0).is_ok());
+        }
+        assert!(right.get_or_insert(&key("c", None, &[]), 0).is_ok());
+        assert_eq!(
+            right.get_or_insert(&key("d", None, &[]), 0).err(),
+            Some(Refused::Limit)
+        );
+        // Known contexts are still served at the limit.
+        assert!(left.get_or_insert(&key("a", None, &[]), 0).is_ok());
+        left.retain(|ctx| ctx.name() != "a");
+        assert!(right.get_or_insert(&key("d", None, &[]), 0).is_ok());
+        assert_eq!(
+            right.get_or_insert(&key("e", None, &[]), 0).err(),
+            Some(Refused::Limit)
+        );
+        drop(left);
+        assert!(right.get_or_insert(&key("e", None, &[]), 0).is_ok());
+        assert_eq!(budget.live.load(Relaxed), 3);
+        // A refused key takes no room.
+        let long = "x".repeat(70_000);
+        drop(right);
+        let mut c = Contexts::sharing(String::new(), Arc::clone(&budget));
+        assert_eq!(
+            c.get_or_insert(&key(&long, None, &[]), 0).err(),
+            Some(Refused::TooLong)
+        );
+        assert_eq!(budget.live.load(Relaxed), 0);
+    }
+
+    #[test]
     fn colliding_hashes_are_told_apart_by_the_stored_key() {
         let mut contexts = Contexts::new(String::new(), 10);
         let (a, b) = (key("a", None, &[]), key("b", None, &[]));
@@ -542,6 +630,7 @@ mod tests {
         // Force both into the table under one hash.
         let ctx_b = Context::new(&b, "", 0).unwrap();
         contexts.table.insert_unique(ha, ctx_b, |c| c.rehash(""));
+        assert!(contexts.budget.take());
         let got = contexts.get_or_insert(&a, 0).map(|c| c.name().to_owned());
         assert_eq!(got.as_deref(), Ok("a"));
         assert_eq!(contexts.len(), 2);

@@ -2,8 +2,11 @@
 //!
 //! [`Aggregator`] is plain state that takes `now` (unix seconds) as an argument: parsed lines go in with
 //! [`Aggregator::insert_packet`] or [`Aggregator::insert`], and [`Aggregator::flush`] turns closed 10 s buckets
-//! into a [`Flush`](crate::model::Flush) (DESIGN.md §2). [`spawn_worker`] runs one on its own thread, fed by the
-//! ingest queue and driven by [`Control`] messages from the flush driver.
+//! into a [`Flush`](crate::model::Flush) (DESIGN.md §2). [`Workers`] runs one or more on their own threads
+//! (`OFFPATH_AGGREGATE_WORKERS`), each fed by its own ingest queue and driven by [`Control`] messages from the
+//! flush driver; the listeners route lines by metric name, so every context lives in one worker and the
+//! flushed output is the same whatever the number of workers. [`Aggregator::sharded`] makes the aggregators,
+//! which share one `DD_AGGREGATE_CONTEXT_LIMIT`.
 //!
 //! What ships (Agent mapping; `MetricMapping::LambdaDistribution` turns `c`, `h`, `ms` into distributions too
 //! and drops `datadog.dogstatsd.client.*`):
@@ -34,4 +37,6 @@ mod tests;
 mod worker;
 
 pub use aggregator::Aggregator;
-pub use worker::{Control, spawn_worker};
+pub use worker::{
+    Collected, Control, MAX_DEFAULT_WORKERS, WorkerError, Workers, spawn_worker, worker_count,
+};

@@ -30,6 +30,7 @@ fn config() -> AggregateConfig {
         context_limit: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
         flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
+        workers: 1,
     }
 }
 
@@ -763,6 +764,15 @@ mod worker {
         drop(control);
         assert!(worker.join().is_ok());
         assert_eq!(telemetry.points.received.load(Relaxed), 20);
+    }
+
+    #[test]
+    fn the_worker_count_is_one_per_core_up_to_four_one_in_lambda_or_as_configured() {
+        use crate::aggregate::{MAX_DEFAULT_WORKERS, worker_count};
+        assert!((1..=MAX_DEFAULT_WORKERS).contains(&worker_count(0, false)));
+        assert_eq!(worker_count(0, true), 1);
+        assert_eq!(worker_count(6, false), 6);
+        assert_eq!(worker_count(2, true), 2);
     }
 
     #[test]

@@ -1,10 +1,24 @@
-//! The aggregation thread: packets from the ingest queue in, flushes out on request.
+//! The aggregation threads: packets from the ingest queues in, flushes out on request.
+//!
+//! [`Workers`] runs one [`Aggregator`] per thread, each with its own bounded packet queue. The listeners
+//! route every line by metric name ([`shard_of`](crate::ingest::shard_of)), so each context lives in exactly
+//! one worker and a flush is the concatenation of the workers' flushes, equal to what one aggregator fed
+//! the same stream would emit (series in another order).
 
-use crossbeam_channel::{Receiver, select};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use tokio::sync::oneshot;
 
 use super::Aggregator;
 use crate::model::Flush;
 use crate::telemetry::PointDrop;
+
+/// Flush requests waiting for one worker.
+const CONTROL_QUEUE: usize = 4;
+
+/// Aggregate workers at most when `OFFPATH_AGGREGATE_WORKERS=0` (one per core).
+pub const MAX_DEFAULT_WORKERS: usize = 4;
 
 impl AsRef<[u8]> for crate::ingest::Packet {
     fn as_ref(&self) -> &[u8] {
@@ -33,7 +47,7 @@ pub enum Control {
 /// `packets` disconnects, and returns when `control` disconnects. `P` is the ingest queue's
 /// [`Packet`](crate::ingest::Packet) (returned to its pool once inserted), or any byte buffer in tests.
 pub fn spawn_worker<P>(
-    mut agg: Aggregator,
+    agg: Aggregator,
     packets: Receiver<P>,
     control: Receiver<Control>,
     clock: fn() -> i64,
@@ -41,31 +55,194 @@ pub fn spawn_worker<P>(
 where
     P: AsRef<[u8]> + Send + 'static,
 {
-    std::thread::spawn(move || {
-        let mut packets = Some(packets);
-        loop {
-            let never = crossbeam_channel::never();
-            let queue = packets.as_ref().unwrap_or(&never);
-            select! {
-                recv(queue) -> packet => match packet {
-                    Ok(p) => agg.insert_packet(p.as_ref(), clock()),
-                    Err(_) => packets = None,
-                },
-                recv(control) -> msg => match msg {
-                    Ok(Control::Flush { final_flush, reply }) => {
-                        if let Some(queue) = &packets {
-                            for p in queue.try_iter().take(queue.len()) {
-                                agg.insert_packet(p.as_ref(), clock());
-                            }
-                        }
-                        let flush = agg.flush(clock(), final_flush);
-                        if let Err(lost) = reply.send(flush) {
-                            agg.count_lost(lost.samples(), PointDrop::ShutdownDeadline);
+    std::thread::spawn(move || serve(agg, packets, control, clock))
+}
+
+/// The worker loop of [`spawn_worker`].
+fn serve<P: AsRef<[u8]>>(
+    mut agg: Aggregator,
+    packets: Receiver<P>,
+    control: Receiver<Control>,
+    clock: fn() -> i64,
+) {
+    let mut packets = Some(packets);
+    loop {
+        let never = crossbeam_channel::never();
+        let queue = packets.as_ref().unwrap_or(&never);
+        select! {
+            recv(queue) -> packet => match packet {
+                Ok(p) => agg.insert_packet(p.as_ref(), clock()),
+                Err(_) => packets = None,
+            },
+            recv(control) -> msg => match msg {
+                Ok(Control::Flush { final_flush, reply }) => {
+                    if let Some(queue) = &packets {
+                        for p in queue.try_iter().take(queue.len()) {
+                            agg.insert_packet(p.as_ref(), clock());
                         }
                     }
-                    Err(_) => return,
-                },
+                    let flush = agg.flush(clock(), final_flush);
+                    if let Err(lost) = reply.send(flush) {
+                        agg.count_lost(lost.samples(), PointDrop::ShutdownDeadline);
+                    }
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+/// The workers `OFFPATH_AGGREGATE_WORKERS` asks for: `configured`, or when it is 0 one per core up to
+/// [`MAX_DEFAULT_WORKERS`] (one in Lambda, whose functions get a fraction of a core at small memory sizes).
+pub fn worker_count(configured: usize, in_lambda: bool) -> usize {
+    match configured {
+        0 if in_lambda => 1,
+        0 => std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(MAX_DEFAULT_WORKERS),
+        n => n,
+    }
+}
+
+/// Why the aggregate workers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The system refused a thread.
+    #[error("cannot start an aggregate worker thread (OFFPATH_AGGREGATE_WORKERS): {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What the workers answered to one flush request.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The answers merged (their series, sketches, events and service checks one after the other).
+    pub flush: Flush,
+    /// Workers that answered.
+    pub answered: usize,
+    /// Workers asked.
+    pub asked: usize,
+}
+
+/// The aggregate worker threads, one [`Aggregator`] and one packet queue each.
+///
+/// Dropping it lets the threads end on their own once their queues are drained; [`Workers::join`] waits
+/// for them.
+#[derive(Debug)]
+pub struct Workers {
+    controls: Vec<Sender<Control>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Start one thread per aggregator (see [`Aggregator::sharded`]), each reading its own bounded queue
+    /// of `queue_size` packets. Returns the workers and the queues' senders, in shard order (for
+    /// [`Listeners::start_sharded`](crate::ingest::Listeners::start_sharded)).
+    ///
+    /// Each worker gets the whole `queue_size` rather than a share: a receive thread splits what it read
+    /// into one packet per worker, so with small batches each packet holds 1/n of the lines, and a share
+    /// of the slots would hold 1/n of the lines one queue holds. Packets queued in all are bounded by
+    /// `n × queue_size`.
+    ///
+    /// # Errors
+    /// [`WorkerError::Thread`] when a thread cannot be started; those already started end.
+    pub fn start<P>(
+        aggregators: Vec<Aggregator>,
+        queue_size: usize,
+        clock: fn() -> i64,
+    ) -> Result<(Workers, Vec<Sender<P>>), WorkerError>
+    where
+        P: AsRef<[u8]> + Send + 'static,
+    {
+        let mut workers = Workers {
+            controls: Vec::with_capacity(aggregators.len()),
+            threads: Vec::with_capacity(aggregators.len()),
+        };
+        let mut queues = Vec::with_capacity(aggregators.len());
+        for (i, agg) in aggregators.into_iter().enumerate() {
+            let (packet_tx, packet_rx) = crossbeam_channel::bounded(queue_size.max(1));
+            let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name(format!("offpath-aggregate-{i}"))
+                .spawn(move || serve(agg, packet_rx, control_rx, clock))
+                .map_err(WorkerError::Thread)?;
+            workers.controls.push(control_tx);
+            workers.threads.push(thread);
+            queues.push(packet_tx);
+        }
+        Ok((workers, queues))
+    }
+
+    /// How many workers run.
+    pub fn count(&self) -> usize {
+        self.controls.len()
+    }
+
+    /// Ask every worker for a flush ([`Control::Flush`]: each first inserts what its queue holds) and
+    /// merge the answers that arrive by `deadline`. A worker that is busy, gone or late is logged and left
+    /// out (its points are counted as [`PointDrop::ShutdownDeadline`] when it answers too late).
+    pub async fn flush(&self, final_flush: bool, deadline: tokio::time::Instant) -> Collected {
+        let mut pending = Vec::with_capacity(self.controls.len());
+        for control in &self.controls {
+            let (reply, rx) = oneshot::channel();
+            if control
+                .try_send(Control::Flush { final_flush, reply })
+                .is_ok()
+            {
+                pending.push(rx);
+            } else {
+                tracing::warn!("an aggregate worker is busy or gone; its flush is skipped");
             }
         }
-    })
+        let mut out = Collected {
+            asked: self.controls.len(),
+            ..Collected::default()
+        };
+        for mut rx in pending {
+            let answer = match tokio::time::timeout_at(deadline, &mut rx).await {
+                Ok(Ok(flush)) => Some(flush),
+                Ok(Err(_)) => {
+                    tracing::error!("an aggregate worker thread stopped");
+                    None
+                }
+                Err(_) => {
+                    // Close first, so an answer sent just now is taken here rather than lost.
+                    rx.close();
+                    let late = rx.try_recv().ok();
+                    if late.is_none() {
+                        tracing::warn!(
+                            "an aggregate worker did not answer the flush before the deadline"
+                        );
+                    }
+                    late
+                }
+            };
+            if let Some(flush) = answer {
+                merge(&mut out.flush, flush);
+                out.answered += 1;
+            }
+        }
+        out
+    }
+
+    /// Close the control channels and wait for every thread to end (blocking).
+    pub fn join(self) {
+        drop(self.controls);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("an aggregate worker thread panicked");
+            }
+        }
+    }
+}
+
+/// Append `more` to `into`.
+fn merge(into: &mut Flush, more: Flush) {
+    if into.is_empty() {
+        *into = more;
+        return;
+    }
+    into.series.extend(more.series);
+    into.sketches.extend(more.sketches);
+    into.events.extend(more.events);
+    into.service_checks.extend(more.service_checks);
 }

@@ -35,7 +35,7 @@ keys! {
     ["DD_DOGSTATSD_STREAM_SOCKET"] "dogstatsd_stream_socket" "none" "Unix stream socket path (frames: u32 little-endian length + payload).";
     ["DD_DOGSTATSD_BUFFER_SIZE"] "dogstatsd_buffer_size" "8192" "Largest datagram or stream frame in bytes; larger ones are counted as truncated/oversize, never parsed.";
     ["DD_DOGSTATSD_SO_RCVBUF"] "dogstatsd_so_rcvbuf" "8388608 asked" "Socket receive buffer in bytes; the size the kernel grants is logged.";
-    ["DD_DOGSTATSD_QUEUE_SIZE"] "dogstatsd_queue_size" "1024" "Packets queued between the listeners and the parser; a full queue drops and counts.";
+    ["DD_DOGSTATSD_QUEUE_SIZE"] "dogstatsd_queue_size" "1024" "Packets queued between the listeners and each aggregate worker; a full queue drops and counts.";
     ["OFFPATH_RECEIVE_THREADS"] "offpath.receive_threads" "0 (one per core, at most 4)" "UDP receive threads (SO_REUSEPORT sockets).";
     ["DD_TAGS"] "tags" "none" "Global tags, separated by spaces or commas.";
     ["DD_DOGSTATSD_TAGS"] "dogstatsd_tags" "none" "Extra tags for everything received over DogStatsD.";
@@ -46,6 +46,7 @@ keys! {
     ["DD_HISTOGRAM_AGGREGATES"] "histogram_aggregates" "max,median,avg,count" "Histogram aggregates: max, min, median, avg, sum, count.";
     ["DD_HISTOGRAM_PERCENTILES"] "histogram_percentiles" "0.95" "Histogram percentiles in (0, 1).";
     ["DD_AGGREGATE_CONTEXT_LIMIT"] "aggregate_context_limit" "100000" "Live contexts; new contexts over the limit are dropped and counted.";
+    ["OFFPATH_AGGREGATE_WORKERS"] "offpath.aggregate_workers" "0 (one per core, at most 4; 1 in Lambda)" "Parse and aggregate threads, at most 64; lines go by metric name, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.";
     ["OFFPATH_FLUSH_INTERVAL"] "offpath.flush_interval" "15" "Seconds between flushes of closed 10 s buckets (sidecar).";
     ["DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE"] "forwarder_retry_queue_payloads_max_size" "15728640" "Retry queue bound in bytes; the oldest payloads overflow to the fallback.";
     ["DD_FORWARDER_TIMEOUT"] "forwarder_timeout" "20" "Seconds before an intake request times out.";

@@ -14,6 +14,12 @@ use std::time::Duration;
 
 pub use keys::{KEYS, Key, markdown_table};
 
+/// Most aggregate workers `OFFPATH_AGGREGATE_WORKERS` accepts.
+pub const MAX_AGGREGATE_WORKERS: usize = 64;
+
+const WORKERS_EXPECTED: &str =
+    "a number of aggregate workers from 1 to 64, or 0 for one per core (at most 4)";
+
 /// A configuration error; the message names the key to fix and the expected form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value {value:?} for {key}: expected {expected}")]
@@ -98,7 +104,7 @@ pub struct IngestConfig {
     pub buffer_size: NonZeroUsize,
     /// Requested `SO_RCVBUF` (`DD_DOGSTATSD_SO_RCVBUF`); `None` = offpath's default (8 MiB asked).
     pub so_rcvbuf: Option<usize>,
-    /// Packets queued between listeners and the parser (`DD_DOGSTATSD_QUEUE_SIZE`, 1024).
+    /// Packets queued between listeners and each aggregate worker (`DD_DOGSTATSD_QUEUE_SIZE`, 1024).
     pub queue_size: NonZeroUsize,
     /// Receive threads for UDP (`SO_REUSEPORT` sockets) (`OFFPATH_RECEIVE_THREADS`, 0 = one per core up to 4).
     pub receive_threads: usize,
@@ -163,6 +169,9 @@ pub struct AggregateConfig {
     pub flush_interval: Duration,
     /// Type mapping.
     pub mapping: MetricMapping,
+    /// Aggregate worker threads, each with the contexts of its share of metric names
+    /// (`OFFPATH_AGGREGATE_WORKERS`, 0 = one per core up to 4, one in Lambda).
+    pub workers: usize,
 }
 
 /// Which fallback sink receives what the forwarder gives up on.
@@ -532,6 +541,16 @@ impl Config {
             context_limit: r.nonzero("DD_AGGREGATE_CONTEXT_LIMIT", 100_000)?,
             flush_interval: r.seconds("OFFPATH_FLUSH_INTERVAL", 15.0)?,
             mapping: MetricMapping::Agent,
+            workers: match r.parse("OFFPATH_AGGREGATE_WORKERS", 0usize, WORKERS_EXPECTED)? {
+                n if n > MAX_AGGREGATE_WORKERS => {
+                    return Err(r.err(
+                        "OFFPATH_AGGREGATE_WORKERS",
+                        n.to_string(),
+                        WORKERS_EXPECTED,
+                    ));
+                }
+                n => n,
+            },
         };
 
         // forward
@@ -798,6 +817,17 @@ mod tests {
     fn percentiles_are_named_like_the_agent() {
         assert_eq!(percentile_name(0.95), "95percentile");
         assert_eq!(percentile_name(0.299), "30percentile");
+    }
+
+    #[test]
+    fn aggregate_workers_default_to_auto_and_are_bounded() {
+        assert_eq!(load(&[]).unwrap().aggregate.workers, 0);
+        let c = load(&[("OFFPATH_AGGREGATE_WORKERS", "3")]).unwrap();
+        assert_eq!(c.aggregate.workers, 3);
+        for bad in ["65", "-1", "many"] {
+            let e = load(&[("OFFPATH_AGGREGATE_WORKERS", bad)]).unwrap_err();
+            assert_eq!(e.key, "OFFPATH_AGGREGATE_WORKERS");
+        }
     }
 
     #[test]

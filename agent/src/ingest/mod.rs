@@ -17,8 +17,13 @@
 //!   could parse to a wrong value or tag). Small datagrams from one batch are joined with `\n` into one
 //!   packet (as the Agent's packet assembler does), so a queue slot carries up to a buffer of lines; a
 //!   [`Packet`] gives its buffer back to the pool when it drops. An empty pool allocates (it never drops
-//!   data); a full one frees what is returned, so memory is bounded by the queue, the batches and what the
+//!   data); a full one frees what is returned, so memory is bounded by the queues, the batches and what the
 //!   consumer holds.
+//! - **Workers.** With several aggregate workers (`OFFPATH_AGGREGATE_WORKERS`), there is one queue
+//!   per worker ([`Listeners::start_sharded`]) and each receive thread splits what it read into lines
+//!   and copies each to the packet of its worker, chosen by metric name ([`shard_of`]): every context
+//!   is aggregated by exactly one worker, with no merge at flush. With one worker datagrams go whole,
+//!   without a copy.
 //! - **Backpressure.** Packets go to the queue with `try_send`; a full queue drops the packet and counts
 //!   each datagram in it as [`PacketDrop::QueueFull`](crate::telemetry::PacketDrop::QueueFull). The
 //!   receive loops never wait on the queue.
@@ -39,6 +44,7 @@
 mod datagram;
 mod frame;
 mod packet;
+mod route;
 mod stream;
 
 use std::fs;
@@ -61,6 +67,7 @@ use crate::telemetry::Telemetry;
 
 pub use frame::{FRAME_HEADER, FrameDecoder, FrameError};
 pub use packet::Packet;
+pub use route::shard_of;
 pub use stream::MAX_CONNECTIONS as MAX_STREAM_CONNECTIONS;
 
 use datagram::{BATCH, RcvBuf};
@@ -146,6 +153,20 @@ impl Listeners {
         telemetry: &Arc<Telemetry>,
         queue: Sender<Packet>,
     ) -> Result<Listeners, IngestError> {
+        Self::start_sharded(cfg, telemetry, vec![queue])
+    }
+
+    /// [`Listeners::start`] with one queue per aggregate worker: every line goes to the queue
+    /// [`shard_of`] names, so all the lines of a metric name reach the same worker. With one queue,
+    /// the same as [`Listeners::start`]; with none, every packet is dropped and counted as `queue_full`.
+    ///
+    /// # Errors
+    /// As [`Listeners::start`].
+    pub fn start_sharded(
+        cfg: &IngestConfig,
+        telemetry: &Arc<Telemetry>,
+        queues: Vec<Sender<Packet>>,
+    ) -> Result<Listeners, IngestError> {
         let udp_threads = match cfg.receive_threads {
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -153,10 +174,11 @@ impl Listeners {
             n => n,
         };
         let buffer_size = cfg.buffer_size.get();
-        // Enough free buffers to refill every batch and a full queue without allocating.
+        // Enough free buffers to refill every batch, every open packet and a full queue without
+        // allocating.
         let pool = Pool::new(
             buffer_size,
-            cfg.queue_size.get() + BATCH * (udp_threads + 2),
+            cfg.queue_size.get() + (BATCH + queues.len()) * (udp_threads + 2),
         );
         let mut this = Listeners {
             udp_addr: None,
@@ -166,7 +188,7 @@ impl Listeners {
         };
         let sink = |name: String| {
             Sink::new(
-                queue.clone(),
+                queues.clone(),
                 Arc::clone(&pool),
                 telemetry.register_listener(name),
             )
@@ -344,5 +366,7 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     }
 }
 
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod tests;

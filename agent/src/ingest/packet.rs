@@ -8,6 +8,10 @@
 //! consumer holds. Buffers are allocated uninitialized ([`Buf`]): zeroing them would touch every page
 //! (glibc's `calloc` clears reused heap memory), so a receive batch waiting on an idle socket would cost
 //! its full size in RSS; untouched, only the pages a datagram reached cost memory.
+//!
+//! With several aggregate workers there is one queue per worker and the sink splits every datagram by
+//! metric name ([`shard_of`](super::shard_of)); a packet dropped on a full queue then counts the datagrams
+//! it held lines of, so `queue_full` counts datagram parts.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -15,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use memchr::memchr;
+
+use super::route::shard_of;
 
 use crate::telemetry::{ListenerStats, PacketDrop};
 
@@ -177,13 +184,23 @@ impl Pool {
 
 /// What one receive loop writes into: joins small datagrams into pooled packets, sends them with
 /// `try_send` (a full queue drops the packet and counts it) and counts per batch.
+///
+/// With one queue, datagrams go whole. With several (one per aggregate worker), every datagram is split
+/// into lines, each line copied to the open packet of its queue ([`shard_of`]): consecutive lines of one
+/// queue in one copy.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    queue: Sender<Packet>,
+    /// One per aggregate worker (at least one).
+    queues: Vec<Sender<Packet>>,
     pool: Arc<Pool>,
     stats: Arc<ListenerStats>,
-    /// The packet being filled, sent by [`Sink::flush`].
-    open: Option<Packet>,
+    /// The packet being filled for each queue, sent by [`Sink::flush`].
+    open: Vec<Option<Packet>>,
+    /// Per queue, the datagram that last added lines to its open packet (see `datagram`).
+    last_datagram: Vec<u64>,
+    /// Numbers the datagrams split over several queues, so each packet counts the datagrams it holds
+    /// lines of.
+    datagram: u64,
     /// Counted locally, added to `stats` once per batch by [`Sink::commit`].
     packets: u64,
     bytes: u64,
@@ -195,12 +212,19 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    pub(crate) fn new(queue: Sender<Packet>, pool: Arc<Pool>, stats: Arc<ListenerStats>) -> Sink {
+    pub(crate) fn new(
+        queues: Vec<Sender<Packet>>,
+        pool: Arc<Pool>,
+        stats: Arc<ListenerStats>,
+    ) -> Sink {
+        let n = queues.len();
         Sink {
-            queue,
+            queues,
             pool,
             stats,
-            open: None,
+            open: (0..n).map(|_| None).collect(),
+            last_datagram: vec![0; n],
+            datagram: 0,
             packets: 0,
             bytes: 0,
             queue_full: 0,
@@ -234,36 +258,48 @@ impl Sink {
         self.oversize += 1;
     }
 
-    /// Append `data` to the open packet (after a `\n`) if it fits there.
+    /// With one queue: append `data` to the open packet (after a `\n`) if it fits there. With several:
+    /// copy each line of `data` to its queue's open packet, opening new ones as needed; always true.
     pub(crate) fn append(&mut self, data: &[u8]) -> bool {
-        let Some(open) = &mut self.open else {
+        if self.queues.len() > 1 {
+            self.split(data);
+            return true;
+        }
+        let Some(Some(open)) = self.open.first_mut() else {
             return false;
         };
-        let sep = usize::from(open.data().last().is_some_and(|&b| b != b'\n'));
-        let start = open.len + sep;
-        if start + data.len() > open.buf.len() {
-            return false;
-        }
-        if !(open.buf.write_at(open.len, &b"\n"[..sep]) && open.buf.write_at(start, data)) {
-            return false;
-        }
-        open.len = start + data.len();
-        open.datagrams += 1;
-        true
+        append_to(open, data)
     }
 
     /// Send the open packet and make `buf` (whose first `len` bytes are one datagram) the open one.
+    /// With several queues the datagram is split instead and `buf` goes back to the pool.
     ///
     /// # Safety
     /// The first `len` bytes of `buf` (or all of it, if shorter) were written.
     pub(crate) unsafe fn open_with(&mut self, buf: Buf, len: usize) {
+        if self.queues.len() > 1 {
+            // SAFETY: the caller vouches that the first `len` bytes were written.
+            let data = unsafe { buf.prefix(len) };
+            self.split(data);
+            self.pool.put(buf);
+            return;
+        }
         self.flush();
-        self.open = Some(Packet {
-            len: len.min(buf.len()),
-            buf,
-            datagrams: 1,
-            pool: Some(Arc::clone(&self.pool)),
-        });
+        match self.open.first_mut() {
+            Some(slot) => {
+                *slot = Some(Packet {
+                    len: len.min(buf.len()),
+                    buf,
+                    datagrams: 1,
+                    pool: Some(Arc::clone(&self.pool)),
+                });
+            }
+            // No queue at all: nowhere to go.
+            None => {
+                self.queue_full += 1;
+                self.pool.put(buf);
+            }
+        }
     }
 
     /// Add a copy of `data` (at most one buffer long): to the open packet if it fits, else to a new one.
@@ -278,12 +314,85 @@ impl Sink {
         unsafe { self.open_with(buf, len) };
     }
 
-    /// Send the open packet, if any, with `try_send`; a full queue drops it and counts what it held.
-    pub(crate) fn flush(&mut self) {
-        let Some(packet) = self.open.take() else {
+    /// Route the lines of one datagram or frame (at most one buffer long) to the queues' open packets.
+    fn split(&mut self, data: &[u8]) {
+        self.datagram += 1;
+        let n = self.queues.len();
+        // The run of consecutive lines going to one queue: `data[start..end]`.
+        let (mut run_queue, mut start, mut end) = (0, 0, 0);
+        let mut pos = 0;
+        while pos < data.len() {
+            let line_end = memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i);
+            let line = &data[pos..line_end];
+            if !line.is_empty() {
+                let q = shard_of(line, n);
+                if q != run_queue || start == end {
+                    if start < end {
+                        self.put(run_queue, &data[start..end]);
+                    }
+                    (run_queue, start) = (q, pos);
+                }
+                end = line_end;
+            }
+            pos = line_end + 1;
+        }
+        if start < end {
+            self.put(run_queue, &data[start..end]);
+        }
+    }
+
+    /// Append `lines` (at most one buffer long) to queue `q`'s open packet, or send that packet and
+    /// open a new one when they do not fit.
+    fn put(&mut self, q: usize, lines: &[u8]) {
+        let datagram = self.datagram;
+        let (Some(slot), Some(last)) = (self.open.get_mut(q), self.last_datagram.get_mut(q)) else {
             return;
         };
-        match self.queue.try_send(packet) {
+        if let Some(open) = slot {
+            let datagrams = open.datagrams;
+            if append_to(open, lines) {
+                // `append_to` counted one more datagram; count it once per datagram.
+                if *last == datagram {
+                    open.datagrams = datagrams;
+                }
+                *last = datagram;
+                return;
+            }
+        }
+        let mut buf = self.pool.get();
+        let lines = lines.get(..buf.len()).unwrap_or(lines);
+        let len = if buf.write_at(0, lines) {
+            lines.len()
+        } else {
+            0
+        };
+        let full = slot.replace(Packet {
+            len,
+            buf,
+            datagrams: 1,
+            pool: Some(Arc::clone(&self.pool)),
+        });
+        *last = datagram;
+        if let Some(p) = full {
+            self.send(q, p);
+        }
+    }
+
+    /// Send every open packet with `try_send`; a full queue drops it and counts what it held.
+    pub(crate) fn flush(&mut self) {
+        for q in 0..self.open.len() {
+            if let Some(packet) = self.open.get_mut(q).and_then(Option::take) {
+                self.send(q, packet);
+            }
+        }
+    }
+
+    fn send(&mut self, q: usize, packet: Packet) {
+        let Some(queue) = self.queues.get(q) else {
+            self.queue_full += u64::from(packet.datagrams);
+            return;
+        };
+        match queue.try_send(packet) {
             Ok(()) => {}
             Err(TrySendError::Full(p)) => self.queue_full += u64::from(p.datagrams),
             Err(TrySendError::Disconnected(p)) => {
@@ -299,8 +408,8 @@ impl Sink {
         }
     }
 
-    /// Add this batch's counts to the listener's counters and send the open packet (so what was read is
-    /// counted before the consumer can see it).
+    /// Add this batch's counts to the listener's counters and send the open packets (so what was read
+    /// is counted before the consumer can see it).
     pub(crate) fn commit(&mut self) {
         let s = &self.stats;
         for (n, add) in [(&mut self.packets, &s.packets), (&mut self.bytes, &s.bytes)] {
@@ -324,6 +433,21 @@ impl Sink {
     }
 }
 
+/// Append `data` to `open` (after a `\n`) if it fits, counting one more datagram.
+fn append_to(open: &mut Packet, data: &[u8]) -> bool {
+    let sep = usize::from(open.data().last().is_some_and(|&b| b != b'\n'));
+    let start = open.len + sep;
+    if start + data.len() > open.buf.len() {
+        return false;
+    }
+    if !(open.buf.write_at(open.len, &b"\n"[..sep]) && open.buf.write_at(start, data)) {
+        return false;
+    }
+    open.len = start + data.len();
+    open.datagrams += 1;
+    true
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         self.commit();
@@ -338,7 +462,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(queue_size);
         let stats = Arc::new(ListenerStats::default());
         let pool = Pool::new(buf_size, 4);
-        (Sink::new(tx, pool, Arc::clone(&stats)), rx, stats)
+        (Sink::new(vec![tx], pool, Arc::clone(&stats)), rx, stats)
     }
 
     #[test]
@@ -390,6 +514,19 @@ mod tests {
         s.push_copy(b"c:1|c");
         s.commit();
         assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(
+            stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn without_a_queue_every_datagram_is_counted_as_queue_full() {
+        let stats = Arc::new(ListenerStats::default());
+        let mut s = Sink::new(Vec::new(), Pool::new(16, 4), Arc::clone(&stats));
+        s.push_copy(b"a:1|c");
+        s.push_copy(b"b:1|c");
+        s.commit();
         assert_eq!(
             stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
             2
