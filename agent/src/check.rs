@@ -1,9 +1,11 @@
 //! `offpath check` and `offpath health`: validate the configuration and connectivity, one line per check.
 //!
-//! The checks, in order: the configuration loads (environment over the optional YAML file); the
-//! intake host resolves and accepts a TCP connection; the API key is valid (`GET /api/v1/validate`,
-//! header `DD-API-KEY`: 200 valid, 403 invalid); CloudWatch Logs answers `DescribeLogGroups` for the
-//! fallback log group when one is set. Each failing line says what to fix and names the config key.
+//! The checks, in order: the configuration loads (environment over the optional YAML file); with
+//! `DD_API_KEY_SECRET_ARN` and no `DD_API_KEY`, the secret is read from Secrets Manager (a failure says
+//! whether the ARN, the permission, the credentials or the network is at fault); the intake host
+//! resolves and accepts a TCP connection; the API key is valid (`GET /api/v1/validate`, header
+//! `DD-API-KEY`: 200 valid, 403 invalid); CloudWatch Logs answers `DescribeLogGroups` for the fallback
+//! log group when one is set. Each failing line says what to fix and names the config key.
 //! The API key never appears in the report: every detail passes through a redactor.
 
 use std::fmt;
@@ -16,10 +18,13 @@ use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::{CheckArgs, HealthArgs};
-use crate::config::{Config, FallbackMode, LoadError};
+use crate::config::{ApiKey, Config, FallbackMode, LoadError};
+use crate::forward::secret::ApiKeySecret;
 
 /// How long DNS resolution and the TCP connection to the intake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the API key secret may take (the credential chain may probe instance metadata).
+const SECRET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the AWS checks may take (the credential chain may probe instance metadata).
 #[cfg(feature = "cloudwatch")]
 const AWS_TIMEOUT: Duration = Duration::from_secs(20);
@@ -166,37 +171,69 @@ pub async fn run(config_path: Option<&Path>) -> Report {
         || "environment".to_owned(),
         |p| format!("{} and the environment", p.display()),
     );
-    #[cfg_attr(not(feature = "cloudwatch"), allow(unused_mut))]
-    let mut report = check_config(&config, &source, &warnings).await;
-    // Without the `cloudwatch` feature a log group is a configuration error, reported above.
+    let secret = secret_of(&config);
+    #[cfg(not(feature = "cloudwatch"))]
+    let report = check_config_with_secret(&config, &source, &warnings, secret).await;
     #[cfg(feature = "cloudwatch")]
-    if let Some(group) = cloudwatch_group(&config) {
-        let sdk = tokio::time::timeout(
-            AWS_TIMEOUT,
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).load(),
-        )
-        .await;
-        match sdk {
-            Err(_) => report.push(
-                "cloudwatch",
-                Outcome::Fail,
-                "loading AWS configuration timed out; check AWS_REGION and the credential chain",
+    let report = {
+        // One AWS configuration for the secret's credentials and the CloudWatch Logs check; the
+        // secret alone takes its region from its ARN.
+        let group = cloudwatch_group(&config);
+        let region = secret.as_ref().map(|s| s.region().to_owned());
+        let sdk = match (group, region) {
+            (None, None) => None,
+            (group, region) => Some(
+                tokio::time::timeout(
+                    AWS_TIMEOUT,
+                    crate::forward::secret::credentials::load_sdk_config(
+                        region.as_deref().filter(|_| group.is_none()),
+                    ),
+                )
+                .await,
             ),
-            Ok(sdk) if sdk.region().is_none() => report.push(
-                "cloudwatch",
-                Outcome::Fail,
-                format!(
-                    "no AWS region for log group {group}: set AWS_REGION (or a profile region), \
+        };
+        let secret = match (secret, &sdk) {
+            (Some(s), Some(Ok(aws))) => Some(s.with_credentials(
+                crate::forward::secret::CredentialsProvider::from_sdk_config(aws),
+            )),
+            (s, _) => s,
+        };
+        let mut report = check_config_with_secret(&config, &source, &warnings, secret).await;
+        // Without the `cloudwatch` feature a log group is a configuration error, reported above.
+        if let (Some(group), Some(sdk)) = (group, sdk) {
+            check_cloudwatch(&mut report, group, sdk).await;
+        }
+        report
+    };
+    report
+}
+
+/// The CloudWatch Logs check with the loaded AWS configuration (`Err` when loading timed out).
+#[cfg(feature = "cloudwatch")]
+async fn check_cloudwatch(
+    report: &mut Report,
+    group: &str,
+    sdk: Result<aws_config::SdkConfig, tokio::time::error::Elapsed>,
+) {
+    match sdk {
+        Err(_) => report.push(
+            "cloudwatch",
+            Outcome::Fail,
+            "loading AWS configuration timed out; check AWS_REGION and the credential chain",
+        ),
+        Ok(sdk) if sdk.region().is_none() => report.push(
+            "cloudwatch",
+            Outcome::Fail,
+            format!(
+                "no AWS region for log group {group}: set AWS_REGION (or a profile region), \
                      or unset OFFPATH_FALLBACK_LOG_GROUP"
-                ),
             ),
-            Ok(sdk) => {
-                let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-                check_log_group(&mut report, &client, group).await;
-            }
+        ),
+        Ok(sdk) => {
+            let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+            check_log_group(report, &client, group).await;
         }
     }
-    report
 }
 
 /// The log group the fallback writes to, when it uses CloudWatch Logs.
@@ -210,8 +247,31 @@ fn cloudwatch_group(config: &Config) -> Option<&str> {
 
 /// Run the intake and API key checks for a loaded configuration. `source` says where it came from;
 /// `warnings` are the config file's warnings (unknown keys), reported as WARN lines. The CloudWatch
-/// check is separate ([`run`] adds it) because it needs AWS configuration from the environment.
+/// check is separate ([`run`] adds it) because it needs AWS configuration from the environment. A
+/// secret named by `DD_API_KEY_SECRET_ARN` is read with the credentials in the environment (or the
+/// container credentials endpoint); [`run`] uses the AWS default chain when built with it.
 pub async fn check_config(config: &Config, source: &str, warnings: &[String]) -> Report {
+    check_config_with_secret(config, source, warnings, secret_of(config)).await
+}
+
+/// The API key secret to read when `DD_API_KEY` is unset and `DD_API_KEY_SECRET_ARN` is set, signed
+/// with the credentials in the environment (or the container credentials endpoint). The ARN was
+/// checked when the configuration loaded.
+fn secret_of(config: &Config) -> Option<ApiKeySecret> {
+    match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
+        (None, Some(arn)) => ApiKeySecret::from_env(arn).ok(),
+        _ => None,
+    }
+}
+
+/// [`check_config`] reading the API key from `secret` when `DD_API_KEY` is unset (`secret` is only
+/// consulted then).
+pub async fn check_config_with_secret(
+    config: &Config,
+    source: &str,
+    warnings: &[String],
+    secret: Option<ApiKeySecret>,
+) -> Report {
     let fwd = &config.forward;
     let mut report = Report {
         secret: Secret(fwd.api_key.as_ref().map(|k| k.expose().to_owned())),
@@ -240,16 +300,38 @@ pub async fn check_config(config: &Config, source: &str, warnings: &[String]) ->
         );
     }
 
-    let Some(api_key) = fwd.api_key.as_ref() else {
-        let detail = if fwd.api_key_secret_arn.is_some() {
-            "the API key is read from Secrets Manager (DD_API_KEY_SECRET_ARN) at run time; not checked"
-        } else {
-            "no API key (DD_API_KEY / api_key): offpath runs locally and prints flushed metrics \
-             on stdout; set DD_API_KEY to ship to Datadog"
-        };
-        report.push("api key", Outcome::Skip, detail);
-        report_fallback(&mut report, config);
-        return report;
+    // The key to validate, and what to change when the intake refuses it.
+    let (api_key, fix): (Option<ApiKey>, String) = match (&fwd.api_key, secret) {
+        (Some(key), _) => {
+            if let Some(arn) = &fwd.api_key_secret_arn {
+                report.push(
+                    "secret",
+                    Outcome::Skip,
+                    format!("DD_API_KEY is set and wins over DD_API_KEY_SECRET_ARN ({arn})"),
+                );
+            }
+            (
+                Some(key.clone()),
+                "set DD_API_KEY (api_key) to a valid API key".to_owned(),
+            )
+        }
+        (None, Some(mut secret)) => {
+            let fix = format!(
+                "store a valid API key in the secret {} (named by DD_API_KEY_SECRET_ARN)",
+                secret.arn()
+            );
+            (check_secret(&mut report, &mut secret).await, fix)
+        }
+        (None, None) => {
+            report.push(
+                "api key",
+                Outcome::Skip,
+                "no API key (DD_API_KEY / api_key): offpath runs locally and prints flushed metrics \
+                 on stdout; set DD_API_KEY to ship to Datadog",
+            );
+            report_fallback(&mut report, config);
+            return report;
+        }
     };
 
     let url = match reqwest::Url::parse(&fwd.intake_url) {
@@ -276,9 +358,59 @@ pub async fn check_config(config: &Config, source: &str, warnings: &[String]) ->
         report_fallback(&mut report, config);
         return report;
     }
-    check_api_key(&mut report, config, &url, api_key.expose()).await;
+    match &api_key {
+        Some(key) => check_api_key(&mut report, config, &url, key.expose(), &fix).await,
+        None => report.push(
+            "api key",
+            Outcome::Skip,
+            "not validated: the secret named by DD_API_KEY_SECRET_ARN could not be read",
+        ),
+    }
     report_fallback(&mut report, config);
     report
+}
+
+/// Read the API key from Secrets Manager; a `secret` line says what was read or what failed (the
+/// ARN, the permission, the credentials, the network). The key is redacted from the report.
+async fn check_secret(report: &mut Report, secret: &mut ApiKeySecret) -> Option<ApiKey> {
+    let arn = secret.arn().to_owned();
+    let source = secret.credentials_source();
+    match tokio::time::timeout(SECRET_TIMEOUT, secret.resolve()).await {
+        Ok(Ok(key)) => {
+            report.secret = Secret(Some(key.expose().to_owned()));
+            report.push(
+                "secret",
+                Outcome::Ok,
+                format!(
+                    "API key read from {arn} at {} (AWS credentials: {source})",
+                    secret.endpoint()
+                ),
+            );
+            Some(key)
+        }
+        Ok(Err(e)) => {
+            report.push(
+                "secret",
+                Outcome::Fail,
+                format!("{} problem: {e}", e.what_failed()),
+            );
+            None
+        }
+        Err(_) => {
+            report.push(
+                "secret",
+                Outcome::Fail,
+                format!(
+                    "reading {arn} from {} timed out after {}s (AWS credentials: {source}); check \
+                     network access to Secrets Manager (AWS_ENDPOINT_URL_SECRETS_MANAGER) and the \
+                     credentials",
+                    secret.endpoint(),
+                    SECRET_TIMEOUT.as_secs()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn report_fallback(report: &mut Report, config: &Config) {
@@ -367,7 +499,14 @@ async fn check_reachable(report: &mut Report, url: &reqwest::Url) -> bool {
     }
 }
 
-async fn check_api_key(report: &mut Report, config: &Config, url: &reqwest::Url, key: &str) {
+/// Validate `key` against the intake; `fix` says what to change when the intake refuses it.
+async fn check_api_key(
+    report: &mut Report,
+    config: &Config,
+    url: &reqwest::Url,
+    key: &str,
+    fix: &str,
+) {
     let fwd = &config.forward;
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -422,8 +561,8 @@ async fn check_api_key(report: &mut Report, config: &Config, url: &reqwest::Url,
             "api key",
             Outcome::Fail,
             format!(
-                "the intake rejected the API key (HTTP {}): set DD_API_KEY (api_key) to a valid \
-                 API key of the organisation on site {} (DD_SITE / site)",
+                "the intake rejected the API key (HTTP {}): {fix} of the organisation on site {} \
+                 (DD_SITE / site)",
                 r.status().as_u16(),
                 fwd.site
             ),
@@ -817,6 +956,226 @@ mod tests {
         let l = line(&report, "api key");
         assert_eq!(l.outcome, Outcome::Fail);
         assert!(l.detail.contains("HTTP 500") && l.detail.contains("DD_DD_URL"));
+    }
+
+    const WRONG: &str = "ffffffffffffffffffffffffffffffff";
+
+    fn secret_arn(name: &str) -> String {
+        format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{name}")
+    }
+
+    /// The intake, a Secrets Manager that checks the request is signed and answers by secret name,
+    /// and a container credentials endpoint at `/creds` (token `Bearer t0ken`), on one server.
+    fn intake_and_aws(path: &str, headers: &HashMap<String, String>, body: &str) -> (u16, String) {
+        if path == "/creds" {
+            return match headers.get("authorization").map(String::as_str) {
+                Some("Bearer t0ken") => (
+                    200,
+                    r#"{"AccessKeyId":"ASIACONTAINER","SecretAccessKey":"s","Token":"t"}"#.into(),
+                ),
+                _ => (
+                    401,
+                    r#"{"code":"AccessDenied","message":"bad token"}"#.into(),
+                ),
+            };
+        }
+        if headers.get("x-amz-target").map(String::as_str) != Some("secretsmanager.GetSecretValue")
+        {
+            return intake(path, headers, body);
+        }
+        let auth = headers.get("authorization").cloned().unwrap_or_default();
+        let signed_by = |id: &str| {
+            auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={id}/"))
+                && auth.contains("/eu-west-1/secretsmanager/aws4_request")
+        };
+        if !signed_by("AKIDCHECK") && !signed_by("ASIACONTAINER") {
+            return (
+                400,
+                r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#.into(),
+            );
+        }
+        let value = |key: &str| (200, format!(r#"{{"SecretString":"{key}"}}"#));
+        if body.contains(":secret:good\"") {
+            value(KEY)
+        } else if body.contains(":secret:wrong\"") {
+            value(WRONG)
+        } else if body.contains(":secret:denied\"") {
+            (
+                400,
+                r#"{"__type":"AccessDeniedException","message":"User: arn:aws:sts::1:assumed-role/r/s is not authorized"}"#.into(),
+            )
+        } else {
+            (
+                400,
+                r#"{"__type":"ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#.into(),
+            )
+        }
+    }
+
+    /// `check_config_with_secret` for `DD_API_KEY_SECRET_ARN=<arn of name>` against `addr`, the secret
+    /// signed with the credentials in `aws_env` (plus the endpoint override).
+    async fn check_secret_named(
+        addr: SocketAddr,
+        name: &str,
+        aws_env: &[(&str, String)],
+    ) -> Report {
+        let arn = secret_arn(name);
+        let c = config(&[
+            ("DD_API_KEY_SECRET_ARN", arn.clone()),
+            ("DD_DD_URL", format!("http://{addr}")),
+        ]);
+        let mut vars: HashMap<String, String> = aws_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        vars.insert(
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
+            format!("http://{addr}"),
+        );
+        let secret = ApiKeySecret::from_lookup(&arn, &|k| vars.get(k).cloned()).unwrap();
+        check_config_with_secret(&c, "test", &[], Some(secret)).await
+    }
+
+    fn env_credentials() -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "AKIDCHECK".into()),
+            ("AWS_SECRET_ACCESS_KEY", "secret".into()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_key_read_from_the_secret_is_validated_against_the_intake_and_never_printed() {
+        let addr = fake_server(intake_and_aws).await;
+        let report = check_secret_named(addr, "good", &env_credentials()).await;
+        assert!(report.passed(), "{report}");
+        let s = line(&report, "secret");
+        assert_eq!(s.outcome, Outcome::Ok);
+        assert!(s.detail.contains(&secret_arn("good")), "{}", s.detail);
+        assert!(
+            s.detail.contains("AWS credentials: environment"),
+            "{}",
+            s.detail
+        );
+        assert_eq!(line(&report, "api key").outcome, Outcome::Ok);
+        assert!(!report.to_string().contains(KEY), "{report}");
+        assert!(!format!("{report:?}").contains(KEY));
+    }
+
+    #[tokio::test]
+    async fn a_secret_holding_a_rejected_key_fails_and_says_to_fix_the_secret() {
+        let addr = fake_server(intake_and_aws).await;
+        let report = check_secret_named(addr, "wrong", &env_credentials()).await;
+        assert_eq!(report.exit_code(), 1, "{report}");
+        assert_eq!(line(&report, "secret").outcome, Outcome::Ok);
+        let l = line(&report, "api key");
+        assert_eq!(l.outcome, Outcome::Fail);
+        assert!(l.detail.contains("HTTP 403"), "{}", l.detail);
+        assert!(
+            l.detail.contains(&format!(
+                "store a valid API key in the secret {}",
+                secret_arn("wrong")
+            )),
+            "{}",
+            l.detail
+        );
+        assert!(!report.to_string().contains(WRONG), "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_says_whether_the_arn_the_permission_or_the_credentials_are_at_fault()
+     {
+        let addr = fake_server(intake_and_aws).await;
+        type Case = (
+            &'static str,
+            Vec<(&'static str, String)>,
+            &'static [&'static str],
+        );
+        let cases: [Case; 4] = [
+            (
+                "missing",
+                env_credentials(),
+                &["ARN problem", "does not exist: check DD_API_KEY_SECRET_ARN"],
+            ),
+            (
+                "denied",
+                env_credentials(),
+                &["permission problem", "secretsmanager:GetSecretValue"],
+            ),
+            (
+                "good",
+                vec![
+                    ("AWS_ACCESS_KEY_ID", "AKIDUNKNOWN".into()),
+                    ("AWS_SECRET_ACCESS_KEY", "secret".into()),
+                ],
+                &["credentials problem", "UnrecognizedClientException"],
+            ),
+            (
+                "good",
+                Vec::new(),
+                &[
+                    "credentials problem",
+                    "no AWS credentials were found",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                ],
+            ),
+        ];
+        for (name, creds, expect) in cases {
+            let report = check_secret_named(addr, name, &creds).await;
+            assert_eq!(report.exit_code(), 1, "{report}");
+            let l = line(&report, "secret");
+            assert_eq!(l.outcome, Outcome::Fail, "{report}");
+            for e in expect {
+                assert!(l.detail.contains(e), "{name}: {e} not in {}", l.detail);
+            }
+            // The intake is still checked; the key is not.
+            assert_eq!(line(&report, "intake tcp").outcome, Outcome::Ok);
+            assert_eq!(line(&report, "api key").outcome, Outcome::Skip, "{report}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_secret_can_be_read_with_container_credentials() {
+        let addr = fake_server(intake_and_aws).await;
+        let container = |token: &str| {
+            vec![
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("http://{addr}/creds"),
+                ),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.to_owned()),
+            ]
+        };
+        let report = check_secret_named(addr, "good", &container("Bearer t0ken")).await;
+        assert!(report.passed(), "{report}");
+        let s = line(&report, "secret");
+        assert!(
+            s.detail
+                .contains("AWS credentials: container credentials endpoint"),
+            "{}",
+            s.detail
+        );
+        let report = check_secret_named(addr, "good", &container("Bearer nope")).await;
+        let s = line(&report, "secret");
+        assert_eq!(s.outcome, Outcome::Fail, "{report}");
+        assert!(
+            s.detail.contains("credentials problem") && s.detail.contains("HTTP 401 AccessDenied"),
+            "{}",
+            s.detail
+        );
+    }
+
+    #[tokio::test]
+    async fn with_both_the_api_key_wins_and_the_secret_is_not_read() {
+        let addr = fake_server(intake).await;
+        let c = config(&[
+            ("DD_API_KEY", KEY.into()),
+            ("DD_API_KEY_SECRET_ARN", secret_arn("good")),
+            ("DD_DD_URL", format!("http://{addr}")),
+        ]);
+        let report = check_config(&c, "test", &[]).await;
+        assert!(report.passed(), "{report}");
+        assert_eq!(line(&report, "secret").outcome, Outcome::Skip);
+        assert_eq!(line(&report, "api key").outcome, Outcome::Ok);
     }
 
     #[tokio::test]

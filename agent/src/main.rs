@@ -108,7 +108,7 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// `offpath replay`: re-ship offpath records from a file, stdin or a CloudWatch Logs group.
 fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
     use offpath::fallback::replay::{ReplayOptions, ReplaySource};
-    let (config, warnings) = match load_config(args.config.as_deref()) {
+    let (mut config, warnings) = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("offpath replay: configuration error: {e:#}");
@@ -119,9 +119,10 @@ fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    if config.forward.api_key.is_none() {
+    if config.forward.api_key.is_none() && config.forward.api_key_secret_arn.is_none() {
         anyhow::bail!(
-            "offpath replay needs DD_API_KEY (or api_key in the config file) to ship records"
+            "offpath replay needs DD_API_KEY (or api_key in the config file) or \
+             DD_API_KEY_SECRET_ARN to ship records"
         );
     }
     let now = offpath::lifecycle::unix_now();
@@ -138,11 +139,49 @@ fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
             "offpath replay needs --from-file PATH (or - for stdin) or --log-group NAME (or OFFPATH_FALLBACK_LOG_GROUP)"
         ),
     };
+    #[cfg(feature = "cloudwatch")]
+    let log_group_source = matches!(source, ReplaySource::LogGroup { .. });
     let mut opts = ReplayOptions::new(source, now);
     opts.dedupe = args.dedupe;
     let telemetry = Arc::new(Telemetry::default());
     let rt = runtime()?;
     let report = rt.block_on(async {
+        // DD_API_KEY wins; else the secret is read once, before anything is sent.
+        let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
+            (None, Some(arn)) => Some(offpath::forward::secret::ApiKeySecret::from_env(arn)?),
+            _ => None,
+        };
+        // One AWS configuration for the log group source and the secret's credentials chain.
+        #[cfg(feature = "cloudwatch")]
+        let secret = {
+            let region = secret.as_ref().map(|s| s.region().to_owned());
+            let aws = if log_group_source || region.is_some() {
+                let region = region.filter(|_| !log_group_source);
+                Some(
+                    offpath::forward::secret::credentials::load_sdk_config(region.as_deref()).await,
+                )
+            } else {
+                None
+            };
+            let secret = match (secret, &aws) {
+                (Some(s), Some(aws)) => Some(s.with_credentials(
+                    offpath::forward::secret::CredentialsProvider::from_sdk_config(aws),
+                )),
+                (s, _) => s,
+            };
+            if log_group_source {
+                opts.aws = aws;
+            }
+            secret
+        };
+        if let Some(mut secret) = secret {
+            let key = secret
+                .resolve()
+                .await
+                .context("offpath replay cannot read the API key from DD_API_KEY_SECRET_ARN")?;
+            tracing::info!(arn = %secret.arn(), "API key read from DD_API_KEY_SECRET_ARN");
+            config.forward.api_key = Some(key);
+        }
         let encoder = offpath::encode::Encoder::new(config.forward.zstd_level);
         let mut forwarder =
             offpath::forward::Forwarder::new(&config.forward, Arc::clone(&telemetry), None)?;

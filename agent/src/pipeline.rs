@@ -99,6 +99,49 @@ pub struct Engine {
     extra_tags: Vec<String>,
 }
 
+/// The fallback sink, and the API key secret when `DD_API_KEY` is unset and `DD_API_KEY_SECRET_ARN` is
+/// set (read at the first flush, never here: Lambda registers first). With the `cloudwatch` feature one
+/// AWS configuration is loaded when the CloudWatch Logs sink or, outside Lambda, the secret's
+/// credentials chain needs it, and shared; in Lambda the secret is signed with the function's
+/// credentials from the environment (or the container credentials endpoint).
+async fn fallback_and_secret(
+    config: &Config,
+    in_lambda: bool,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(Fallback, Option<Box<ApiKeySecret>>), PipelineError> {
+    let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
+        (None, Some(arn)) => Some(ApiKeySecret::from_env(arn)?),
+        _ => None,
+    };
+    #[cfg(feature = "cloudwatch")]
+    {
+        use crate::fallback::SinkKind;
+        use crate::forward::secret::credentials::{CredentialsProvider, load_sdk_config};
+        let cloudwatch = SinkKind::resolve(&config.fallback, in_lambda) == SinkKind::CloudWatch;
+        let chain_region = secret
+            .as_ref()
+            .filter(|_| !in_lambda)
+            .map(|s| s.region().to_owned());
+        if cloudwatch || chain_region.is_some() {
+            let region = if cloudwatch { None } else { chain_region };
+            let aws = load_sdk_config(region.as_deref()).await;
+            let fallback =
+                Fallback::with_aws(&config.fallback, in_lambda, Arc::clone(telemetry), &aws)?;
+            let secret = secret.map(|s| {
+                let s = if in_lambda {
+                    s
+                } else {
+                    s.with_credentials(CredentialsProvider::from_sdk_config(&aws))
+                };
+                Box::new(s)
+            });
+            return Ok((fallback, secret));
+        }
+    }
+    let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(telemetry)).await?;
+    Ok((fallback, secret.map(Box::new)))
+}
+
 impl Engine {
     /// Start listeners, the aggregate workers and delivery.
     ///
@@ -125,12 +168,7 @@ impl Engine {
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
 
-        let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(&telemetry)).await?;
-        // DD_API_KEY wins; the secret is read at the first flush, never here (Lambda registers first).
-        let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
-            (None, Some(arn)) => Some(Box::new(ApiKeySecret::from_env(arn)?)),
-            _ => None,
-        };
+        let (fallback, secret) = fallback_and_secret(config, in_lambda, &telemetry).await?;
         let delivery = if config.forward.api_key.is_some() || secret.is_some() {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
             // In Lambda the process freezes between invocations: an idle pooled connection is

@@ -3,10 +3,23 @@
 //! gives), then turn on moto's IAM enforcement so that offpath's requests must carry a valid SigV4
 //! signature and the permission to read the secret.
 //!
+//! [`ContainerCredentials`] serves such credentials the way the ECS / Lambda SnapStart container
+//! credentials endpoint does.
+//!
 //! Set-up calls go over moto's HTTP API with a placeholder `Authorization` header: moto routes on the
 //! credential scope (service, region) and checks nothing until [`enforce_iam`].
 
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 
 use crate::cloudwatch::Moto;
 
@@ -182,4 +195,102 @@ pub async fn enforce_iam(moto: &Moto) {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200, "reset-auth");
+}
+
+/// A container credentials endpoint on port 0, as ECS (task role), EKS Pod Identity and Lambda
+/// SnapStart provide: `GET` with `Authorization: <token>` answers the credentials as JSON
+/// (`AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` one hour ahead); another token gets a 401.
+#[derive(Debug)]
+pub struct ContainerCredentials {
+    /// The value for `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    pub url: String,
+    calls: Arc<Mutex<Vec<Option<String>>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ContainerCredentials {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// `unix` seconds as an RFC 3339 UTC time (`2024-05-30T09:10:11Z`).
+fn rfc3339(unix: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+impl ContainerCredentials {
+    /// Serve `creds` to requests that carry `token`.
+    pub async fn start(creds: &TempCredentials, token: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/2021-04-23/credentials",
+            listener.local_addr().unwrap()
+        );
+        let calls: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let seen = Arc::clone(&calls);
+        let creds = creds.clone();
+        let token = token.to_owned();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, creds, token) = (Arc::clone(&seen), creds.clone(), token.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        seen.lock().unwrap().push(auth.clone());
+                        let (status, body) = if auth.as_deref() == Some(token.as_str()) {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap()
+                                .as_secs() as i64;
+                            let body = json!({
+                                "AccessKeyId": creds.access_key_id,
+                                "SecretAccessKey": creds.secret_access_key,
+                                "Token": creds.session_token,
+                                "Expiration": rfc3339(now + 3600),
+                            });
+                            (200, body.to_string())
+                        } else {
+                            let body = json!({"code": "AccessDenied", "message": "bad token"});
+                            (401, body.to_string())
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, calls, server }
+    }
+
+    /// The `Authorization` header of every request so far, in order.
+    pub fn calls(&self) -> Vec<Option<String>> {
+        self.calls.lock().unwrap().clone()
+    }
 }

@@ -3,6 +3,8 @@
 //! the SigV4 signature and the `secretsmanager:GetSecretValue` permission are checked), delivering to
 //! the fake intake with that key; a missing secret or permission is logged with the fix and the
 //! metrics fall back to stdout records, nothing lost; a 403 from the intake re-reads the secret once.
+//! Credentials from a container credentials endpoint (Lambda SnapStart, ECS task role: the sidecar
+//! through aws-config's default chain); `offpath check` and `offpath replay` with the secret.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -11,8 +13,8 @@ use std::time::Duration;
 use offpath_tests::cloudwatch::{FaultProxy, Moto};
 use offpath_tests::fake_intake::{Answer, FakeIntake};
 use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
-use offpath_tests::secrets_manager::{self, ACCOUNT, REGION};
-use offpath_tests::support::Offpath;
+use offpath_tests::secrets_manager::{self, ACCOUNT, ContainerCredentials, REGION};
+use offpath_tests::support::{self, Offpath};
 use serde_json::Value;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -307,4 +309,290 @@ async fn a_missing_secret_is_logged_with_the_fix_and_the_metrics_are_written_at_
         "stdout:\n{}\nstderr:\n{stderr}",
         ext.stdout()
     );
+}
+
+/// Environment that keeps aws-config's default chain to what the test gives it: no profile files
+/// from the machine, no instance metadata probe.
+const CHAIN_ISOLATION: [(&str, &str); 3] = [
+    ("AWS_CONFIG_FILE", "/nonexistent/offpath-test/config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/offpath-test/credentials",
+    ),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+#[tokio::test]
+async fn the_lambda_extension_signs_with_container_credentials_when_the_environment_has_none() {
+    // As a SnapStart function: no AWS_ACCESS_KEY_ID, a container credentials endpoint and its token.
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-snapstart", KEY).await;
+    let creds = secrets_manager::role_credentials(
+        &moto,
+        "offpath-snapstart",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    secrets_manager::enforce_iam(&moto).await;
+    let container = ContainerCredentials::start(&creds, "snapstart-token").await;
+    let intake = FakeIntake::start(KEY).await;
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let url = intake.url();
+    let mut ext = Extension::start(
+        &rt,
+        &[
+            ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.as_str()),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", container.url.as_str()),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "snapstart-token"),
+            ("DD_DD_URL", url.as_str()),
+            ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
+        ],
+    );
+    let udp = ext.udp_addr().await;
+    rt.wait_next_event(1).await;
+    assert!(
+        container.calls().is_empty(),
+        "credentials fetched before a flush needed them"
+    );
+    send(udp, &["secret.snapstart.hits:1|c"]);
+    let mut n = 1;
+    while intake
+        .sketch_totals("secret.snapstart.hits", &["functionname:offpath-test-fn"])
+        .is_none()
+    {
+        assert!(
+            n <= 10,
+            "nothing delivered:\n{}\nmoto:\n{}",
+            ext.stderr(),
+            moto.log()
+        );
+        invocation(&rt, udp, &format!("r{n}"), &[], n + 1).await;
+        n += 1;
+    }
+    rt.shutdown("SPINDOWN", Duration::from_secs(2)).await;
+    assert!(ext.wait_exit().await.success(), "{}", ext.stderr());
+    // moto checked the signature made with the container credentials, fetched once with the token.
+    assert_eq!(
+        container.calls(),
+        vec![Some("snapstart-token".to_owned())],
+        "{}",
+        ext.stderr()
+    );
+    assert!(intake.requests().iter().all(|r| r.api_key_ok));
+    assert_eq!(
+        intake
+            .sketch_totals("secret.snapstart.hits", &[])
+            .unwrap()
+            .cnt,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_sidecar_signs_with_the_task_role_found_by_the_default_credentials_chain() {
+    // As an ECS task: the container credentials endpoint, its token in a file, nothing else.
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-ecs", KEY).await;
+    let creds = secrets_manager::role_credentials(
+        &moto,
+        "offpath-ecs-task",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    secrets_manager::enforce_iam(&moto).await;
+    let container = ContainerCredentials::start(&creds, "task-token").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "task-token\n").unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let mut env = vec![
+        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.as_str()),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", container.url.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file),
+        ("DD_DD_URL", url.as_str()),
+        ("OFFPATH_FLUSH_INTERVAL", "1"),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+    ];
+    env.extend(CHAIN_ISOLATION);
+    let mut offpath = Offpath::start(&[], &env);
+    send(offpath.udp.unwrap(), &["secret.ecs.hits:3|c"]);
+    let delivered = intake
+        .wait_until(WAIT, |i| !i.series("secret.ecs.hits").is_empty())
+        .await;
+    assert!(
+        delivered,
+        "nothing delivered; stderr:\n{}\nmoto:\n{}",
+        offpath.stderr(),
+        moto.log()
+    );
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let calls = container.calls();
+    assert!(!calls.is_empty(), "{}", offpath.stderr());
+    assert!(
+        calls.iter().all(|c| c.as_deref() == Some("task-token")),
+        "{calls:?}"
+    );
+    assert!(intake.requests().iter().all(|r| r.api_key_ok));
+    let total: f64 = intake
+        .points("secret.ecs.hits", &[])
+        .iter()
+        .map(|(_, v)| v * 10.0)
+        .sum();
+    assert_eq!(total, 3.0);
+}
+
+/// Run `offpath <args>` to completion with exactly `env` (plus PATH and HOME and
+/// [`CHAIN_ISOLATION`]); returns (exit code, stdout + stderr).
+async fn run_offpath(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(support::binary("offpath"))
+        .args(args)
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .envs(CHAIN_ISOLATION)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("offpath {args:?} did not finish"))
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), all)
+}
+
+#[tokio::test]
+async fn offpath_check_reads_the_secret_validates_its_key_and_names_what_failed() {
+    let moto = Moto::start();
+    let good = secrets_manager::create_secret(&moto, "dd-api-key-check", KEY).await;
+    let stale = secrets_manager::create_secret(&moto, "dd-api-key-stale", WRONG_KEY).await;
+    let allowed = secrets_manager::role_credentials(
+        &moto,
+        "offpath-check",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    let denied =
+        secrets_manager::role_credentials(&moto, "offpath-check-denied", &["logs:PutLogEvents"])
+            .await;
+    secrets_manager::enforce_iam(&moto).await;
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let check = |arn: &str, creds: Option<&secrets_manager::TempCredentials>| {
+        let mut env = vec![
+            ("DD_API_KEY_SECRET_ARN", arn.to_owned()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.clone()),
+            ("DD_DD_URL", url.clone()),
+        ];
+        if let Some(c) = creds {
+            env.extend(c.env().map(|(k, v)| (k, v.to_owned())));
+        }
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            run_offpath(&["check"], &env).await
+        }
+    };
+
+    let (code, out) = check(&good, Some(&allowed)).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("API key read from {good}")), "{out}");
+    assert!(out.contains("AWS default chain"), "{out}");
+    assert!(out.contains("all checks passed"), "{out}");
+    assert!(!out.contains(KEY), "the key was printed:\n{out}");
+    assert_eq!(intake.requests_to("/api/v1/validate").len(), 1);
+    assert!(intake.requests_to("/api/v1/validate")[0].api_key_ok);
+
+    let (code, out) = check(&stale, Some(&allowed)).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 403")
+            && out.contains(&format!("store a valid API key in the secret {stale}")),
+        "{out}"
+    );
+    assert!(!out.contains(WRONG_KEY), "the key was printed:\n{out}");
+
+    let (code, out) = check(&good, Some(&denied)).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("permission problem") && out.contains("secretsmanager:GetSecretValue"),
+        "{out}"
+    );
+
+    let missing = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nope-AbCdEf");
+    let (code, out) = check(&missing, Some(&allowed)).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("ARN problem") && out.contains("does not exist"),
+        "{out}"
+    );
+
+    let (code, out) = check(&good, None).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("credentials problem") && out.contains("no AWS credentials were found"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn offpath_replay_ships_records_with_the_key_from_the_secret() {
+    let moto = Moto::start();
+    let arn = secrets_manager::create_secret(&moto, "dd-api-key-replay", KEY).await;
+    let creds = secrets_manager::role_credentials(
+        &moto,
+        "offpath-replay",
+        &["secretsmanager:GetSecretValue"],
+    )
+    .await;
+    secrets_manager::enforce_iam(&moto).await;
+    let intake = FakeIntake::start(KEY).await;
+    let url = intake.url();
+    let now = offpath::lifecycle::unix_now();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"offpath\":1,\"kind\":\"series\",\"metric\":\"secret.replay.hits\",\"type\":\"count\",\
+             \"interval\":10,\"points\":[[{now},5]],\"tags\":[\"route:r\"]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut env = vec![
+        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint.as_str()),
+        ("DD_DD_URL", url.as_str()),
+    ];
+    env.extend(creds.env());
+    let (code, out) = run_offpath(&["replay", "--from-file", file.to_str().unwrap()], &env).await;
+    assert_eq!(code, Some(0), "{out}\nmoto:\n{}", moto.log());
+    assert!(out.contains("delivered=1 not_delivered=0"), "{out}");
+    assert_eq!(
+        intake.points("secret.replay.hits", &["route:r"]),
+        vec![(now, 5.0)]
+    );
+    assert!(intake.requests().iter().all(|r| r.api_key_ok));
+    assert!(!out.contains(KEY), "the key was printed:\n{out}");
+
+    // A secret that cannot be read stops the replay before anything is sent, saying why.
+    let missing = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:nope-AbCdEf");
+    env[0] = ("DD_API_KEY_SECRET_ARN", missing.as_str());
+    let (code, out) = run_offpath(&["replay", "--from-file", file.to_str().unwrap()], &env).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("does not exist: check DD_API_KEY_SECRET_ARN"),
+        "{out}"
+    );
+    assert_eq!(intake.points("secret.replay.hits", &["route:r"]).len(), 1);
 }

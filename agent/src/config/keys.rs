@@ -22,7 +22,7 @@ macro_rules! keys {
 
 keys! {
     ["DD_API_KEY"] "api_key" "none" "Datadog API key. Without it (and without DD_API_KEY_SECRET_ARN) offpath runs locally and prints flushed metrics to stdout as offpath records.";
-    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager secret ARN whose plain-text value is the API key, used when DD_API_KEY is unset. Read at the first flush (payloads wait in the retry queue until then) with the credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; needs secretsmanager:GetSecretValue. Endpoint override: AWS_ENDPOINT_URL_SECRETS_MANAGER, then AWS_ENDPOINT_URL.";
+    ["DD_API_KEY_SECRET_ARN"] "api_key_secret_arn" "none" "AWS Secrets Manager secret ARN whose plain-text value is the API key, used when DD_API_KEY is unset. Read at the first flush (payloads wait in the retry queue until then); needs secretsmanager:GetSecretValue. Credentials: the sidecar uses the AWS default chain (environment, profile/SSO, web identity, ECS task role, EC2 instance profile); the Lambda layer AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, else AWS_CONTAINER_CREDENTIALS_FULL_URI (SnapStart). Endpoint override: AWS_ENDPOINT_URL_SECRETS_MANAGER, then AWS_ENDPOINT_URL.";
     ["DD_SITE"] "site" "datadoghq.com" "Datadog site; the intake is https://api.<site>.";
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
     ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";

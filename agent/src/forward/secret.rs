@@ -21,9 +21,13 @@
 //! Like Datadog's Lambda extension, the secret's `SecretString` is the key itself (surrounding
 //! whitespace trimmed); a JSON object or a binary secret is refused with a message saying so.
 //!
-//! The request is signed with [`aws_sigv4`] using the credentials in the standard environment
-//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; Lambda always sets them) for the
-//! region in the ARN. The endpoint is `https://secretsmanager.<region>.amazonaws.com`, or
+//! The request is signed with [`aws_sigv4`] for the region in the ARN, with credentials from
+//! [`credentials::CredentialsProvider`]: in the sidecar (with the `cloudwatch` feature) aws-config's
+//! default chain, shared with the CloudWatch Logs sink (environment, profiles, SSO, web identity, the
+//! ECS task role, the EC2 instance profile); in Lambda (and without the feature) the standard
+//! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else the container
+//! credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, as SnapStart functions get). Expiring
+//! credentials are fetched again before use; credentials Secrets Manager refuses are dropped. The endpoint is `https://secretsmanager.<region>.amazonaws.com`, or
 //! `AWS_ENDPOINT_URL_SECRETS_MANAGER`, else `AWS_ENDPOINT_URL` (VPC endpoints, tests).
 
 use std::sync::Arc;
@@ -37,6 +41,11 @@ use tokio::time::Instant;
 
 use super::{Forwarder, retry::Backoff};
 use crate::config::ApiKey;
+
+pub mod credentials;
+
+pub use credentials::{AwsCredentials, CredentialsError, CredentialsProvider};
+use credentials::{CredentialsFailure, non_empty};
 
 /// The configuration key this module serves, for messages.
 const KEY: &str = "DD_API_KEY_SECRET_ARN";
@@ -71,12 +80,18 @@ pub enum SecretError {
          arn:aws:secretsmanager:us-east-1:123456789012:secret:datadog-api-key-AbCdEf, got {0:?}"
     )]
     Arn(String),
-    /// No AWS credentials in the environment.
+    /// No AWS credentials were found.
     #[error(
-        "{KEY} is set but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not: the secret is read with \
-         the credentials in the environment (Lambda sets them); set them, or set DD_API_KEY instead"
+        "{KEY} is set but no AWS credentials were found (looked at {looked}): give offpath \
+         credentials (an IAM role), or set DD_API_KEY instead"
     )]
-    NoCredentials,
+    NoCredentials {
+        /// Where offpath looked.
+        looked: &'static str,
+    },
+    /// The AWS credentials could not be obtained.
+    #[error("cannot get AWS credentials to read the secret named by {KEY}: {0}")]
+    Credentials(#[from] CredentialsError),
     /// The endpoint override is not a URL.
     #[error(
         "invalid Secrets Manager endpoint {0:?}: check AWS_ENDPOINT_URL_SECRETS_MANAGER / AWS_ENDPOINT_URL"
@@ -122,7 +137,7 @@ pub enum SecretError {
     /// The credentials themselves were refused.
     #[error(
         "Secrets Manager refused the AWS credentials ({code}): check AWS_ACCESS_KEY_ID, \
-         AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN: {message}"
+         AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or the role that provides them: {message}"
     )]
     BadCredentials {
         /// The AWS error code.
@@ -151,6 +166,23 @@ pub enum SecretError {
         /// What is wrong with the value.
         problem: &'static str,
     },
+}
+
+impl SecretError {
+    /// What failed, in a word or two, for reports: `ARN`, `permission`, `credentials`, `network`,
+    /// `secret value` or `Secrets Manager`.
+    pub fn what_failed(&self) -> &'static str {
+        match self {
+            Self::Arn(_) | Self::NotFound { .. } => "ARN",
+            Self::AccessDenied { .. } => "permission",
+            Self::NoCredentials { .. } | Self::Credentials(_) | Self::BadCredentials { .. } => {
+                "credentials"
+            }
+            Self::Endpoint(_) | Self::Transport { .. } => "network",
+            Self::BadValue { .. } => "secret value",
+            Self::Signing(_) | Self::Service { .. } => "Secrets Manager",
+        }
+    }
 }
 
 /// A parsed Secrets Manager secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
@@ -216,42 +248,6 @@ impl SecretArn {
     }
 }
 
-/// AWS credentials from the environment; `Debug` shows the access key id only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AwsCredentials {
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: String,
-    /// `AWS_SESSION_TOKEN` (temporary credentials, as in Lambda).
-    pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("session_token", &self.session_token.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
-impl AwsCredentials {
-    /// The credentials named by `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`
-    /// as `env` looks them up; `None` when the key id or the secret key is missing.
-    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
-        Some(Self {
-            access_key_id: non_empty(env("AWS_ACCESS_KEY_ID"))?,
-            secret_access_key: non_empty(env("AWS_SECRET_ACCESS_KEY"))?,
-            session_token: non_empty(env("AWS_SESSION_TOKEN")),
-        })
-    }
-}
-
 /// The endpoint for `arn`: `AWS_ENDPOINT_URL_SECRETS_MANAGER`, else `AWS_ENDPOINT_URL`, else the
 /// regional endpoint. Without a trailing slash.
 pub fn endpoint(arn: &SecretArn, env: &dyn Fn(&str) -> Option<String>) -> String {
@@ -298,8 +294,8 @@ pub fn get_secret_value_request(
         credentials.access_key_id.clone(),
         credentials.secret_access_key.clone(),
         credentials.session_token.clone(),
-        None,
-        "environment",
+        credentials.expiration,
+        "offpath",
     )
     .into();
     let params = v4::SigningParams::builder()
@@ -443,13 +439,18 @@ async fn read_body(mut resp: reqwest::Response) -> Vec<u8> {
     body
 }
 
-/// One `GetSecretValue` call.
+/// One `GetSecretValue` call, with credentials from `provider` (dropped when Secrets Manager refuses
+/// them, so that the next call fetches new ones).
 async fn fetch(
     client: reqwest::Client,
     arn: Arc<SecretArn>,
-    credentials: Arc<AwsCredentials>,
+    provider: Arc<CredentialsProvider>,
     endpoint: Arc<str>,
 ) -> Result<ApiKey, SecretError> {
+    let credentials = provider.credentials().await.map_err(|e| match e {
+        CredentialsFailure::NotFound(looked) => SecretError::NoCredentials { looked },
+        CredentialsFailure::Failed(e) => SecretError::Credentials(e),
+    })?;
     let req = get_secret_value_request(&arn, &credentials, &endpoint, SystemTime::now())?;
     let mut builder = client.post(&req.url).body(req.body);
     for (k, v) in &req.headers {
@@ -461,7 +462,11 @@ async fn fetch(
     })?;
     let status = resp.status().as_u16();
     let body = read_body(resp).await;
-    parse_response(status, &body, &arn)
+    let result = parse_response(status, &body, &arn);
+    if matches!(result, Err(SecretError::BadCredentials { .. })) {
+        provider.invalidate().await;
+    }
+    result
 }
 
 enum State {
@@ -476,7 +481,7 @@ enum State {
 pub struct ApiKeySecret {
     arn: Arc<SecretArn>,
     endpoint: Arc<str>,
-    credentials: Option<Arc<AwsCredentials>>,
+    credentials: Arc<CredentialsProvider>,
     client: Option<reqwest::Client>,
     state: State,
     /// Failed attempts in a row.
@@ -494,6 +499,7 @@ impl std::fmt::Debug for ApiKeySecret {
         f.debug_struct("ApiKeySecret")
             .field("arn", &self.arn.as_str())
             .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials.source_name())
             .field("resolved", &self.key.is_some())
             .field("failures", &self.failures)
             .finish_non_exhaustive()
@@ -509,7 +515,9 @@ impl Drop for ApiKeySecret {
 }
 
 impl ApiKeySecret {
-    /// The secret named by `arn`, with credentials and endpoint from the process environment.
+    /// The secret named by `arn`, with the endpoint from the process environment and credentials from
+    /// it too (`AWS_*` variables, else the container credentials endpoint); see
+    /// [`ApiKeySecret::with_credentials`] for other sources.
     ///
     /// # Errors
     /// [`SecretError::Arn`] for an invalid ARN.
@@ -530,7 +538,7 @@ impl ApiKeySecret {
         Ok(Self {
             endpoint: endpoint.into(),
             arn: Arc::new(arn),
-            credentials: AwsCredentials::from_lookup(env).map(Arc::new),
+            credentials: Arc::new(CredentialsProvider::from_lookup(env)),
             client: None,
             state: State::Idle { not_before: None },
             failures: 0,
@@ -538,6 +546,38 @@ impl ApiKeySecret {
             refresh: false,
             last_refresh: None,
         })
+    }
+
+    /// Sign with credentials from `provider` instead (aws-config's default chain in the sidecar).
+    #[must_use]
+    pub fn with_credentials(mut self, provider: CredentialsProvider) -> Self {
+        self.credentials = Arc::new(provider);
+        self
+    }
+
+    /// Where the credentials come from, for messages.
+    pub fn credentials_source(&self) -> &'static str {
+        self.credentials.source_name()
+    }
+
+    /// Read the secret now, once, without backoff or hand-over (`offpath check`, `offpath replay`).
+    ///
+    /// # Errors
+    /// A [`SecretError`] saying what to fix: the ARN, the permission, the credentials, the network.
+    pub async fn resolve(&mut self) -> Result<ApiKey, SecretError> {
+        let client = self.client()?;
+        fetch(
+            client,
+            Arc::clone(&self.arn),
+            Arc::clone(&self.credentials),
+            Arc::clone(&self.endpoint),
+        )
+        .await
+    }
+
+    /// The secret's region (from its ARN).
+    pub fn region(&self) -> &str {
+        self.arn.region()
     }
 
     /// The ARN.
@@ -645,9 +685,9 @@ impl ApiKeySecret {
         }
     }
 
-    fn start(&mut self) -> Result<JoinHandle<Result<ApiKey, SecretError>>, SecretError> {
-        let credentials = self.credentials.clone().ok_or(SecretError::NoCredentials)?;
-        let client = match &self.client {
+    /// The HTTP client for Secrets Manager, built at first use.
+    fn client(&mut self) -> Result<reqwest::Client, SecretError> {
+        Ok(match &self.client {
             Some(c) => c.clone(),
             None => {
                 // Proxies come from the standard HTTPS_PROXY / NO_PROXY variables, as for the AWS SDKs.
@@ -665,12 +705,16 @@ impl ApiKeySecret {
                 self.client = Some(c.clone());
                 c
             }
-        };
+        })
+    }
+
+    fn start(&mut self) -> Result<JoinHandle<Result<ApiKey, SecretError>>, SecretError> {
+        let client = self.client()?;
         tracing::debug!(arn = %self.arn.as_str(), endpoint = %self.endpoint, "reading the API key from Secrets Manager");
         Ok(tokio::spawn(fetch(
             client,
             Arc::clone(&self.arn),
-            credentials,
+            Arc::clone(&self.credentials),
             Arc::clone(&self.endpoint),
         )))
     }
@@ -726,6 +770,7 @@ mod tests {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
             session_token: token.map(str::to_owned),
+            expiration: None,
         }
     }
 
@@ -998,12 +1043,15 @@ mod tests {
             "https://secretsmanager.us-west-2.amazonaws.com"
         );
         assert!(!s.is_resolved());
-        assert!(s.credentials.is_none());
-        assert!(
-            SecretError::NoCredentials
-                .to_string()
-                .contains("AWS_ACCESS_KEY_ID")
-        );
+        assert_eq!(s.credentials_source(), "none found");
+        for looked in [
+            credentials::ENV_AND_CONTAINER_SOURCES,
+            credentials::DEFAULT_CHAIN_SOURCES,
+        ] {
+            let msg = SecretError::NoCredentials { looked }.to_string();
+            assert!(msg.contains("AWS_ACCESS_KEY_ID"), "{msg}");
+            assert!(msg.contains("DD_API_KEY_SECRET_ARN"), "{msg}");
+        }
         assert!(ApiKeySecret::from_lookup("nope", &env_of(&[])).is_err());
     }
 

@@ -1,0 +1,961 @@
+//! The AWS credentials that sign the `GetSecretValue` call, and where they come from.
+//!
+//! ```text
+//!  sidecar, `cloudwatch` feature ─> aws-config default chain (shared SdkConfig): environment, profiles,
+//!                                   SSO, credential_process, web identity, ECS/EKS container endpoint,
+//!                                   EC2 instance profile (IMDSv2)
+//!  Lambda, or no `cloudwatch`     ─> AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else
+//!                                   the container credentials endpoint (SnapStart, ECS, EKS Pod Identity)
+//! ```
+//!
+//! Whatever the source, [`CredentialsProvider`] keeps the last credentials and asks its source again only
+//! when they expire within [`REFRESH_BEFORE_EXPIRY`] or after Secrets Manager refused them
+//! ([`CredentialsProvider::invalidate`]). Credentials are only needed when the secret is read (at the
+//! first flush, after a 403 from the intake), so there is no background refresh.
+//!
+//! The container credentials endpoint (the protocol of the AWS SDKs' ECS provider) is
+//! `http://169.254.170.2` + `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, else
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (HTTPS, or HTTP to a loopback, ECS or EKS Pod Identity
+//! address); a `GET` with the `Authorization` header read from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`
+//! (read at every call: the token rotates) or `AWS_CONTAINER_AUTHORIZATION_TOKEN`, answered with JSON
+//! `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration` (RFC 3339). It is called without any proxy.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Mutex;
+
+/// Credentials that expire within this are fetched again before use.
+pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// Connect timeout to the container credentials endpoint (as the AWS SDKs).
+const CONTAINER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whole-request timeout of a container credentials call (as the AWS SDKs).
+const CONTAINER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The ECS task metadata address `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is relative to.
+const ECS_BASE: &str = "http://169.254.170.2";
+/// Most bytes of a container credentials answer read.
+const CONTAINER_READ_MAX: usize = 64 * 1024;
+/// How much of an unreadable answer is kept for the log.
+const EXCERPT: usize = 200;
+
+/// Where the environment-and-container provider looks, for the "no credentials" message.
+pub const ENV_AND_CONTAINER_SOURCES: &str = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then the \
+     container credentials endpoint AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / \
+     AWS_CONTAINER_CREDENTIALS_FULL_URI";
+/// Where aws-config's default chain looks, for the "no credentials" message.
+pub const DEFAULT_CHAIN_SOURCES: &str = "the AWS default chain: AWS_ACCESS_KEY_ID / \
+     AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the ~/.aws files (SSO, credential_process, role_arn), web \
+     identity (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS/EKS container endpoint, the EC2 instance profile";
+
+/// AWS credentials; `Debug` shows the access key id only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN` (temporary credentials, as in Lambda).
+    pub session_token: Option<String>,
+    /// When temporary credentials stop working; `None` for long-lived ones.
+    pub expiration: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("session_token", &self.session_token.is_some())
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl AwsCredentials {
+    /// The credentials named by `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`
+    /// as `env` looks them up; `None` when the key id or the secret key is missing.
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        Some(Self {
+            access_key_id: non_empty(env("AWS_ACCESS_KEY_ID"))?,
+            secret_access_key: non_empty(env("AWS_SECRET_ACCESS_KEY"))?,
+            session_token: non_empty(env("AWS_SESSION_TOKEN")),
+            expiration: None,
+        })
+    }
+
+    /// True when the credentials must be fetched again before signing at `now`: they expire within
+    /// [`REFRESH_BEFORE_EXPIRY`] (or already did).
+    pub fn expires_soon(&self, now: SystemTime) -> bool {
+        self.expiration
+            .is_some_and(|e| e <= now + REFRESH_BEFORE_EXPIRY)
+    }
+}
+
+/// Why no credentials could be had. Every message names the setting to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` is not allowed.
+    #[error(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI={0:?} is not usable: it must be an https URL, or an http \
+         URL to a loopback address, the ECS address 169.254.170.2 or the EKS Pod Identity address \
+         169.254.170.23 / [fd00:ec2::23]"
+    )]
+    ContainerUri(String),
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` cannot be read, or a token cannot be sent.
+    #[error("cannot use the container authorization token {origin}: {reason}")]
+    ContainerToken {
+        /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=<path>` or `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+        origin: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The container credentials endpoint could not be reached.
+    #[error(
+        "cannot reach the container credentials endpoint {url}: {reason} (check \
+         AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / AWS_CONTAINER_CREDENTIALS_FULL_URI and the task role)"
+    )]
+    ContainerTransport {
+        /// The URL called.
+        url: String,
+        /// The transport error chain.
+        reason: String,
+    },
+    /// The container credentials endpoint answered with an error.
+    #[error(
+        "the container credentials endpoint {url} answered HTTP {status} {code}: {message} (check \
+         AWS_CONTAINER_AUTHORIZATION_TOKEN / AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE and the task role)"
+    )]
+    ContainerRefused {
+        /// The URL called.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The error code in the answer (empty when it had none).
+        code: String,
+        /// The message in the answer, or its start.
+        message: String,
+    },
+    /// The container credentials endpoint answered something that holds no credentials.
+    #[error(
+        "the container credentials endpoint {url} answered without usable credentials: {problem}"
+    )]
+    ContainerAnswer {
+        /// The URL called.
+        url: String,
+        /// What is wrong with the answer.
+        problem: String,
+    },
+    /// aws-config's default chain failed (a profile, SSO, web identity, the instance profile, ...).
+    #[error("the AWS default credentials chain failed: {0}")]
+    Chain(String),
+}
+
+/// How the container credentials endpoint is authorized.
+#[derive(Clone, PartialEq, Eq)]
+enum ContainerToken {
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`: read at every call.
+    File(PathBuf),
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+    Value(String),
+}
+
+impl std::fmt::Debug for ContainerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// The container credentials endpoint named by the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEndpoint {
+    url: String,
+    token: Option<ContainerToken>,
+}
+
+/// Whether an http (not https) container endpoint may be at `ip`: loopback, the ECS task metadata
+/// address, or the EKS Pod Identity addresses.
+fn allowed_http_ip(ip: IpAddr) -> bool {
+    const ECS: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
+    const EKS: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 23);
+    const EKS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4 == ECS || v4 == EKS,
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6 == EKS6
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| allowed_http_ip(v4.into()))
+        }
+    }
+}
+
+impl ContainerEndpoint {
+    /// The endpoint `env` names: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (relative to
+    /// `http://169.254.170.2`) first, else `AWS_CONTAINER_CREDENTIALS_FULL_URI`; `Ok(None)` when
+    /// neither is set. The token comes from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, else
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+    ///
+    /// # Errors
+    /// [`CredentialsError::ContainerUri`] when the full URI is not an allowed URL. An http URL with a
+    /// host name other than `localhost` is refused: its addresses cannot be checked without DNS.
+    pub fn from_lookup(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, CredentialsError> {
+        let url = if let Some(rel) = non_empty(env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")) {
+            let sep = if rel.starts_with('/') { "" } else { "/" };
+            format!("{ECS_BASE}{sep}{rel}")
+        } else if let Some(full) = non_empty(env("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
+            let bad = || CredentialsError::ContainerUri(full.clone());
+            let parsed = reqwest::Url::parse(&full).map_err(|_| bad())?;
+            let host = parsed.host_str().unwrap_or_default();
+            let allowed = match parsed.scheme() {
+                "https" => !host.is_empty(),
+                "http" => {
+                    let bare = host.trim_start_matches('[').trim_end_matches(']');
+                    match bare.parse::<IpAddr>() {
+                        Ok(ip) => allowed_http_ip(ip),
+                        Err(_) => host.eq_ignore_ascii_case("localhost"),
+                    }
+                }
+                _ => false,
+            };
+            if !allowed {
+                return Err(bad());
+            }
+            full
+        } else {
+            return Ok(None);
+        };
+        let token = non_empty(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+            .map(|p| ContainerToken::File(PathBuf::from(p)))
+            .or_else(|| {
+                non_empty(env("AWS_CONTAINER_AUTHORIZATION_TOKEN")).map(ContainerToken::Value)
+            });
+        Ok(Some(Self { url, token }))
+    }
+
+    /// The URL credentials are fetched from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `Authorization` header value, read from the token file when there is one.
+    async fn authorization(&self) -> Result<Option<String>, CredentialsError> {
+        let (token, origin) = match &self.token {
+            None => return Ok(None),
+            Some(ContainerToken::Value(v)) => {
+                (v.clone(), "AWS_CONTAINER_AUTHORIZATION_TOKEN".to_owned())
+            }
+            Some(ContainerToken::File(path)) => {
+                let origin = format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", path.display());
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    CredentialsError::ContainerToken {
+                        origin: origin.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                (text.trim().to_owned(), origin)
+            }
+        };
+        if token.contains(['\r', '\n']) {
+            return Err(CredentialsError::ContainerToken {
+                origin,
+                reason: "the token holds a line break".to_owned(),
+            });
+        }
+        Ok(Some(token))
+    }
+
+    /// One `GET` of the endpoint with `client`.
+    async fn fetch(&self, client: &reqwest::Client) -> Result<AwsCredentials, CredentialsError> {
+        let mut request = client.get(&self.url);
+        if let Some(token) = self.authorization().await? {
+            let mut value = reqwest::header::HeaderValue::from_str(&token).map_err(|_| {
+                CredentialsError::ContainerToken {
+                    origin: "AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)".to_owned(),
+                    reason: "the token is not a valid HTTP header value".to_owned(),
+                }
+            })?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let transport = |e: &reqwest::Error| CredentialsError::ContainerTransport {
+            url: self.url.clone(),
+            reason: crate::forward::error_chain(e),
+        };
+        let mut resp = request.send().await.map_err(|e| transport(&e))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
+            body.extend_from_slice(&chunk);
+            if body.len() >= CONTAINER_READ_MAX {
+                break;
+            }
+        }
+        parse_container_response(&self.url, status, &body)
+    }
+}
+
+/// The credentials in a container credentials endpoint answer.
+///
+/// # Errors
+/// [`CredentialsError::ContainerRefused`] for an error status (with the answer's `code`/`message`),
+/// [`CredentialsError::ContainerAnswer`] for an answer without a key id, secret key or readable
+/// expiration.
+pub fn parse_container_response(
+    url: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<AwsCredentials, CredentialsError> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |names: &[&str]| -> Option<String> {
+        let v = json.as_ref()?;
+        names
+            .iter()
+            .find_map(|n| v.get(*n).and_then(serde_json::Value::as_str))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    if !(200..300).contains(&status) {
+        let message = field(&["message", "Message"]).unwrap_or_else(|| {
+            let text: String = String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(EXCERPT)
+                .collect();
+            if text.is_empty() {
+                "(empty answer)".to_owned()
+            } else {
+                text
+            }
+        });
+        return Err(CredentialsError::ContainerRefused {
+            url: url.to_owned(),
+            status,
+            code: field(&["code", "Code"]).unwrap_or_default(),
+            message,
+        });
+    }
+    let problem = |problem: &str| CredentialsError::ContainerAnswer {
+        url: url.to_owned(),
+        problem: problem.to_owned(),
+    };
+    if json.is_none() {
+        return Err(problem("the answer is not JSON"));
+    }
+    let access_key_id = field(&["AccessKeyId"]).ok_or_else(|| problem("no AccessKeyId"))?;
+    let secret_access_key =
+        field(&["SecretAccessKey"]).ok_or_else(|| problem("no SecretAccessKey"))?;
+    let expiration = match field(&["Expiration"]) {
+        None => None,
+        Some(text) => Some(
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .map(SystemTime::from)
+                .map_err(|_| problem(&format!("Expiration {text:?} is not an RFC 3339 time")))?,
+        ),
+    };
+    Ok(AwsCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token: field(&["Token", "SessionToken"]),
+        expiration,
+    })
+}
+
+/// Load aws-config's configuration (credentials chain, region, endpoints) once, for everything in the
+/// process that talks to AWS: the CloudWatch Logs sink and the secret's credentials share it.
+/// `region`: `None` for the standard region chain (what the CloudWatch Logs sink needs), `Some` to
+/// use that region (the secret alone: its ARN names the region, so nothing probes for one).
+#[cfg(feature = "cloudwatch")]
+pub async fn load_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    match region {
+        Some(r) => loader.region(aws_config::Region::new(r.to_owned())),
+        None => loader,
+    }
+    .load()
+    .await
+}
+
+/// Where a [`CredentialsProvider`] gets credentials.
+enum Source {
+    /// Nowhere: every request fails with "no credentials".
+    None,
+    /// The environment configured something unusable (reported at use, not at start).
+    Invalid(CredentialsError),
+    /// Fixed credentials (the `AWS_*` environment variables).
+    Fixed(AwsCredentials),
+    /// The container credentials endpoint, with its own client (no proxy) built at first use.
+    Container {
+        endpoint: ContainerEndpoint,
+        client: OnceLock<reqwest::Client>,
+    },
+    /// aws-config's default chain.
+    #[cfg(feature = "cloudwatch")]
+    Chain(aws_credential_types::provider::SharedCredentialsProvider),
+}
+
+/// AWS credentials for the secret's requests, kept until they are about to expire. See the module
+/// documentation.
+pub struct CredentialsProvider {
+    source: Source,
+    /// The credentials fetched last (for sources that fetch).
+    cached: Mutex<Option<AwsCredentials>>,
+}
+
+impl std::fmt::Debug for CredentialsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsProvider")
+            .field("source", &self.source_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`CredentialsProvider::credentials`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsFailure {
+    /// No source had credentials; the text says where it looked.
+    NotFound(&'static str),
+    /// A source failed.
+    Failed(CredentialsError),
+}
+
+impl CredentialsProvider {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// Credentials from the environment as `env` looks it up: `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, else the container credentials endpoint (see
+    /// [`ContainerEndpoint::from_lookup`]). What the Lambda extension uses.
+    pub fn from_lookup(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        if let Some(c) = AwsCredentials::from_lookup(env) {
+            return Self::new(Source::Fixed(c));
+        }
+        Self::new(match ContainerEndpoint::from_lookup(env) {
+            Ok(Some(endpoint)) => Source::Container {
+                endpoint,
+                client: OnceLock::new(),
+            },
+            Ok(None) => Source::None,
+            Err(e) => Source::Invalid(e),
+        })
+    }
+
+    /// Always these credentials.
+    pub fn fixed(credentials: AwsCredentials) -> Self {
+        Self::new(Source::Fixed(credentials))
+    }
+
+    /// aws-config's default chain from `aws` (the configuration the CloudWatch Logs sink uses too).
+    #[cfg(feature = "cloudwatch")]
+    pub fn from_sdk_config(aws: &aws_config::SdkConfig) -> Self {
+        Self::new(match aws.credentials_provider() {
+            Some(chain) => Source::Chain(chain),
+            None => Source::None,
+        })
+    }
+
+    /// Where the credentials come from, for messages.
+    pub fn source_name(&self) -> &'static str {
+        match &self.source {
+            Source::None => "none found",
+            Source::Invalid(_) => "invalid container credentials settings",
+            Source::Fixed(_) => "environment",
+            Source::Container { .. } => "container credentials endpoint",
+            #[cfg(feature = "cloudwatch")]
+            Source::Chain(_) => "AWS default chain",
+        }
+    }
+
+    /// Where this provider looks, for the "no credentials" message.
+    fn looked(&self) -> &'static str {
+        match &self.source {
+            #[cfg(feature = "cloudwatch")]
+            Source::Chain(_) => DEFAULT_CHAIN_SOURCES,
+            _ => ENV_AND_CONTAINER_SOURCES,
+        }
+    }
+
+    /// Credentials to sign with now: the kept ones unless they expire within
+    /// [`REFRESH_BEFORE_EXPIRY`], else fresh ones from the source.
+    ///
+    /// # Errors
+    /// [`CredentialsFailure::NotFound`] when no source has credentials, [`CredentialsFailure::Failed`]
+    /// when the source failed.
+    pub async fn credentials(&self) -> Result<AwsCredentials, CredentialsFailure> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| !c.expires_soon(SystemTime::now()))
+        {
+            return Ok(c.clone());
+        }
+        let fresh = match &self.source {
+            Source::None => return Err(CredentialsFailure::NotFound(self.looked())),
+            Source::Invalid(e) => return Err(CredentialsFailure::Failed(e.clone())),
+            Source::Fixed(c) => return Ok(c.clone()),
+            Source::Container { endpoint, client } => {
+                let client = match client.get() {
+                    Some(c) => c,
+                    None => {
+                        let built = reqwest::Client::builder()
+                            .no_proxy()
+                            .connect_timeout(CONTAINER_CONNECT_TIMEOUT)
+                            .timeout(CONTAINER_TIMEOUT)
+                            .pool_max_idle_per_host(0)
+                            .user_agent(concat!("offpath/", env!("CARGO_PKG_VERSION")))
+                            .build()
+                            .map_err(|e| {
+                                CredentialsFailure::Failed(CredentialsError::ContainerTransport {
+                                    url: endpoint.url.clone(),
+                                    reason: crate::forward::error_chain(&e),
+                                })
+                            })?;
+                        client.get_or_init(|| built)
+                    }
+                };
+                endpoint
+                    .fetch(client)
+                    .await
+                    .map_err(CredentialsFailure::Failed)?
+            }
+            #[cfg(feature = "cloudwatch")]
+            Source::Chain(chain) => {
+                use aws_credential_types::provider::ProvideCredentials as _;
+                use aws_credential_types::provider::error::CredentialsError as Sdk;
+                match chain.provide_credentials().await {
+                    Ok(c) => AwsCredentials {
+                        access_key_id: c.access_key_id().to_owned(),
+                        secret_access_key: c.secret_access_key().to_owned(),
+                        session_token: c.session_token().map(str::to_owned),
+                        expiration: c.expiry(),
+                    },
+                    Err(Sdk::CredentialsNotLoaded(_)) => {
+                        return Err(CredentialsFailure::NotFound(DEFAULT_CHAIN_SOURCES));
+                    }
+                    Err(e) => {
+                        return Err(CredentialsFailure::Failed(CredentialsError::Chain(
+                            crate::forward::error_chain(&e),
+                        )));
+                    }
+                }
+            }
+        };
+        tracing::debug!(
+            source = self.source_name(),
+            expiration = ?fresh.expiration,
+            "AWS credentials fetched"
+        );
+        *cached = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Forget the kept credentials (the service refused them: they may have expired early or been
+    /// revoked); the next [`CredentialsProvider::credentials`] asks the source again.
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    const URL: &str = "http://127.0.0.1:1/creds";
+
+    #[test]
+    fn a_container_answer_gives_keys_token_and_expiration() {
+        let body = br#"{"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"s3cr3t","Token":"tok3n",
+                        "Expiration":"2024-05-30T09:10:11Z","RoleArn":"arn:aws:iam::1:role/r"}"#;
+        let c = parse_container_response(URL, 200, body).unwrap();
+        assert_eq!(c.access_key_id, "ASIAEXAMPLE");
+        assert_eq!(c.secret_access_key, "s3cr3t");
+        assert_eq!(c.session_token.as_deref(), Some("tok3n"));
+        assert_eq!(
+            c.expiration,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_060_211))
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+        // Fractional seconds and offsets are RFC 3339 too; no expiration means long-lived.
+        let c = parse_container_response(
+            URL,
+            200,
+            br#"{"AccessKeyId":"A","SecretAccessKey":"S","Expiration":"2024-05-30T11:10:11.500+02:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.expiration,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_717_060_211_500))
+        );
+        assert_eq!(c.session_token, None);
+        let c = parse_container_response(URL, 200, br#"{"AccessKeyId":"A","SecretAccessKey":"S"}"#)
+            .unwrap();
+        assert_eq!(c.expiration, None);
+    }
+
+    #[test]
+    fn container_answers_without_credentials_say_what_is_missing() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"<html>", "not JSON"),
+            (br#"{"SecretAccessKey":"S"}"#, "no AccessKeyId"),
+            (
+                br#"{"AccessKeyId":"A","SecretAccessKey":" "}"#,
+                "no SecretAccessKey",
+            ),
+            (
+                br#"{"AccessKeyId":"A","SecretAccessKey":"S","Expiration":"tomorrow"}"#,
+                "\"tomorrow\" is not an RFC 3339 time",
+            ),
+        ];
+        for (body, expect) in cases {
+            let e = parse_container_response(URL, 200, body).unwrap_err();
+            assert!(matches!(e, CredentialsError::ContainerAnswer { .. }), "{e}");
+            assert!(e.to_string().contains(expect), "{e}");
+            assert!(e.to_string().contains(URL), "{e}");
+        }
+    }
+
+    #[test]
+    fn container_error_answers_keep_their_code_and_message() {
+        let e = parse_container_response(
+            URL,
+            403,
+            br#"{"code":"AccessDenied","message":"Unable to validate the token"}"#,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("HTTP 403 AccessDenied: Unable to validate the token"),
+            "{msg}"
+        );
+        assert!(msg.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"), "{msg}");
+        let e = parse_container_response(URL, 500, b"").unwrap_err();
+        assert!(e.to_string().contains("HTTP 500 : (empty answer)"), "{e}");
+    }
+
+    #[test]
+    fn the_relative_uri_wins_over_the_full_uri_and_the_token_file_over_the_token() {
+        let e = ContainerEndpoint::from_lookup(&env_of(&[
+            (
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "/v2/credentials/abc",
+            ),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/x"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "tok"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/var/run/token"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.url(), "http://169.254.170.2/v2/credentials/abc");
+        assert_eq!(
+            e.token,
+            Some(ContainerToken::File(PathBuf::from("/var/run/token")))
+        );
+        let e = ContainerEndpoint::from_lookup(&env_of(&[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/x"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "tok"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.url(), "http://127.0.0.1:9/x");
+        assert_eq!(e.token, Some(ContainerToken::Value("tok".into())));
+        assert!(!format!("{e:?}").contains("tok\""), "{e:?}");
+        assert_eq!(ContainerEndpoint::from_lookup(&env_of(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_uri_must_be_https_or_http_to_an_allowed_address() {
+        for ok in [
+            "https://credentials.example.com/creds",
+            "http://127.0.0.1:9001/2021-04-23/credentials",
+            "http://127.0.0.2/x",
+            "http://localhost:8080/x",
+            "http://[::1]:80/x",
+            "http://169.254.170.2/v2/credentials",
+            "http://169.254.170.23/v1/credentials",
+            "http://[fd00:ec2::23]/v1/credentials",
+        ] {
+            let e = ContainerEndpoint::from_lookup(&env_of(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                ok,
+            )]));
+            assert!(matches!(e, Ok(Some(_))), "{ok}: {e:?}");
+        }
+        for bad in [
+            "http://10.0.0.1/creds",
+            "http://169.254.169.254/latest/meta-data",
+            "http://example.com/creds",
+            "ftp://127.0.0.1/x",
+            "/relative",
+        ] {
+            let e = ContainerEndpoint::from_lookup(&env_of(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                bad,
+            )]))
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_credentials_win_and_nothing_configured_is_not_found() {
+        let p = CredentialsProvider::from_lookup(&env_of(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/x"),
+        ]));
+        assert_eq!(p.source_name(), "environment");
+        let p = CredentialsProvider::from_lookup(&env_of(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://127.0.0.1:9/x",
+        )]));
+        assert_eq!(p.source_name(), "container credentials endpoint");
+        let p = CredentialsProvider::from_lookup(&env_of(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://10.1.1.1/x",
+        )]));
+        assert_eq!(p.source_name(), "invalid container credentials settings");
+    }
+
+    #[tokio::test]
+    async fn without_any_source_the_failure_lists_where_it_looked() {
+        let p = CredentialsProvider::from_lookup(&env_of(&[]));
+        assert_eq!(
+            p.credentials().await,
+            Err(CredentialsFailure::NotFound(ENV_AND_CONTAINER_SOURCES))
+        );
+        let p = CredentialsProvider::from_lookup(&env_of(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://10.1.1.1/x",
+        )]));
+        assert!(matches!(
+            p.credentials().await,
+            Err(CredentialsFailure::Failed(CredentialsError::ContainerUri(
+                _
+            )))
+        ));
+    }
+
+    #[test]
+    fn credentials_are_refreshed_only_when_they_expire_soon() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let with = |expiration| AwsCredentials {
+            access_key_id: "A".into(),
+            secret_access_key: "S".into(),
+            session_token: None,
+            expiration,
+        };
+        assert!(!with(None).expires_soon(now));
+        assert!(!with(Some(now + Duration::from_secs(3600))).expires_soon(now));
+        assert!(with(Some(now + REFRESH_BEFORE_EXPIRY)).expires_soon(now));
+        assert!(with(Some(now + Duration::from_secs(60))).expires_soon(now));
+        assert!(with(Some(now - Duration::from_secs(1))).expires_soon(now));
+    }
+
+    /// `t` as an RFC 3339 UTC time, without the `time` crate's formatting feature.
+    fn rfc3339(t: SystemTime) -> String {
+        let t = time::OffsetDateTime::from(t);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
+    /// A container credentials endpoint on port 0 that answers with credentials expiring
+    /// `valid_for` from now and counts its calls; it checks the `Authorization` header.
+    async fn container_endpoint(
+        valid_for: Duration,
+        calls: Arc<AtomicUsize>,
+    ) -> std::net::SocketAddr {
+        use http_body_util::{BodyExt as _, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let calls = Arc::clone(&calls);
+                            async move {
+                                let auth = req
+                                    .headers()
+                                    .get("authorization")
+                                    .map(|v| v.to_str().unwrap().to_owned());
+                                let _ = req.into_body().collect().await;
+                                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                                let expiration = rfc3339(SystemTime::now() + valid_for);
+                                let (status, body) = if auth.as_deref() == Some("Bearer t0ken") {
+                                    (
+                                        200,
+                                        serde_json::json!({
+                                            "AccessKeyId": format!("ASIA{n}"),
+                                            "SecretAccessKey": "secret",
+                                            "Token": "session",
+                                            "Expiration": expiration,
+                                        })
+                                        .to_string(),
+                                    )
+                                } else {
+                                    (
+                                        401,
+                                        r#"{"code":"Unauthorized","message":"bad token"}"#
+                                            .to_owned(),
+                                    )
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(bytes::Bytes::from(body)))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn container_provider(addr: std::net::SocketAddr, token: &str) -> CredentialsProvider {
+        let vars: HashMap<&str, String> = [
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://{addr}/2021-04-23/credentials"),
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        CredentialsProvider::from_lookup(&|k| vars.get(k).cloned())
+    }
+
+    #[tokio::test]
+    async fn container_credentials_are_kept_until_they_expire_soon() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let long = container_endpoint(Duration::from_secs(3600), Arc::clone(&calls)).await;
+        let p = container_provider(long, "Bearer t0ken");
+        let first = p.credentials().await.unwrap();
+        assert_eq!(first.access_key_id, "ASIA1");
+        assert_eq!(first.session_token.as_deref(), Some("session"));
+        assert_eq!(p.credentials().await.unwrap(), first);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Refused by the service: asked again.
+        p.invalidate().await;
+        assert_eq!(p.credentials().await.unwrap().access_key_id, "ASIA2");
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let short = container_endpoint(Duration::from_secs(60), Arc::clone(&calls)).await;
+        let p = container_provider(short, "Bearer t0ken");
+        assert_eq!(p.credentials().await.unwrap().access_key_id, "ASIA1");
+        assert_eq!(p.credentials().await.unwrap().access_key_id, "ASIA2");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_and_an_unreadable_token_file_name_their_setting() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let addr = container_endpoint(Duration::from_secs(3600), calls).await;
+        let Err(CredentialsFailure::Failed(e)) =
+            container_provider(addr, "Bearer wrong").credentials().await
+        else {
+            panic!("expected a failure");
+        };
+        assert!(
+            e.to_string().contains("HTTP 401 Unauthorized: bad token"),
+            "{e}"
+        );
+
+        let vars: HashMap<&str, String> = [
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://{addr}/creds"),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/nonexistent/offpath-token".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let p = CredentialsProvider::from_lookup(&|k| vars.get(k).cloned());
+        let Err(CredentialsFailure::Failed(e)) = p.credentials().await else {
+            panic!("expected a failure");
+        };
+        assert!(
+            e.to_string()
+                .contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/nonexistent/offpath-token"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_at_every_call() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let addr = container_endpoint(Duration::from_secs(60), Arc::clone(&calls)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "Bearer t0ken\n").unwrap();
+        let vars: HashMap<&str, String> = [
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://{addr}/creds"),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                path.display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let p = CredentialsProvider::from_lookup(&|k| vars.get(k).cloned());
+        assert!(p.credentials().await.is_ok());
+        // Rotated to a token the endpoint refuses: the next fetch (the answer expires soon) sends it.
+        std::fs::write(&path, "Bearer rotated").unwrap();
+        assert!(p.credentials().await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
