@@ -404,7 +404,8 @@ async fn the_sidecar_signs_with_the_task_role_found_by_the_default_credentials_c
     let container = ContainerCredentials::start(&creds, "task-token").await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "task-token\n").unwrap();
+    // No trailing newline: aws-config sends the file as it is (offpath's own provider trims it).
+    std::fs::write(&token_file, "task-token").unwrap();
     let token_file = token_file.to_str().unwrap();
     let intake = FakeIntake::start(KEY).await;
     let url = intake.url();
