@@ -665,3 +665,25 @@ impl Extension {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 }
+
+/// Send each of `lines` as one UDP datagram to `to` (a statsd client in the "handler").
+pub fn send_lines(to: SocketAddr, lines: &[&str]) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for line in lines {
+        sock.send_to(line.as_bytes(), to).unwrap();
+    }
+}
+
+/// One invocation whose handler sends `lines` to `udp`; returns when the extension has made its `n`-th
+/// `event/next` call (it is done with this invocation).
+pub async fn invocation(rt: &FakeRuntime, udp: SocketAddr, id: &str, lines: &[&str], n: usize) {
+    rt.invoke(id, Duration::from_secs(30)).await;
+    rt.wait_for("the INVOKE to be delivered", |c| {
+        c.iter()
+            .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
+    })
+    .await;
+    send_lines(udp, lines);
+    rt.finish(id).await;
+    rt.wait_next_event(n).await;
+}

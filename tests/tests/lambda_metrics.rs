@@ -3,33 +3,15 @@
 //! stdout without an API key), tagged with the Lambda tags.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use offpath_tests::fake_intake::{FakeIntake, Reply};
-use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
+use offpath_tests::lambda_runtime::{
+    CallKind, Extension, FakeRuntime, TelemetryMode, invocation, send_lines as send,
+};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn send(to: SocketAddr, lines: &[&str]) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for line in lines {
-        sock.send_to(line.as_bytes(), to).unwrap();
-    }
-}
-
-/// One invocation whose handler sends `lines`; returns when the extension asks for the next event.
-async fn invocation(rt: &FakeRuntime, udp: SocketAddr, id: &str, lines: &[&str], n: usize) {
-    rt.invoke(id, Duration::from_secs(30)).await;
-    rt.wait_for("the INVOKE to be delivered", |c| {
-        c.iter()
-            .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
-    })
-    .await;
-    send(udp, lines);
-    rt.finish(id).await;
-    rt.wait_next_event(n).await;
-}
 
 #[tokio::test]
 async fn fifty_invocations_deliver_every_count_as_a_tagged_distribution() {

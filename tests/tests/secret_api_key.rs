@@ -7,12 +7,13 @@
 //! through aws-config's default chain); `offpath check` and `offpath replay` with the secret.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use offpath_tests::cloudwatch::{FaultProxy, Moto};
 use offpath_tests::fake_intake::{Answer, FakeIntake};
-use offpath_tests::lambda_runtime::{CallKind, Extension, FakeRuntime, TelemetryMode};
+use offpath_tests::lambda_runtime::{
+    Extension, FakeRuntime, TelemetryMode, invocation, send_lines as send,
+};
 use offpath_tests::secrets_manager::{self, ACCOUNT, ContainerCredentials, REGION};
 use offpath_tests::support::{self, Offpath};
 use serde_json::Value;
@@ -20,13 +21,6 @@ use serde_json::Value;
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const WRONG_KEY: &str = "ffffffffffffffffffffffffffffffff";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn send(to: SocketAddr, lines: &[&str]) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for line in lines {
-        sock.send_to(line.as_bytes(), to).unwrap();
-    }
-}
 
 /// The sum of every value `metric` carries in offpath records (series points, sketch counts).
 fn record_total(stdout: &str, metric: &str) -> f64 {
@@ -156,19 +150,6 @@ async fn a_request_signed_with_a_wrong_secret_key_is_refused_and_the_error_names
     );
     assert!(intake.series("secret.badsig.hits").is_empty());
     assert_eq!(record_total(&offpath.stdout(), "secret.badsig.hits"), 2.0);
-}
-
-/// One invocation whose handler sends `lines`; returns when the extension asks for the next event.
-async fn invocation(rt: &FakeRuntime, udp: SocketAddr, id: &str, lines: &[&str], n: usize) {
-    rt.invoke(id, Duration::from_secs(30)).await;
-    rt.wait_for("the INVOKE to be delivered", |c| {
-        c.iter()
-            .any(|c| c.kind == CallKind::EventDelivered(format!("INVOKE {id}")))
-    })
-    .await;
-    send(udp, lines);
-    rt.finish(id).await;
-    rt.wait_next_event(n).await;
 }
 
 fn get_secret_value_calls(proxy: &FaultProxy) -> usize {
