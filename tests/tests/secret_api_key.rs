@@ -90,12 +90,21 @@ async fn the_sidecar_reads_its_api_key_from_secrets_manager_with_a_signed_reques
     assert!(offpath.stdout().is_empty(), "{}", offpath.stdout());
 }
 
-#[tokio::test]
-async fn without_the_iam_permission_the_error_names_it_and_the_metrics_fall_back() {
+/// The sidecar with credentials for a role allowed `actions` (changed by `tweak`) reads the secret at
+/// its shutdown flush, is refused, and writes the one point it got (`metric` = `value`) as records.
+/// Returns the logs; checks the point went to stdout, not to the intake.
+async fn a_refused_read(
+    case: &str,
+    actions: &[&str],
+    tweak: impl FnOnce(&mut secrets_manager::TempCredentials),
+    metric: &str,
+    value: f64,
+) -> String {
     let moto = Moto::start();
-    let arn = secrets_manager::create_secret(&moto, "dd-api-key-denied", KEY).await;
-    let creds =
-        secrets_manager::role_credentials(&moto, "offpath-denied", &["logs:PutLogEvents"]).await;
+    let arn = secrets_manager::create_secret(&moto, &format!("dd-api-key-{case}"), KEY).await;
+    let mut creds =
+        secrets_manager::role_credentials(&moto, &format!("offpath-{case}"), actions).await;
+    tweak(&mut creds);
     secrets_manager::enforce_iam(&moto).await;
     let intake = FakeIntake::start(KEY).await;
     let url = intake.url();
@@ -107,49 +116,48 @@ async fn without_the_iam_permission_the_error_names_it_and_the_metrics_fall_back
     ];
     env.extend(creds.env());
     let mut offpath = Offpath::start(&[], &env);
-    send(offpath.udp.unwrap(), &["secret.denied.hits:4|c"]);
-    // The shutdown flush is the first one: it reads the secret, is denied, and writes the records.
+    send(
+        offpath.udp.unwrap(),
+        &[format!("{metric}:{value}|c").as_str()],
+    );
+    // The shutdown flush is the first one: it reads the secret, is refused, and writes the records.
     assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
     let stderr = offpath.stderr();
-    assert!(stderr.contains("secretsmanager:GetSecretValue"), "{stderr}");
     assert!(stderr.contains("DD_API_KEY_SECRET_ARN"), "{stderr}");
-    assert!(stderr.contains(&arn), "{stderr}");
-    // The metric did not reach the intake; it is in the records on stdout.
-    assert!(intake.series("secret.denied.hits").is_empty());
-    assert_eq!(record_total(&offpath.stdout(), "secret.denied.hits"), 4.0);
+    assert!(intake.series(metric).is_empty());
+    assert_eq!(record_total(&offpath.stdout(), metric), value);
+    stderr
+}
+
+#[tokio::test]
+async fn without_the_iam_permission_the_error_names_it_and_the_metrics_fall_back() {
+    let stderr = a_refused_read(
+        "denied",
+        &["logs:PutLogEvents"],
+        |_| {},
+        "secret.denied.hits",
+        4.0,
+    )
+    .await;
+    assert!(stderr.contains("secretsmanager:GetSecretValue"), "{stderr}");
+    // The ARN (it ends in the secret's name and a random suffix) is named.
+    assert!(stderr.contains(":secret:dd-api-key-denied"), "{stderr}");
 }
 
 #[tokio::test]
 async fn a_request_signed_with_a_wrong_secret_key_is_refused_and_the_error_names_the_credentials() {
-    let moto = Moto::start();
-    let arn = secrets_manager::create_secret(&moto, "dd-api-key-badsig", KEY).await;
-    let mut creds = secrets_manager::role_credentials(
-        &moto,
-        "offpath-badsig",
+    let stderr = a_refused_read(
+        "badsig",
         &["secretsmanager:GetSecretValue"],
+        |c| c.secret_access_key.push('x'),
+        "secret.badsig.hits",
+        2.0,
     )
     .await;
-    creds.secret_access_key.push('x');
-    secrets_manager::enforce_iam(&moto).await;
-    let intake = FakeIntake::start(KEY).await;
-    let url = intake.url();
-    let mut env = vec![
-        ("DD_API_KEY_SECRET_ARN", arn.as_str()),
-        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
-        ("DD_DD_URL", url.as_str()),
-        ("OFFPATH_SELF_TELEMETRY", "false"),
-    ];
-    env.extend(creds.env());
-    let mut offpath = Offpath::start(&[], &env);
-    send(offpath.udp.unwrap(), &["secret.badsig.hits:2|c"]);
-    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
-    let stderr = offpath.stderr();
     assert!(
         stderr.contains("SignatureDoesNotMatch") && stderr.contains("AWS_SECRET_ACCESS_KEY"),
         "{stderr}"
     );
-    assert!(intake.series("secret.badsig.hits").is_empty());
-    assert_eq!(record_total(&offpath.stdout(), "secret.badsig.hits"), 2.0);
 }
 
 fn get_secret_value_calls(proxy: &FaultProxy) -> usize {
