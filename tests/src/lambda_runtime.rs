@@ -566,6 +566,15 @@ impl Extension {
         )
     }
 
+    /// [`Extension::start`], then wait until it listens for DogStatsD and has asked for its first event
+    /// (registered, subscribed, ready for an INVOKE); returns it with its DogStatsD UDP address.
+    pub async fn start_ready(rt: &FakeRuntime, extra: &[(&str, &str)]) -> (Self, SocketAddr) {
+        let ext = Self::start(rt, extra);
+        let udp = ext.udp_addr().await;
+        rt.wait_next_event(1).await;
+        (ext, udp)
+    }
+
     /// Start `binary` (an `offpath-lambda` build) with exactly `env` (plus PATH).
     pub fn start_binary(binary: &std::path::Path, env: HashMap<String, String>) -> Self {
         Self::start_with_args(binary, &[], env)

@@ -18,7 +18,7 @@ async fn fifty_invocations_deliver_every_count_as_a_tagged_distribution() {
     let intake = FakeIntake::start(KEY).await;
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let url = intake.url();
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY", KEY),
@@ -26,9 +26,8 @@ async fn fifty_invocations_deliver_every_count_as_a_tagged_distribution() {
             ("OFFPATH_SELF_TELEMETRY", "false"),
             ("DD_ENV", "test"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     for i in 0..50 {
         invocation(
             &rt,
@@ -102,7 +101,7 @@ async fn an_unreachable_intake_loses_nothing_the_rest_is_written_to_stdout_at_sh
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY", KEY),
@@ -110,9 +109,8 @@ async fn an_unreachable_intake_loses_nothing_the_rest_is_written_to_stdout_at_sh
             ("OFFPATH_SELF_TELEMETRY", "false"),
             ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "50"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     for i in 0..3 {
         invocation(&rt, udp, &format!("r{i}"), &["lambda.down.hits:1|c"], i + 2).await;
     }
@@ -137,7 +135,7 @@ async fn an_intake_slower_than_the_budget_does_not_hold_event_next_and_the_data_
     intake.push_replies([Reply::Delay(Duration::from_secs(3), 503)]);
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let url = intake.url();
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY", KEY),
@@ -146,9 +144,8 @@ async fn an_intake_slower_than_the_budget_does_not_hold_event_next_and_the_data_
             ("DD_SERVERLESS_FLUSH_STRATEGY", "end"),
             ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "50"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     invocation(&rt, udp, "r0", &["lambda.slow.hits:1|c"], 2).await;
     // The extension asked for the next event while the intake still held the first request.
     assert!(

@@ -177,7 +177,7 @@ async fn the_lambda_extension_reads_the_key_at_the_first_flush_and_again_after_a
     let intake = FakeIntake::start(KEY).await;
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let url = intake.url();
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY_SECRET_ARN", arn.as_str()),
@@ -189,9 +189,8 @@ async fn the_lambda_extension_reads_the_key_at_the_first_flush_and_again_after_a
             // Room for the Python emulator on a loaded machine; a flush ends as soon as it is done.
             ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     // Registered and waiting for events: the secret is not read before a flush needs it.
     assert_eq!(get_secret_value_calls(&proxy), 0);
 
@@ -260,7 +259,7 @@ async fn a_missing_secret_is_logged_with_the_fix_and_the_metrics_are_written_at_
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let url = intake.url();
     let arn = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:missing-AbCdEf");
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY_SECRET_ARN", arn.as_str()),
@@ -271,9 +270,8 @@ async fn a_missing_secret_is_logged_with_the_fix_and_the_metrics_are_written_at_
             ("DD_DD_URL", url.as_str()),
             ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     for i in 0..3 {
         invocation(
             &rt,
@@ -327,7 +325,7 @@ async fn the_lambda_extension_signs_with_container_credentials_when_the_environm
     let intake = FakeIntake::start(KEY).await;
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let url = intake.url();
-    let mut ext = Extension::start(
+    let (mut ext, udp) = Extension::start_ready(
         &rt,
         &[
             ("DD_API_KEY_SECRET_ARN", arn.as_str()),
@@ -337,9 +335,8 @@ async fn the_lambda_extension_signs_with_container_credentials_when_the_environm
             ("DD_DD_URL", url.as_str()),
             ("OFFPATH_LAMBDA_FLUSH_BUDGET_MS", "10000"),
         ],
-    );
-    let udp = ext.udp_addr().await;
-    rt.wait_next_event(1).await;
+    )
+    .await;
     assert!(
         container.calls().is_empty(),
         "credentials fetched before a flush needed them"
