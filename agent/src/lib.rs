@@ -17,6 +17,7 @@ pub mod dogstatsd;
 pub mod encode;
 pub mod fallback;
 pub mod forward;
+pub mod host;
 pub mod ingest;
 pub mod lifecycle;
 pub mod model;

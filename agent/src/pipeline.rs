@@ -22,6 +22,7 @@ use crate::encode::{Encoder, Payload};
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::secret::{ApiKeySecret, SecretError};
 use crate::forward::{Deadline, ForwardError, Forwarder};
+use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
@@ -97,6 +98,10 @@ pub struct Engine {
     self_metrics: Option<SelfMetrics>,
     /// Tags added to everything flushed, on top of the global tags (see [`Engine::set_extra_tags`]).
     extra_tags: Vec<String>,
+    /// The hostname and the host (ECS task) tags; resolved in the background in the sidecar.
+    host: Arc<HostInfo>,
+    /// The background resolution, stopped at shutdown (it may still be retrying the ECS endpoint).
+    host_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The fallback sink, and the API key secret when `DD_API_KEY` is unset and `DD_API_KEY_SECRET_ARN` is
@@ -158,12 +163,21 @@ impl Engine {
         let health = Arc::new(Health::new(Health::stale_after_for(
             config.aggregate.flush_interval,
         )));
+        // Lambda sends no host of its own; the sidecar resolves one as the Agent does, without waiting.
+        let (host, host_task) = if in_lambda {
+            (HostInfo::fixed(&config.aggregate.hostname), None)
+        } else {
+            let facts = Facts::gather(|k| std::env::var(k).ok());
+            let (host, task) = HostInfo::resolve_in_background(&config.host, facts);
+            (host, Some(task))
+        };
         let n = aggregate::worker_count(config.aggregate.workers, in_lambda);
-        let (workers, queues) = Workers::start(
-            Aggregator::sharded(&config.aggregate, &telemetry, n),
-            config.ingest.queue_size.get(),
-            unix_now,
-        )?;
+        let mut aggregators = Aggregator::sharded(&config.aggregate, &telemetry, n);
+        for a in &mut aggregators {
+            a.set_host(Arc::clone(&host));
+        }
+        let (workers, queues) =
+            Workers::start(aggregators, config.ingest.queue_size.get(), unix_now)?;
         let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
@@ -207,6 +221,8 @@ impl Engine {
                 )
             }),
             extra_tags: Vec::new(),
+            host,
+            host_task,
         })
     }
 
@@ -222,6 +238,11 @@ impl Engine {
     /// The bound UDP address, when UDP is enabled.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The hostname and host tags the engine puts on what it flushes.
+    pub fn host(&self) -> Arc<HostInfo> {
+        Arc::clone(&self.host)
     }
 
     /// Health flags for `/health`.
@@ -257,11 +278,13 @@ impl Engine {
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
+            sm.set_host(self.host.hostname());
             flush
                 .series
                 .extend(sm.collect(&self.telemetry, unix_now(), None));
         }
         flush.add_tags(&self.extra_tags);
+        flush.add_tags(self.host.tags());
         let samples = flush.samples();
         match &mut self.delivery {
             Delivery::Local { fallback } => {
@@ -313,6 +336,9 @@ impl Engine {
     pub async fn shutdown(mut self, deadline: Instant) {
         self.health.set_shutting_down();
         self.health.set_listeners_up(false);
+        if let Some(task) = self.host_task.take() {
+            task.abort();
+        }
         if let Some(listeners) = self.listeners.take() {
             // Blocking join of the receive threads: they stop within their read timeout.
             let _ = tokio::task::spawn_blocking(move || listeners.stop()).await;

@@ -27,7 +27,15 @@ keys! {
     ["DD_DD_URL", "DD_URL"] "dd_url" "none" "Intake URL override (scheme, host, port; no path). Wins over DD_SITE.";
     ["DD_PROXY_HTTPS", "HTTPS_PROXY"] "proxy.https" "none" "HTTPS proxy for the intake.";
     ["DD_SKIP_SSL_VALIDATION"] "skip_ssl_validation" "false" "Disable TLS certificate verification (logged as a warning; never in production).";
-    ["DD_HOSTNAME"] "hostname" "none" "Host set on every metric unless a host: tag overrides it.";
+    ["DD_HOSTNAME"] "hostname" "none" "Host set on every metric unless a host: tag overrides it. Unset: resolved as the Datadog Agent does (hostname_file, none on ECS Fargate, the FQDN with hostname_fqdn, the OS hostname, the EC2 instance id when that is an EC2 default); offpath check shows the result.";
+    ["DD_HOSTNAME_FILE"] "hostname_file" "none" "File whose content is the hostname, used when DD_HOSTNAME is unset.";
+    ["DD_HOSTNAME_FQDN"] "hostname_fqdn" "false" "Use the fully qualified name (what hostname -f prints) rather than the OS hostname.";
+    ["DD_HOSTNAME_TRUST_UTS_NAMESPACE"] "hostname_trust_uts_namespace" "false" "Use the OS hostname even in a container's own UTS namespace (where it names the container).";
+    ["DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME"] "ec2_prioritize_instance_id_as_hostname" "false" "On EC2, use the instance id as the hostname whatever the OS hostname.";
+    ["DD_EC2_METADATA_TIMEOUT"] "ec2_metadata_timeout" "300" "Milliseconds per request to the EC2 instance metadata service (AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254; AWS_EC2_METADATA_DISABLED=true turns it off).";
+    ["DD_CLOUD_PROVIDER_METADATA"] "cloud_provider_metadata" "aws gcp azure alibaba oracle ibm" "Cloud metadata services offpath may ask; without aws the EC2 instance metadata service is never contacted (offpath asks no other).";
+    ["DD_DOGSTATSD_TAG_CARDINALITY"] "dogstatsd_tag_cardinality" "low" "ECS task tags on every metric: low, or orchestrator (adds task_arn); high is orchestrator here.";
+    ["DD_DISABLE_CLUSTER_NAME_TAG_KEY"] "disable_cluster_name_tag_key" "false" "Leave cluster_name out of the ECS task tags (ecs_cluster_name stays).";
     ["DD_DOGSTATSD_PORT"] "dogstatsd_port" "8125" "UDP port; 0 disables UDP.";
     ["DD_BIND_HOST"] "bind_host" "127.0.0.1" "Address the UDP listener binds to.";
     ["DD_DOGSTATSD_NON_LOCAL_TRAFFIC"] "dogstatsd_non_local_traffic" "false" "Listen on all interfaces instead of DD_BIND_HOST.";

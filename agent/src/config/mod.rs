@@ -274,6 +274,8 @@ pub struct LambdaConfig {
 /// The whole configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The hostname's resolution and the ECS task tags (sidecar).
+    pub host: crate::host::HostConfig,
     /// Listeners.
     pub ingest: IngestConfig,
     /// Aggregation.
@@ -698,7 +700,39 @@ impl Config {
                 .unwrap_or_else(|| "sandbox.localdomain".to_owned()),
         };
 
+        let host = crate::host::HostConfig {
+            hostname: crate::host::HostnameConfig {
+                hostname: aggregate.hostname.clone(),
+                hostname_file: r.string("DD_HOSTNAME_FILE").map(PathBuf::from),
+                fqdn: r.bool("DD_HOSTNAME_FQDN", false)?,
+                prioritize_instance_id: r
+                    .bool("DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME", false)?,
+                trust_uts_namespace: r.bool("DD_HOSTNAME_TRUST_UTS_NAMESPACE", false)?,
+                ec2_timeout: Duration::from_millis(r.parse(
+                    "DD_EC2_METADATA_TIMEOUT",
+                    300,
+                    "a number of milliseconds",
+                )?),
+                ec2_enabled: match r.raw("DD_CLOUD_PROVIDER_METADATA") {
+                    None => true,
+                    Some(v) => split_list(&v).iter().any(|p| p.eq_ignore_ascii_case("aws")),
+                },
+            },
+            tag_cardinality: match r.string("DD_DOGSTATSD_TAG_CARDINALITY") {
+                None => crate::host::TagCardinality::Low,
+                Some(v) => crate::host::TagCardinality::parse(&v).ok_or_else(|| {
+                    r.err(
+                        "DD_DOGSTATSD_TAG_CARDINALITY",
+                        v.clone(),
+                        "low, orchestrator or high",
+                    )
+                })?,
+            },
+            cluster_name_tag: !r.bool("DD_DISABLE_CLUSTER_NAME_TAG_KEY", false)?,
+        };
+
         Ok(Self {
+            host,
             ingest,
             aggregate,
             forward,
@@ -828,6 +862,44 @@ mod tests {
             let e = load(&[("OFFPATH_AGGREGATE_WORKERS", bad)]).unwrap_err();
             assert_eq!(e.key, "OFFPATH_AGGREGATE_WORKERS");
         }
+    }
+
+    #[test]
+    fn host_settings_use_the_agents_names_and_defaults() {
+        let c = load(&[]).unwrap();
+        let h = &c.host.hostname;
+        assert_eq!(h.ec2_timeout, Duration::from_millis(300));
+        assert!(h.ec2_enabled && !h.fqdn && !h.prioritize_instance_id && !h.trust_uts_namespace);
+        assert_eq!(c.host.tag_cardinality, crate::host::TagCardinality::Low);
+        assert!(c.host.cluster_name_tag);
+        let c = load(&[
+            ("DD_HOSTNAME", "web-1"),
+            ("DD_HOSTNAME_FILE", "/etc/dd-hostname"),
+            ("DD_HOSTNAME_FQDN", "true"),
+            ("DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME", "true"),
+            ("DD_EC2_METADATA_TIMEOUT", "1000"),
+            ("DD_CLOUD_PROVIDER_METADATA", "gcp azure"),
+            ("DD_DOGSTATSD_TAG_CARDINALITY", "orchestrator"),
+            ("DD_DISABLE_CLUSTER_NAME_TAG_KEY", "true"),
+        ])
+        .unwrap();
+        let h = &c.host.hostname;
+        assert_eq!(h.hostname, "web-1");
+        assert_eq!(
+            h.hostname_file.as_deref(),
+            Some(Path::new("/etc/dd-hostname"))
+        );
+        assert!(h.fqdn && h.prioritize_instance_id && !h.ec2_enabled);
+        assert_eq!(h.ec2_timeout, Duration::from_millis(1000));
+        assert_eq!(
+            c.host.tag_cardinality,
+            crate::host::TagCardinality::Orchestrator
+        );
+        assert!(!c.host.cluster_name_tag);
+        let e = load(&[("DD_DOGSTATSD_TAG_CARDINALITY", "none")]).unwrap_err();
+        assert_eq!(e.key, "DD_DOGSTATSD_TAG_CARDINALITY");
+        let e = load(&[("DD_EC2_METADATA_TIMEOUT", "fast")]).unwrap_err();
+        assert_eq!(e.key, "DD_EC2_METADATA_TIMEOUT");
     }
 
     #[test]

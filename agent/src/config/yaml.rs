@@ -28,6 +28,7 @@ pub const LIST_KEYS: &[&str] = &[
     "histogram_aggregates",
     "histogram_percentiles",
     "offpath.fallback_emf_dimensions",
+    "cloud_provider_metadata",
 ];
 
 const EXPECTED_SCALAR: &str = "a single value (a string, number or boolean), not a list or mapping";
