@@ -259,6 +259,7 @@ impl Engine {
         let Some(mut flush) = self.collect(final_flush, &deadline).await else {
             return FlushReport::default();
         };
+        drop_non_finite(&mut flush, &self.telemetry);
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
@@ -369,6 +370,24 @@ impl Engine {
             }
         }
         tracing::info!("{}", self.telemetry.summary());
+    }
+}
+
+/// Take the values that overflowed `f64` out of a flush (they cannot travel: the intake would get ±inf,
+/// a record `null`), count their samples as `non_finite` and say so once per flush.
+fn drop_non_finite(flush: &mut Flush, telemetry: &Telemetry) {
+    let gone = flush.retain_finite(false);
+    if gone.values > 0 {
+        telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, gone.samples);
+        tracing::warn!(
+            values = gone.values,
+            samples = gone.samples,
+            metric = gone.example.as_deref().unwrap_or_default(),
+            "dropped aggregated values that overflowed (a sum or rate beyond ±1.8e308, or a sample rate \
+             so small that 1/rate is infinite); counted as non_finite"
+        );
     }
 }
 
