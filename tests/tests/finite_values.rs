@@ -124,13 +124,25 @@ async fn overflowing_sums_and_rates_never_reach_the_intake_and_are_counted_as_no
     }
     for s in intake.all_sketches() {
         for d in &s.dogsketches {
-            for (what, v) in [("min", d.min), ("max", d.max), ("sum", d.sum), ("avg", d.avg)] {
+            for (what, v) in [
+                ("min", d.min),
+                ("max", d.max),
+                ("sum", d.sum),
+                ("avg", d.avg),
+            ] {
                 assert!(v.is_finite(), "{} sketch {what} = {v}", s.metric);
             }
         }
     }
-    assert_eq!(intake.points("nf.ok", &[]), [(intake.points("nf.ok", &[])[0].0, 0.1)]);
-    assert_eq!(intake.series("nf.hist.max").len(), 1, "the finite aggregates still go");
+    assert_eq!(
+        intake.points("nf.ok", &[]),
+        [(intake.points("nf.ok", &[])[0].0, 0.1)]
+    );
+    assert_eq!(
+        intake.series("nf.hist.max").len(),
+        1,
+        "the finite aggregates still go"
+    );
     let (received, delivered, fell_back, dropped, non_finite) = ledger(&stderr);
     assert_eq!(received, LINES.len() as u64);
     assert_eq!(received, delivered + fell_back + dropped, "{stderr}");

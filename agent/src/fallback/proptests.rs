@@ -57,15 +57,17 @@ fn series() -> impl Strategy<Value = Series> {
         prop::collection::vec((any::<i64>(), float()), 1..6),
         0u64..1_000_000,
     )
-        .prop_map(|(name, tags, host, kind, interval, points, samples)| Series {
-            name,
-            tags,
-            host,
-            kind,
-            interval,
-            points,
-            samples,
-        })
+        .prop_map(
+            |(name, tags, host, kind, interval, points, samples)| Series {
+                name,
+                tags,
+                host,
+                kind,
+                interval,
+                points,
+                samples,
+            },
+        )
 }
 
 fn dogsketch() -> impl Strategy<Value = DogSketch> {

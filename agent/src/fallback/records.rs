@@ -758,7 +758,11 @@ impl Formatter {
             .collect();
 
         let mut prefix = String::new();
-        let _ = write!(prefix, "{{\"_aws\":{{\"Timestamp\":{},", g.ts.saturating_mul(1000));
+        let _ = write!(
+            prefix,
+            "{{\"_aws\":{{\"Timestamp\":{},",
+            g.ts.saturating_mul(1000)
+        );
         prefix.push_str("\"CloudWatchMetrics\":[{\"Namespace\":");
         push_str(&mut prefix, &self.emf_namespace);
         prefix.push_str(",\"Dimensions\":[[");
