@@ -364,6 +364,9 @@ impl Fallback {
         self.telemetry
             .points
             .drop_points(PointDrop::TooLarge, over.samples);
+        self.telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, over.non_finite);
         self.write_records(&mut records).await;
         self.scratch = records;
     }
@@ -556,6 +559,8 @@ impl Drop for Fallback {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
