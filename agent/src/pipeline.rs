@@ -52,7 +52,7 @@ pub enum PipelineError {
 enum Delivery {
     /// `DD_API_KEY` (or `DD_API_KEY_SECRET_ARN`) set: the intake, with the fallback task behind it.
     Intake {
-        forwarder: Forwarder,
+        forwarder: Box<Forwarder>,
         overflow: mpsc::Sender<Payload>,
         fallback_task: Option<tokio::task::JoinHandle<()>>,
     },
@@ -142,12 +142,12 @@ impl Engine {
         let (api_key, fallback) = key_and_fallback(config, &telemetry).await?;
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let forwarder = Forwarder::new(
+            let forwarder = Box::new(Forwarder::new(
                 &config.forward,
                 key,
                 Arc::clone(&telemetry),
                 Some(overflow.clone()),
-            )?;
+            )?);
             Delivery::Intake {
                 forwarder,
                 overflow,
