@@ -220,16 +220,25 @@ impl Engine {
     /// dropping this future: the forwarder would keep what it was delivering, but a flush collected from
     /// the aggregator and not yet handed to it (or being written in local mode) would be lost uncounted.
     pub async fn flush(&mut self, final_flush: bool, deadline: impl Into<Deadline>) -> FlushReport {
-        let deadline = deadline.into();
+        self.flush_as(final_flush, false, deadline.into()).await
+    }
+
+    /// [`Engine::flush`]; `last` marks the last flush of the process (its self-telemetry cannot wait for
+    /// a later flush, see [`SelfMetrics::collect_last`]).
+    async fn flush_as(&mut self, final_flush: bool, last: bool, deadline: Deadline) -> FlushReport {
         let Some(mut flush) = self.collect(final_flush, &deadline).await else {
             return FlushReport::default();
         };
+        drop_non_finite(&mut flush, &self.telemetry);
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
-            flush
-                .series
-                .extend(sm.collect(&self.telemetry, unix_now(), None));
+            let now = unix_now();
+            flush.series.extend(if last {
+                sm.collect_last(&self.telemetry, now, None)
+            } else {
+                sm.collect(&self.telemetry, now, None)
+            });
         }
         flush.add_tags(&self.extra_tags);
         let samples = flush.samples();
@@ -283,7 +292,7 @@ impl Engine {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let deliver_by = now + left.mul_f64(0.7);
-        self.flush(true, deliver_by).await;
+        self.flush_as(true, true, deliver_by.into()).await;
         if let Some(workers) = self.workers.take() {
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
@@ -323,6 +332,24 @@ impl Engine {
             }
         }
         tracing::info!("{}", self.telemetry.summary());
+    }
+}
+
+/// Take the values that overflowed `f64` out of a flush (they cannot travel: the intake would get ±inf,
+/// a record `null`), count their samples as `non_finite` and say so once per flush.
+fn drop_non_finite(flush: &mut Flush, telemetry: &Telemetry) {
+    let gone = flush.retain_finite(false);
+    if gone.values > 0 {
+        telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, gone.samples);
+        tracing::warn!(
+            values = gone.values,
+            samples = gone.samples,
+            metric = gone.example.as_deref().unwrap_or_default(),
+            "dropped aggregated values that overflowed (a sum or rate beyond ±1.8e308, or a sample rate \
+             so small that 1/rate is infinite); counted as non_finite"
+        );
     }
 }
 

@@ -334,6 +334,9 @@ impl Fallback {
         self.telemetry
             .points
             .drop_points(PointDrop::TooLarge, over.samples);
+        self.telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, over.non_finite);
         self.write_records(&mut records).await;
         self.scratch = records;
     }
@@ -526,6 +529,8 @@ impl Drop for Fallback {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

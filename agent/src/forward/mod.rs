@@ -694,14 +694,25 @@ impl Forwarder {
         self.publish_breaker();
     }
 
+    /// Log the opening with the intake's last error (DNS, TLS, refused connection, HTTP status and
+    /// answer), so the cause is in the log and not only in `/status`.
     fn breaker_opened(&self) {
         let next = self
             .breaker
             .next_probe()
             .map(|t| t.saturating_duration_since(Instant::now()));
+        let cause = self
+            .telemetry
+            .forward
+            .last_intake_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
         tracing::warn!(
             probe_in = ?next,
             fallback = self.overflow.is_some(),
+            cause = %cause,
             "the intake keeps failing; circuit breaker open: payloads go to the fallback until a probe succeeds"
         );
     }

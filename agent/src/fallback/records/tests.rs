@@ -249,7 +249,8 @@ fn items_that_cannot_fit_alone_are_reported_and_the_rest_is_written() {
         over,
         Oversize {
             items: 2,
-            samples: 7
+            samples: 7,
+            non_finite: 0
         }
     );
     assert_eq!(out.len(), 1);
@@ -537,7 +538,8 @@ fn emf_documents_stay_under_the_record_limit() {
         over,
         Oversize {
             items: 1000,
-            samples: 5
+            samples: 5,
+            non_finite: 0
         }
     );
 }
