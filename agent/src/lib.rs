@@ -10,14 +10,18 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod auth;
+mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dogstatsd;
 pub mod encode;
+pub mod errors;
 pub mod fallback;
 pub mod forward;
 pub mod host;
+mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod model;

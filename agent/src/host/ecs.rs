@@ -18,34 +18,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::TagCardinality;
+
 /// Deadline of one task metadata request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes of a task metadata answer read.
 const READ_MAX: usize = 1024 * 1024;
-
-/// `DD_DOGSTATSD_TAG_CARDINALITY`: which tags DogStatsD metrics get from the orchestrator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TagCardinality {
-    /// `low` (the default): tags shared by every task of a family.
-    #[default]
-    Low,
-    /// `orchestrator`: also the tags of one task (`task_arn`).
-    Orchestrator,
-    /// `high`: as `orchestrator` here (offpath adds no container-level tags).
-    High,
-}
-
-impl TagCardinality {
-    /// Parse `low`, `orchestrator` or `high` (any case).
-    pub fn parse(v: &str) -> Option<Self> {
-        match v.trim().to_ascii_lowercase().as_str() {
-            "low" => Some(Self::Low),
-            "orchestrator" => Some(Self::Orchestrator),
-            "high" => Some(Self::High),
-            _ => None,
-        }
-    }
-}
 
 /// The fields of a v4 task metadata answer offpath uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -275,16 +253,5 @@ mod tests {
         for body in ["", "<html>", "[]", "{}", "{\"Cluster\": 3}"] {
             assert!(EcsTask::parse(body.as_bytes()).is_err(), "{body}");
         }
-    }
-
-    #[test]
-    fn cardinality_names_parse_like_the_agent() {
-        assert_eq!(TagCardinality::parse("LOW"), Some(TagCardinality::Low));
-        assert_eq!(
-            TagCardinality::parse("orchestrator"),
-            Some(TagCardinality::Orchestrator)
-        );
-        assert_eq!(TagCardinality::parse(" high "), Some(TagCardinality::High));
-        assert_eq!(TagCardinality::parse("none"), None);
     }
 }

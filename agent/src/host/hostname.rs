@@ -17,8 +17,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
-use std::time::Duration;
+
+pub use crate::config::HostnameConfig;
 
 /// The longest hostname the Agent accepts (and the most bytes read from a metadata endpoint for it).
 pub const MAX_HOSTNAME_LEN: usize = 255;
@@ -33,25 +33,6 @@ const LOCAL_HOSTNAMES: [&str; 4] = [
 
 /// Prefixes of the hostnames EC2 gives its Linux instances (the Agent's `IsDefaultHostname`).
 const EC2_DEFAULT_PREFIXES: [&str; 2] = ["ip-", "domu"];
-
-/// The hostname settings (`datadog.yaml` names).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HostnameConfig {
-    /// `hostname` / `DD_HOSTNAME`; empty when unset.
-    pub hostname: String,
-    /// `hostname_file`: a file whose trimmed content is the hostname.
-    pub hostname_file: Option<PathBuf>,
-    /// `hostname_fqdn`: prefer the fully qualified name over the OS hostname.
-    pub fqdn: bool,
-    /// `ec2_prioritize_instance_id_as_hostname`: on EC2, use the instance id whatever the OS hostname.
-    pub prioritize_instance_id: bool,
-    /// `hostname_trust_uts_namespace`: use the OS hostname even inside a container's UTS namespace.
-    pub trust_uts_namespace: bool,
-    /// `ec2_metadata_timeout`: per request to the EC2 instance metadata service (300 ms).
-    pub ec2_timeout: Duration,
-    /// `cloud_provider_metadata` includes `aws` (the default): the EC2 metadata service may be asked.
-    pub ec2_enabled: bool,
-}
 
 /// What offpath knows of where it runs, read once from the environment and the system.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -22,8 +22,9 @@ mod imds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use ecs::{EcsTask, TagCardinality};
-pub use hostname::{Facts, HostnameConfig, Resolved, Source};
+pub use crate::config::{HostConfig, HostnameConfig, TagCardinality};
+pub use ecs::EcsTask;
+pub use hostname::{Facts, Resolved, Source};
 pub use imds::Imds;
 
 /// First wait before asking the ECS task metadata again.
@@ -34,18 +35,6 @@ const ECS_RETRY_MAX: Duration = Duration::from_secs(60);
 const FQDN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The inode of the initial (host) UTS namespace (`PROC_UTS_INIT_INO` in the kernel).
 const HOST_UTS_INODE: u64 = 0xEFFF_FFFE;
-
-/// Host settings: the hostname's and the ECS tags'.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HostConfig {
-    /// How the hostname is resolved.
-    pub hostname: HostnameConfig,
-    /// `DD_DOGSTATSD_TAG_CARDINALITY` (`low`).
-    pub tag_cardinality: TagCardinality,
-    /// Tag ECS metrics with `cluster_name` as well as `ecs_cluster_name` (false with
-    /// `disable_cluster_name_tag_key`).
-    pub cluster_name_tag: bool,
-}
 
 /// The hostname and the host tags, shared by the pipeline's stages; filled in once, in the background.
 #[derive(Debug)]

@@ -241,6 +241,7 @@ fn host_cfg() -> HostConfig {
         },
         tag_cardinality: TagCardinality::Low,
         cluster_name_tag: true,
+        resolve: true,
     }
 }
 
