@@ -12,8 +12,6 @@
 pub mod aggregate;
 pub mod auth;
 mod backoff;
-pub mod check;
-pub mod cli;
 pub mod config;
 pub mod dogstatsd;
 pub mod encode;
@@ -21,7 +19,7 @@ pub mod errors;
 pub mod fallback;
 pub mod forward;
 pub mod host;
-mod http;
+pub mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod model;

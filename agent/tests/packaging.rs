@@ -5,7 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use offpath::cli::{Cli, Command as Sub};
+
+/// The binary's command-line definitions (self-contained: clap and std only).
+#[allow(dead_code)]
+#[path = "../src/cli/args.rs"]
+mod args;
+
+use args::{Cli, Command as Sub};
 
 fn packaging(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

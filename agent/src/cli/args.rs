@@ -131,7 +131,8 @@ pub struct ReplayArgs {
 
 impl ReplayArgs {
     /// True when records are read from stdin (`--from-file -`).
-    pub fn from_stdin(&self) -> bool {
+    #[cfg(test)]
+    pub fn reads_stdin(&self) -> bool {
         self.from_file.as_deref() == Some(std::path::Path::new("-"))
     }
 }
@@ -262,7 +263,7 @@ mod tests {
         assert_eq!(r.until.as_deref(), Some("2024-01-01T00:00:00Z"));
         assert!(r.dedupe);
         assert_eq!(r.config, Some("c.yaml".into()));
-        assert!(!r.from_stdin());
+        assert!(!r.reads_stdin());
     }
 
     #[test]
@@ -270,12 +271,12 @@ mod tests {
         let Command::Replay(r) = parse(&["replay", "--from-file", "-"]) else {
             panic!("not replay");
         };
-        assert!(r.from_stdin());
+        assert!(r.reads_stdin());
         let Command::Replay(r) = parse(&["replay", "--from-file", "records.jsonl"]) else {
             panic!("not replay");
         };
         assert_eq!(r.from_file, Some("records.jsonl".into()));
-        assert!(!r.from_stdin());
+        assert!(!r.reads_stdin());
     }
 
     #[test]
