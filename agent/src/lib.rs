@@ -6,7 +6,13 @@
 //!        ─> forward (HTTP, retry, byte-capped queue) ─give up─> fallback (CloudWatch Logs / stdout records)
 //! ```
 //!
-//! The modules below are listed in data-path order. [`pipeline`] wires them together in one function.
+//! [`pipeline`] wires the stages together in one function; [`config`] is loaded once, for a deployment
+//! (sidecar or Lambda), and is all the stages read; [`auth`] holds the credentials. The design, the
+//! threads and queues, the accounting contract and where to add things: `docs/architecture.md`.
+//!
+//! The public surface is what the two binaries (`offpath`, whose command line lives in the binary, and
+//! `offpath-lambda`), the benchmarks and the end-to-end tests in `tests/` use; everything else is
+//! private to the crate. It is not a stable API for other programs.
 #![deny(missing_docs)]
 
 pub mod aggregate;

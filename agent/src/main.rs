@@ -18,10 +18,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args.config.as_deref()),
         Command::Check(args) => cli::runtime().map(|rt| {
             cli::init_logging(LevelFilter::WARN);
-            ExitCode::from(
-                rt.block_on(cli::check::check_command(&args))
-                    .clamp(0, 255) as u8,
-            )
+            ExitCode::from(rt.block_on(cli::check::check_command(&args)).clamp(0, 255) as u8)
         }),
         Command::Health(args) => cli::runtime().map(|rt| {
             ExitCode::from(

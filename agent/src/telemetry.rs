@@ -11,8 +11,8 @@ use std::time::Instant;
 use crate::dogstatsd::ParseError;
 
 pub mod prometheus;
-pub mod self_metrics;
-pub use self_metrics::SelfMetrics;
+mod self_metrics;
+pub(crate) use self_metrics::SelfMetrics;
 
 /// Why whole packets were dropped before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

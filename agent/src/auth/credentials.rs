@@ -32,6 +32,7 @@ pub const ENV_AND_CONTAINER_SOURCES: &str = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCE
      container credentials endpoint AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / \
      AWS_CONTAINER_CREDENTIALS_FULL_URI";
 /// Where aws-config's default chain looks, for the "no credentials" message.
+#[cfg(any(feature = "cloudwatch", test))]
 pub const DEFAULT_CHAIN_SOURCES: &str = "the AWS default chain: AWS_ACCESS_KEY_ID / \
      AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the ~/.aws files (SSO, credential_process, role_arn), web \
      identity (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS/EKS container endpoint, the EC2 instance profile";

@@ -13,22 +13,18 @@
 //! sink or the default credentials chain needs one. Nothing here depends on the rest of offpath.
 
 mod container;
-pub mod credentials;
+mod credentials;
 mod secret;
 mod secrets_manager;
 
 use reqwest::header::HeaderValue;
 use tokio::time::Instant;
 
-pub use container::{ContainerEndpoint, parse_container_response};
-pub use credentials::{
-    AwsCredentials, CredentialsError, CredentialsFailure, CredentialsProvider,
-    DEFAULT_CHAIN_SOURCES, ENV_AND_CONTAINER_SOURCES, REFRESH_BEFORE_EXPIRY,
-};
-pub use secret::{ApiKeySecret, REFRESH_MIN_INTERVAL, RETRY_BACKOFF};
-pub use secrets_manager::{
-    SecretArn, SecretError, SignedRequest, endpoint, get_secret_value_request, parse_response,
-};
+pub use credentials::CredentialsError;
+#[cfg(feature = "cloudwatch")]
+use credentials::CredentialsProvider;
+pub use secret::ApiKeySecret;
+pub use secrets_manager::{SecretArn, SecretError};
 
 /// The Datadog API key; never printed (`Debug` redacts it).
 #[derive(Clone, PartialEq, Eq)]
@@ -100,7 +96,7 @@ impl ApiKeySource {
     }
 
     /// The intake refused the key (401/403): a secret is read again at the next delivery (at most every
-    /// [`REFRESH_MIN_INTERVAL`]); a fixed key stays as it is.
+    /// `REFRESH_MIN_INTERVAL`); a fixed key stays as it is.
     pub fn rejected(&mut self, now: Instant) {
         if let Self::Secret(secret) = self {
             secret.key_rejected(now);

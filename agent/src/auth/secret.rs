@@ -175,7 +175,7 @@ impl ApiKeySecret {
     }
 
     /// The intake refused the key: re-resolve it at the next flush, unless the last re-resolution asked
-    /// for this way started less than [`REFRESH_MIN_INTERVAL`] ago.
+    /// for this way started less than `REFRESH_MIN_INTERVAL` ago.
     pub fn key_rejected(&mut self, now: Instant) {
         if self.key.is_none() || self.refresh {
             return;
@@ -325,8 +325,8 @@ mod tests {
         assert!(!s.is_resolved());
         assert_eq!(s.credentials_source(), "none found");
         for looked in [
-            crate::auth::ENV_AND_CONTAINER_SOURCES,
-            crate::auth::DEFAULT_CHAIN_SOURCES,
+            crate::auth::credentials::ENV_AND_CONTAINER_SOURCES,
+            crate::auth::credentials::DEFAULT_CHAIN_SOURCES,
         ] {
             let msg = SecretError::NoCredentials { looked }.to_string();
             assert!(msg.contains("AWS_ACCESS_KEY_ID"), "{msg}");

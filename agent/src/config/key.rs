@@ -10,7 +10,7 @@ use super::{ConfigError, Deployment, Source};
 
 /// A key's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Default {
+pub enum KeyDefault {
     /// Unset unless configured; the text says what that means in the table (`none` when it is empty).
     Unset(&'static str),
     /// This value, parsed like a configured one.
@@ -25,9 +25,9 @@ pub enum Default {
 }
 
 /// No default: the key is unset unless configured.
-pub const NONE: Default = Default::Unset("");
+pub const NONE: KeyDefault = KeyDefault::Unset("");
 
-impl Default {
+impl KeyDefault {
     /// The default text in `deployment`, if there is one.
     pub const fn value(self, deployment: Deployment) -> Option<&'static str> {
         match (self, deployment) {
@@ -52,7 +52,7 @@ pub struct Key {
     /// (`OFFPATH_STATUS_ADDR=` disables the endpoint).
     pub empty_is_a_value: bool,
     /// The default.
-    pub default: Default,
+    pub default: KeyDefault,
     /// One or two sentences for the README table.
     pub doc: &'static str,
 }
@@ -81,7 +81,7 @@ impl<T> Setting<T> {
     pub const fn new(
         envs: &'static [&'static str],
         yaml: &'static str,
-        default: Default,
+        default: KeyDefault,
         parse: Parser<T>,
         doc: &'static str,
     ) -> Self {
@@ -124,7 +124,7 @@ impl<T> Setting<T> {
     }
 }
 
-/// A [`Setting`] of any type: what the list of every key holds.
+/// A `Setting` of any type: what the list of every key holds.
 pub trait AnySetting: Sync {
     /// The untyped key.
     fn key(&self) -> &Key;
@@ -223,9 +223,9 @@ pub fn markdown_table() -> String {
         let k = k.key();
         let envs: Vec<String> = k.envs.iter().map(|e| code(e)).collect();
         let default = match k.default {
-            Default::Unset("") | Default::Value("") => "none".to_owned(),
-            Default::Unset(what) | Default::Value(what) => code(what),
-            Default::ByDeployment { sidecar, lambda } => {
+            KeyDefault::Unset("") | KeyDefault::Value("") => "none".to_owned(),
+            KeyDefault::Unset(what) | KeyDefault::Value(what) => code(what),
+            KeyDefault::ByDeployment { sidecar, lambda } => {
                 format!("{} ({} in Lambda)", code(sidecar), code(lambda))
             }
         };

@@ -5,7 +5,7 @@
 //! parser, and the doc line of the README table. The section modules read these statics through their
 //! `Reader`; `docs/architecture.md` says how to add one.
 
-use super::key::{AnySetting, Default, NONE, Setting};
+use super::key::{AnySetting, KeyDefault, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
 use super::{TagCardinality, aggregate, fallback, forward, host, ingest, lambda, ops, parse};
 use crate::auth::{ApiKey, SecretArn};
@@ -27,7 +27,7 @@ macro_rules! keys {
     };
 }
 
-use Default::{ByDeployment, Unset, Value};
+use KeyDefault::{ByDeployment, Unset, Value};
 
 keys! {
     // Delivery: the key, the site, the intake.

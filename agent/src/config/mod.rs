@@ -6,10 +6,10 @@
 //!  YAML file  ──┘   (env wins)          OpsConfig, LambdaConfig  ─>  Config (the stages read only this)
 //! ```
 //!
-//! Every key is declared once in [`keys`]: its environment names, its `datadog.yaml` name, its default,
+//! Every key is declared once in `keys`: its environment names, its `datadog.yaml` name, its default,
 //! its parser and its doc line. The loader, the YAML reader, the README table and `offpath config-table`
 //! all read those declarations. Each section module (`ingest.rs`, `forward.rs`, …) holds its struct and
-//! reads its keys through a [`key::Reader`], which only takes a declared key; every value is parsed at
+//! reads its keys through a `key::Reader`, which only takes a declared key; every value is parsed at
 //! load, so an invalid one stops offpath at start in every deployment, with an error naming the key.
 //!
 //! The [`Deployment`] (sidecar or Lambda) is resolved here, once: it picks the defaults that differ
@@ -21,34 +21,30 @@ mod fallback;
 mod forward;
 mod host;
 mod ingest;
-pub mod key;
-pub mod keys;
+mod key;
+mod keys;
 mod lambda;
 mod ops;
 mod parse;
 #[cfg(test)]
 mod tests;
-pub mod yaml;
+mod yaml;
 
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
 
-pub use aggregate::{
-    AggregateConfig, HistogramAggregate, MAX_AGGREGATE_WORKERS, MAX_CONTEXT_LIMIT,
-    MAX_DEFAULT_WORKERS, MetricMapping, percentile_name,
-};
+pub(crate) use aggregate::percentile_name;
+pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
-pub use forward::{ForwardConfig, KNOWN_SITES, MAX_RETRY_QUEUE_BYTES};
+pub use forward::ForwardConfig;
 pub use host::{HostConfig, HostnameConfig, TagCardinality};
-pub use ingest::{
-    IngestConfig, MAX_BUFFER_SIZE, MAX_QUEUE_SIZE, MAX_RECEIVE_THREADS, MAX_SO_RCVBUF,
-};
-pub use key::{Key, markdown_table};
+pub use ingest::IngestConfig;
+pub use key::{AnySetting, Key, KeyDefault, markdown_table};
 pub use keys::KEYS;
 pub use lambda::{FlushStrategy, LambdaConfig};
 pub use ops::OpsConfig;
-pub use parse::{MAX_SECONDS, split_list};
+pub use yaml::{EnvOverFile, FileError, YamlFile};
 
 use key::Reader;
 

@@ -1,10 +1,10 @@
 //! Protobuf series and sketches, JSON events and service checks, intake size limits, zstd.
 //!
 //! [`Encoder::encode`] turns one aggregator [`Flush`] into compressed [`Payload`]s, each within the
-//! intake limits of its endpoint ([`PayloadKind::limits`]): the request builder packs items while an
+//! intake limits of its endpoint (`PayloadKind::limits`): the request builder packs items while an
 //! incremental size estimate says they fit, verifies the compressed size and cuts a payload in halves
-//! when it is still too large. [`decode`] is the exact inverse (used by the fallback, replay and
-//! [`split`]); [`split`] halves a payload the intake answered 413 to.
+//! when it is still too large. `decode` is the exact inverse (used by the fallback, replay and
+//! `split`); `split` halves a payload the intake answered 413 to.
 //!
 //! One item that alone exceeds a limit and cannot be cut (a single point with megabytes of tags) is
 //! the only exception: it travels in a payload of its own, and the forwarder drops it as
@@ -23,7 +23,7 @@ use batch::{Batcher, Framing, Item};
 
 /// Size limits of one intake endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest compressed body, bytes.
     pub compressed: usize,
     /// Largest uncompressed body, bytes.
@@ -33,7 +33,7 @@ pub struct Limits {
 }
 
 /// `/api/v2/series`: 512,000 B compressed, 5,242,880 B raw, 10,000 points (PROTOCOLS.md §2.3).
-pub const SERIES_LIMITS: Limits = Limits {
+pub(crate) const SERIES_LIMITS: Limits = Limits {
     compressed: 512_000,
     raw: 5_242_880,
     points: 10_000,
@@ -41,7 +41,7 @@ pub const SERIES_LIMITS: Limits = Limits {
 
 /// The agent's generic payload limits, used for sketches and JSON bodies: 2,621,440 B compressed,
 /// 4,194,304 B raw (PROTOCOLS.md §2.5, §2.9).
-pub const GENERIC_LIMITS: Limits = Limits {
+pub(crate) const GENERIC_LIMITS: Limits = Limits {
     compressed: 2_621_440,
     raw: 4_194_304,
     points: usize::MAX,
@@ -80,7 +80,7 @@ impl PayloadKind {
     }
 
     /// The intake limits this kind's payloads respect.
-    pub const fn limits(self) -> Limits {
+    pub(crate) const fn limits(self) -> Limits {
         match self {
             Self::Series => SERIES_LIMITS,
             Self::Sketches => GENERIC_LIMITS,
@@ -311,7 +311,7 @@ fn decompress(payload: &Payload) -> Result<Vec<u8>, EncodeError> {
 ///
 /// # Errors
 /// The body is not valid zstd or not the message its kind says.
-pub fn decode(payload: &Payload) -> Result<Flush, EncodeError> {
+pub(crate) fn decode(payload: &Payload) -> Result<Flush, EncodeError> {
     let raw = decompress(payload)?;
     let mut flush = Flush::default();
     match payload.kind {
@@ -378,7 +378,7 @@ fn encode_halves<T: Item>(
 /// # Errors
 /// [`EncodeError::Unsplittable`] when the payload holds a single item with a single point or bucket
 /// (or one event); decode errors as in [`decode`].
-pub fn split(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeError> {
+pub(crate) fn split(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeError> {
     let flush = decode(payload)?;
     match payload.kind {
         PayloadKind::Series => encode_halves(enc, payload.kind, Framing::PROTOBUF, flush.series),

@@ -13,7 +13,7 @@
 //!   created when missing. Every call respects the PutLogEvents limits (see `cloudwatch.rs`).
 //!   `ThrottlingException`, `ServiceUnavailableException`, other 5xx, transport and credential errors are
 //!   retried with jittered exponential backoff (100 ms doubling to 30 s); meanwhile records wait in a
-//!   buffer bounded by [`BUFFER_MAX_BYTES`] and are dropped, oldest first, only when it overflows
+//!   buffer bounded by `BUFFER_MAX_BYTES` and are dropped, oldest first, only when it overflows
 //!   (`points.dropped.fallback_overflow`). Events CloudWatch rejects (`rejectedLogEventsInfo`: too old,
 //!   too new, expired) and batches it refuses (`InvalidParameterException`) are counted
 //!   (`points.dropped.fallback_rejected`), never retried. The SDK's own retries are off, so these
@@ -53,20 +53,16 @@ use crate::errors::Chain;
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 #[cfg(feature = "cloudwatch")]
-pub use cloudwatch::{
-    BATCH_MAX_BYTES, BATCH_MAX_EVENTS, BATCH_MAX_SPAN_MS, BUFFER_MAX_BYTES, EVENT_OVERHEAD,
-};
-#[cfg(feature = "cloudwatch")]
-use cloudwatch::{Backoff, Buffer, CallError, Destination, Pending};
+use cloudwatch::{BUFFER_MAX_BYTES, Backoff, Buffer, CallError, Destination, Pending};
 use records::{Formatter, Record};
 
 /// How often the [`spawn`]ed task pushes buffered records out.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Time a periodic flush of the [`spawn`]ed task may take (including backoff waits).
-pub const PERIODIC_FLUSH_BUDGET: Duration = Duration::from_secs(5);
+pub(crate) const PERIODIC_FLUSH_BUDGET: Duration = Duration::from_secs(5);
 /// Time the [`spawn`]ed task gives its last flush once its channel closes; abort the task to cut it
 /// shorter (what is still held is then counted as `shutdown_deadline`).
-pub const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
+pub(crate) const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
 
 /// An error setting up the fallback; the message names the setting to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,7 +252,7 @@ impl Fallback {
         }
     }
 
-    /// Bound the CloudWatch buffer to `bytes` instead of [`BUFFER_MAX_BYTES`].
+    /// Bound the CloudWatch buffer to `bytes` instead of `BUFFER_MAX_BYTES`.
     #[cfg(feature = "cloudwatch")]
     pub fn with_buffer_max_bytes(mut self, bytes: usize) -> Self {
         if let Sink::CloudWatch(cw) = &mut self.sink {
@@ -486,8 +482,8 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
 }
 
 /// Run the fallback as a task: write payloads as they arrive on `rx`, push records out every
-/// [`FLUSH_EVERY`] or as soon as a full CloudWatch batch waits, and when `rx` closes (every sender
-/// dropped) flush everything within [`FINAL_FLUSH_BUDGET`] and return.
+/// `FLUSH_EVERY` or as soon as a full CloudWatch batch waits, and when `rx` closes (every sender
+/// dropped) flush everything within `FINAL_FLUSH_BUDGET` and return.
 pub fn spawn(mut fb: Fallback, mut rx: mpsc::Receiver<Payload>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);

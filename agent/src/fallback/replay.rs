@@ -16,7 +16,7 @@
 //! re-sending those counts them twice. The log group itself may hold a record twice: delivery to
 //! CloudWatch is at least once (a PutLogEvents call that timed out is sent again), and two overlapping
 //! ranges replayed in one run read the same events. `--dedupe` skips a record identical to one already
-//! seen in this run (a 128-bit digest of its text, at most [`DEDUPE_MAX`] remembered). The trade-off:
+//! seen in this run (a 128-bit digest of its text, at most `DEDUPE_MAX` remembered). The trade-off:
 //! two records that are identical but were both real are collapsed too — for example two Lambda
 //! sandboxes without a host tag that each wrote a sketch of the single value 1 for the same metric,
 //! tags and 10 s bucket. Nothing is remembered across runs: replaying the same range in two runs
@@ -39,18 +39,18 @@ use crate::telemetry::Telemetry;
 use super::records::{Parsed, RecordError, parse_record};
 
 /// Series points older than this (seconds) are refused by the intake.
-pub const SERIES_MAX_AGE: i64 = 3600;
+pub(crate) const SERIES_MAX_AGE: i64 = 3600;
 /// Sketch buckets older than this (seconds) are not sent (the series rule).
-pub const SKETCH_MAX_AGE: i64 = 3600;
+pub(crate) const SKETCH_MAX_AGE: i64 = 3600;
 /// Events older than this (seconds) are refused by the intake.
-pub const EVENT_MAX_AGE: i64 = 18 * 3600;
+pub(crate) const EVENT_MAX_AGE: i64 = 18 * 3600;
 /// Service checks older than this (seconds) are refused by the intake.
-pub const SERVICE_CHECK_MAX_AGE: i64 = 600;
+pub(crate) const SERVICE_CHECK_MAX_AGE: i64 = 600;
 /// Most record digests `--dedupe` remembers (16 bytes each, about 40 MiB in all); past it, records are
 /// still checked against those remembered but no more are added.
-pub const DEDUPE_MAX: usize = 2_000_000;
+pub(crate) const DEDUPE_MAX: usize = 2_000_000;
 /// Items (points, sketch buckets, events, service checks) gathered before a batch is encoded and sent.
-pub const BATCH_ITEMS: usize = 10_000;
+pub(crate) const BATCH_ITEMS: usize = 10_000;
 
 /// Where replay reads records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ impl ReplaySource {
         }
     }
 
-    /// `--log-group NAME [--log-stream S] [--since T] [--until T]`, times as [`parse_time`] reads them,
+    /// `--log-group NAME [--log-stream S] [--since T] [--until T]`, times as `parse_time` reads them,
     /// relative to `now_ms`; without `since`, the last hour.
     ///
     /// # Errors
@@ -162,7 +162,7 @@ pub struct ReplayReport {
     pub invalid: u64,
     /// Records skipped as identical to one already seen (`--dedupe`).
     pub duplicates: u64,
-    /// True when `--dedupe` reached [`DEDUPE_MAX`] and stopped remembering new records.
+    /// True when `--dedupe` reached `DEDUPE_MAX` and stopped remembering new records.
     pub dedupe_full: bool,
     /// Items not sent because the intake refuses them as too old.
     pub too_old: u64,
@@ -254,7 +254,7 @@ pub enum ReplayError {
 ///
 /// # Errors
 /// [`ReplayError::Time`] naming `flag`.
-pub fn parse_time(flag: &'static str, value: &str, now_ms: i64) -> Result<i64, ReplayError> {
+pub(crate) fn parse_time(flag: &'static str, value: &str, now_ms: i64) -> Result<i64, ReplayError> {
     let err = || ReplayError::Time {
         flag,
         value: value.to_owned(),

@@ -14,7 +14,7 @@
 //!
 //! What is not delivered by the deadline waits in the retry queue, capped in bytes; the oldest payloads
 //! leave it through the `overflow` channel (the fallback), or are dropped and counted
-//! (`PointDrop::RetryQueueOverflow`) when there is no fallback. After [`BREAKER_THRESHOLD`] consecutive
+//! (`PointDrop::RetryQueueOverflow`) when there is no fallback. After `BREAKER_THRESHOLD` consecutive
 //! failed attempts the circuit breaker opens: payloads go straight to `overflow` instead of waiting for a
 //! dead intake, and one payload probes the intake with a growing backoff until it answers again.
 //!
@@ -64,11 +64,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 pub use deadline::{Deadline, DeadlineCut};
-pub use queue::RetryQueue;
-pub use retry::{
-    Admission, Attempt, BREAKER_THRESHOLD, Backoff, Breaker, BreakerState, Outcome, RetryPolicy,
-    TransportError, classify,
-};
+use queue::RetryQueue;
+use retry::{Admission, Attempt, Breaker, Outcome, TransportError, classify};
+pub use retry::{Backoff, BreakerState, RetryPolicy};
 
 use crate::auth::{ApiKey, ApiKeySource};
 use crate::config::ForwardConfig;
@@ -77,13 +75,13 @@ use crate::errors::Chain;
 use crate::telemetry::{PointDrop, Telemetry};
 
 /// offpath's version, sent as `User-Agent: offpath/<version>` and `DD-Agent-Version`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `DD-Agent-Payload` sent with protobuf bodies (the agent-payload schema version; Vector sends the same).
 const AGENT_PAYLOAD_VERSION: &str = "4.87.0";
 
 /// The intake path of the API key check.
-pub const VALIDATE_PATH: &str = "/api/v1/validate";
+pub(crate) const VALIDATE_PATH: &str = "/api/v1/validate";
 
 /// A request is not started with less time than this left before the deadline: it could not be
 /// answered in time, yet might reach the intake and be sent again later (see "At least once").

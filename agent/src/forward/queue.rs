@@ -33,6 +33,7 @@ impl RetryQueue {
         self.max_bytes
     }
 
+    #[cfg(test)]
     /// Payloads held.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -71,7 +71,7 @@ pub const fn classify(attempt: Attempt) -> Outcome {
 pub struct RetryPolicy {
     /// Backoff between attempts at one payload inside a flush deadline (default 100 ms doubling to 5 s).
     pub backoff: Backoff,
-    /// Consecutive failed attempts that open the circuit breaker (default [`BREAKER_THRESHOLD`]).
+    /// Consecutive failed attempts that open the circuit breaker (default `BREAKER_THRESHOLD`).
     pub breaker_threshold: u32,
     /// Backoff between probes of an open breaker (default 1 s doubling to 60 s).
     pub probe: Backoff,

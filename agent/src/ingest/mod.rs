@@ -30,13 +30,13 @@
 //! - **Counters.** Each receive thread owns a [`ListenerStats`](crate::telemetry::ListenerStats):
 //!   `packets` and `bytes` count every datagram or frame read (dropped ones included), added once per
 //!   batch.
-//! - **Receive buffer.** UDP asks for `DD_DOGSTATSD_SO_RCVBUF` or [`DEFAULT_SO_RCVBUF`] and logs what the
+//! - **Receive buffer.** UDP asks for `DD_DOGSTATSD_SO_RCVBUF` or `DEFAULT_SO_RCVBUF` and logs what the
 //!   kernel granted; when `net.core.rmem_max` caps it (and `SO_RCVBUFFORCE` is not permitted) it warns
 //!   with the `sysctl` to run. The Unix datagram socket only sets it when the key is set, like the Agent.
 //! - **Unix socket files.** A stale socket file (nobody listening) is removed at start; a live one, or a
 //!   path that is not a socket, is an error. Files are created mode `0722` like the Agent's (anyone local
 //!   may write, only the owner may read) and removed at stop.
-//! - **Stop.** Receive threads block for at most [`READ_TIMEOUT`] (`SO_RCVTIMEO`, poll timeout) before
+//! - **Stop.** Receive threads block for at most `READ_TIMEOUT` (`SO_RCVTIMEO`, poll timeout) before
 //!   they look at the stop flag; then they drain what their socket already holds without blocking
 //!   (bounded), hand it to the queue and exit. [`Listeners::stop`] joins them, so when it returns every
 //!   `Sender` of the queue is dropped and the consumer sees the queue close after the last packet.
@@ -74,11 +74,11 @@ use datagram::{BATCH, RcvBuf};
 use packet::{Pool, Sink};
 
 /// How long a receive thread blocks before it looks at the stop flag.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `SO_RCVBUF` asked for UDP when `DD_DOGSTATSD_SO_RCVBUF` is not set: 8 MiB, so a burst waits in the
 /// kernel instead of being dropped there.
-pub const DEFAULT_SO_RCVBUF: usize = 8 << 20;
+pub(crate) const DEFAULT_SO_RCVBUF: usize = 8 << 20;
 
 /// Default receive threads for UDP at most (`OFFPATH_RECEIVE_THREADS=0`: one per core up to this).
 const MAX_DEFAULT_THREADS: usize = 4;

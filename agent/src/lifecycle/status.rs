@@ -6,7 +6,7 @@
 //! - `GET /metrics`: the same counters in the Prometheus text format, named as the `offpath.*`
 //!   self-telemetry ([`crate::telemetry::prometheus`]).
 //!
-//! The pipeline owns a shared [`Health`] and updates it; [`serve`] takes an already-bound listener
+//! The pipeline owns a shared `Health` and updates it; `serve` takes an already-bound listener
 //! and a shutdown future. Connections are bounded and short (one request each, header timeout).
 
 use std::collections::BTreeMap;
@@ -205,7 +205,7 @@ pub struct Status {
 }
 
 /// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
-pub const fn breaker_name(state: u64) -> &'static str {
+pub(crate) const fn breaker_name(state: u64) -> &'static str {
     match state {
         0 => "closed",
         1 => "open",
@@ -301,7 +301,7 @@ pub fn unix_now() -> i64 {
 ///
 /// # Errors
 /// Never in practice: accept errors (e.g. too many open files) are logged and serving continues.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     telemetry: Arc<Telemetry>,
     health: Arc<Health>,

@@ -408,4 +408,3 @@ fn report_fallback(report: &mut Report, config: &Config) {
     };
     report.push("fallback", Outcome::Ok, detail);
 }
-

@@ -132,8 +132,7 @@ fn intake_and_aws(path: &str, headers: &HashMap<String, String>, body: &str) -> 
             ),
         };
     }
-    if headers.get("x-amz-target").map(String::as_str) != Some("secretsmanager.GetSecretValue")
-    {
+    if headers.get("x-amz-target").map(String::as_str) != Some("secretsmanager.GetSecretValue") {
         return intake(path, headers, body);
     }
     let auth = headers.get("authorization").cloned().unwrap_or_default();
@@ -167,11 +166,7 @@ fn intake_and_aws(path: &str, headers: &HashMap<String, String>, body: &str) -> 
 
 /// `check_config_with_secret` for `DD_API_KEY_SECRET_ARN=<arn of name>` against `addr`, the secret
 /// signed with the credentials in `aws_env` (plus the endpoint override).
-async fn check_secret_named(
-    addr: SocketAddr,
-    name: &str,
-    aws_env: &[(&str, String)],
-) -> Report {
+async fn check_secret_named(addr: SocketAddr, name: &str, aws_env: &[(&str, String)]) -> Report {
     let arn = secret_arn(name);
     let c = config(&[
         ("DD_API_KEY_SECRET_ARN", arn.clone()),
