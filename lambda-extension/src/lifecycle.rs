@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{Config, ConfigError, LambdaConfig};
+use offpath::config::{Config, ConfigError, Deployment, LambdaConfig};
+use offpath::errors::Chain;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::extension::{EXTENSION_NAME, Event, ExtensionClient, ExtensionError, FatalError};
-use crate::flush_policy::{self, FlushPolicy, FlushStrategy};
+use crate::flush_policy::{self, FlushPolicy};
 use crate::tags::{self, LambdaTags};
 use crate::telemetry::{self, TelemetryEvent, TelemetryListener};
 
@@ -74,7 +75,8 @@ pub trait Flusher: Send + 'static {
 /// What the pipeline is started with.
 #[derive(Debug, Clone)]
 pub struct Startup {
-    /// The validated configuration.
+    /// The validated configuration, loaded for Lambda, with the Lambda tags known at registration among
+    /// its global tags.
     pub config: Config,
     /// The Lambda tags known at registration ([`LambdaTags::to_tags`]).
     pub tags: Vec<String>,
@@ -87,13 +89,13 @@ pub enum RunError {
     #[error("AWS_LAMBDA_RUNTIME_API is not set: offpath-lambda runs as a Lambda extension only")]
     NoRuntimeApi,
     /// Registration failed.
-    #[error("cannot register with the Extensions API: {0}")]
+    #[error("cannot register with the Extensions API")]
     Register(#[source] ExtensionError),
     /// The configuration is invalid (reported through `init/error`).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `event/next` kept failing (reported through `exit/error`).
-    #[error("event/next failed: {0}")]
+    #[error("event/next failed")]
     NextEvent(#[source] ExtensionError),
 }
 
@@ -176,7 +178,7 @@ where
         .map_err(RunError::Register)?;
     tracing::debug!(function = %registration.function_name, "registered with the Extensions API");
 
-    let (config, strategy) = match load_config(&opts) {
+    let config = match load_config(&opts) {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "invalid configuration; reporting init/error");
@@ -191,10 +193,14 @@ where
         }
     };
 
+    for w in config.forward.warnings() {
+        tracing::warn!("{w}");
+    }
+
     let env = Arc::clone(&opts.env);
     let mut tags = LambdaTags::from_registration(&registration, |k| env(k), std::env::consts::ARCH);
     let startup = Startup {
-        config: config.clone(),
+        config: config.clone().with_global_tags(tags.to_tags()),
         tags: tags.to_tags(),
     };
     let (pipeline, telemetry) = tokio::join!(
@@ -204,7 +210,7 @@ where
     let pipeline = match pipeline {
         Ok(f) => Pipeline::new(f),
         Err(e) => {
-            tracing::error!(error = %e, "the metrics pipeline failed to start; \
+            tracing::error!(error = %Chain(&*e), "the metrics pipeline failed to start; \
                 the extension keeps answering the Runtime API without shipping metrics");
             Pipeline::down()
         }
@@ -215,7 +221,7 @@ where
         pipeline,
         telemetry,
         early_done: VecDeque::with_capacity(EARLY_DONE),
-        policy: FlushPolicy::new(strategy),
+        policy: FlushPolicy::new(config.lambda.flush_strategy),
         budget: config.lambda.flush_budget,
         first_invoke: true,
         opts,
@@ -223,24 +229,11 @@ where
     lc.event_loop(&mut tags).await
 }
 
-/// Defaults that differ in Lambda; an explicit setting wins.
-///
-/// `OFFPATH_SELF_TELEMETRY`: every sandbox would ship its own `offpath.*` series, each one a custom
-/// metric context on the user's bill.
-const LAMBDA_DEFAULTS: &[(&str, &str)] = &[("OFFPATH_SELF_TELEMETRY", "false")];
-
-fn load_config(opts: &Options) -> Result<(Config, FlushStrategy), ConfigError> {
+/// The configuration for Lambda: its defaults (self-telemetry off, one aggregate worker, stdout
+/// fallback, distributions, no idle connections) come with [`Deployment::Lambda`]; explicit settings win.
+fn load_config(opts: &Options) -> Result<Config, ConfigError> {
     let env = Arc::clone(&opts.env);
-    let config = Config::load(&move |k: &str| {
-        env(k).filter(|v| !v.trim().is_empty()).or_else(|| {
-            LAMBDA_DEFAULTS
-                .iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    })?;
-    let strategy = FlushStrategy::parse(&config.lambda.flush_strategy)?;
-    Ok((config, strategy))
+    Config::load_for(Deployment::Lambda, &move |k: &str| env(k))
 }
 
 /// The telemetry listener and its event stream, when the subscription was accepted.
@@ -254,7 +247,7 @@ async fn start_telemetry(client: &ExtensionClient, cfg: &LambdaConfig) -> Option
     let (listener, events) = match TelemetryListener::start(addr).await {
         Ok(started) => started,
         Err(e) => {
-            tracing::warn!(error = %e, "no telemetry listener; flushing at the next event instead of after runtimeDone");
+            tracing::warn!(error = %Chain(&e), "no telemetry listener; flushing at the next event instead of after runtimeDone");
             return None;
         }
     };
@@ -272,7 +265,7 @@ async fn start_telemetry(client: &ExtensionClient, cfg: &LambdaConfig) -> Option
             })
         }
         Err(e) => {
-            tracing::warn!(error = %e, "the Telemetry API is unavailable; flushing at the next event instead of after runtimeDone");
+            tracing::warn!(error = %Chain(&e), "the Telemetry API is unavailable; flushing at the next event instead of after runtimeDone");
             None
         }
     }
@@ -323,14 +316,14 @@ impl<F: Flusher> Lifecycle<F> {
             match self.client.next_event().await {
                 Ok(event) => return Ok(event),
                 Err(e) if attempt < NEXT_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "event/next failed; retrying");
+                    tracing::warn!(error = %Chain(&e), attempt, "event/next failed; retrying");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "event/next keeps failing; reporting exit/error");
+                    tracing::error!(error = %Chain(&e), "event/next keeps failing; reporting exit/error");
                     let fatal = FatalError {
                         error_type: "Fatal.EventNextFailed",
-                        message: e.to_string(),
+                        message: Chain(&e).to_string(),
                     };
                     if let Err(report) = self.client.exit_error(&fatal).await {
                         tracing::debug!(error = %report, "exit/error could not be reported");
@@ -695,7 +688,7 @@ mod tests {
             (&[("OFFPATH_SELF_TELEMETRY", "false")], false),
         ];
         for (env, want) in cases {
-            let (config, _) = load_config(&options(env)).unwrap();
+            let config = load_config(&options(env)).unwrap();
             assert_eq!(config.ops.self_telemetry, *want, "{env:?}");
         }
     }

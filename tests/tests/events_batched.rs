@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use offpath_tests::fake_intake::FakeIntake;
 use offpath_tests::support::Offpath;

@@ -37,6 +37,4 @@ mod tests;
 mod worker;
 
 pub use aggregator::Aggregator;
-pub use worker::{
-    Collected, Control, MAX_DEFAULT_WORKERS, WorkerError, Workers, spawn_worker, worker_count,
-};
+pub use worker::{Collected, Control, WorkerError, Workers, spawn_worker};

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::records::{Formatter, Parsed, RecordError, parse_record};
-use crate::config::{FallbackConfig, FallbackFormat, FallbackMode};
+use crate::config::{FallbackConfig, FallbackFormat, FallbackSink};
 use crate::model::{
     AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
@@ -169,7 +169,7 @@ fn flush() -> impl Strategy<Value = Flush> {
 
 fn formatter(format: FallbackFormat, dims: Vec<String>) -> Formatter {
     Formatter::new(&FallbackConfig {
-        mode: FallbackMode::Stdout,
+        sink: FallbackSink::Stdout,
         log_group: None,
         log_stream: None,
         format,

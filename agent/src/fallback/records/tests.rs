@@ -48,7 +48,7 @@ fn flush_of(series: Vec<Series>, sketches: Vec<SketchSeries>) -> Flush {
 
 fn fmt(format: FallbackFormat, dims: &[&str]) -> Formatter {
     Formatter::new(&FallbackConfig {
-        mode: crate::config::FallbackMode::Stdout,
+        sink: crate::config::FallbackSink::Stdout,
         log_group: None,
         log_stream: None,
         format,
