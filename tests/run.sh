@@ -17,6 +17,10 @@ if ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null
     || echo "tests/run.sh: could not install systemd; the unit test will say so"
 fi
 
+# No test may reach a real EC2 instance metadata service (169.254.169.254): the hostname tests point
+# AWS_EC2_METADATA_SERVICE_ENDPOINT at a fake on 127.0.0.1 instead.
+export AWS_EC2_METADATA_DISABLED=true
+
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins --quiet
 cargo test --workspace --quiet "$@"

@@ -23,6 +23,7 @@ use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::{Deadline, ForwardError, Forwarder};
+use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
@@ -93,6 +94,10 @@ pub struct Engine {
     self_metrics: Option<SelfMetrics>,
     /// Tags added to everything flushed, on top of the global tags (see [`Engine::set_extra_tags`]).
     extra_tags: Vec<String>,
+    /// The hostname and the host (ECS task) tags; resolved in the background in the sidecar.
+    host: Arc<HostInfo>,
+    /// The background resolution, stopped at shutdown (it may still be retrying the ECS endpoint).
+    host_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The API key source and the fallback sink, with one AWS configuration between them when either needs
@@ -129,12 +134,21 @@ impl Engine {
         let health = Arc::new(Health::new(Health::stale_after_for(
             config.ops.flush_interval,
         )));
+        // Lambda sends no host of its own; the sidecar resolves one as the Agent does, without waiting.
+        let (host, host_task) = if config.host.resolve {
+            let facts = Facts::gather(|k| std::env::var(k).ok());
+            let (host, task) = HostInfo::resolve_in_background(&config.host, facts);
+            (host, Some(task))
+        } else {
+            (HostInfo::fixed(&config.aggregate.hostname), None)
+        };
         let n = config.aggregate.workers.get();
-        let (workers, queues) = Workers::start(
-            Aggregator::sharded(&config.aggregate, &telemetry, n),
-            config.ingest.queue_size.get(),
-            unix_now,
-        )?;
+        let mut aggregators = Aggregator::sharded(&config.aggregate, &telemetry, n);
+        for a in &mut aggregators {
+            a.set_host(Arc::clone(&host));
+        }
+        let (workers, queues) =
+            Workers::start(aggregators, config.ingest.queue_size.get(), unix_now)?;
         let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
@@ -184,6 +198,8 @@ impl Engine {
                 )
             }),
             extra_tags: Vec::new(),
+            host,
+            host_task,
         })
     }
 
@@ -199,6 +215,11 @@ impl Engine {
     /// The bound UDP address, when UDP is enabled.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The hostname and host tags the engine puts on what it flushes.
+    pub fn host(&self) -> Arc<HostInfo> {
+        Arc::clone(&self.host)
     }
 
     /// Health flags for `/health`.
@@ -240,6 +261,7 @@ impl Engine {
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
+            sm.set_host(self.host.hostname());
             let now = unix_now();
             flush.series.extend(if last {
                 sm.collect_last(&self.telemetry, now, None)
@@ -248,6 +270,7 @@ impl Engine {
             });
         }
         flush.add_tags(&self.extra_tags);
+        flush.add_tags(self.host.tags());
         let samples = flush.samples();
         match &mut self.delivery {
             Delivery::Local { fallback } => {
@@ -295,6 +318,9 @@ impl Engine {
         self.health.set_listeners_up(false);
         if let Delivery::Local { fallback } = &mut self.delivery {
             fallback.set_deadline(deadline);
+        }
+        if let Some(task) = self.host_task.take() {
+            task.abort();
         }
         if let Some(listeners) = self.listeners.take() {
             // Blocking join of the receive threads: they stop within their read timeout.

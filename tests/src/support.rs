@@ -51,8 +51,8 @@ fn parse_addr(line: &str, key: &str) -> Option<SocketAddr> {
 
 impl Offpath {
     /// Start `offpath` with exactly `env` (plus PATH and HOME) and the given arguments, and wait
-    /// until it logs `offpath ready`. UDP defaults to a random port and the status endpoint to
-    /// 127.0.0.1:0 unless `env` says otherwise.
+    /// until it logs `offpath ready`. UDP defaults to a random port, the status endpoint to
+    /// 127.0.0.1:0 and `AWS_EC2_METADATA_DISABLED` to true unless `env` says otherwise.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::spawn(args, env, true)
     }
@@ -68,6 +68,9 @@ impl Offpath {
         vars.insert("DD_DOGSTATSD_PORT".into(), "__random__".into());
         vars.insert("OFFPATH_STATUS_ADDR".into(), "127.0.0.1:0".into());
         vars.insert("DD_LOG_LEVEL".into(), "info".into());
+        // Tests never reach a real instance metadata service; those about it point
+        // AWS_EC2_METADATA_SERVICE_ENDPOINT at a fake and set this to false.
+        vars.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         for (k, v) in env {
             vars.insert((*k).into(), (*v).into());
         }

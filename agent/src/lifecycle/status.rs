@@ -3,6 +3,8 @@
 //! - `GET /health`: `200 ok` when the listeners are up and the pipeline is alive (its heartbeat is
 //!   recent), `503 <reason>` otherwise. Container health checks call it through `offpath health`.
 //! - `GET /status`: the counters as JSON ([`Status`]); never the API key.
+//! - `GET /metrics`: the same counters in the Prometheus text format, named as the `offpath.*`
+//!   self-telemetry ([`crate::telemetry::prometheus`]).
 //!
 //! The pipeline owns a shared [`Health`] and updates it; [`serve`] takes an already-bound listener
 //! and a shutdown future. Connections are bounded and short (one request each, header timeout).
@@ -420,8 +422,11 @@ fn respond(
     now: i64,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/health" | "/status") {
-        return text(StatusCode::NOT_FOUND, "not found: try /health or /status\n");
+    if !matches!(path, "/health" | "/status" | "/metrics") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /health, /status or /metrics\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -434,6 +439,14 @@ fn respond(
             Ok(()) => text(StatusCode::OK, "ok\n"),
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
         };
+    }
+    if path == "/metrics" {
+        let body = crate::telemetry::prometheus::render(telemetry, Default::default());
+        return build(
+            StatusCode::OK,
+            crate::telemetry::prometheus::CONTENT_TYPE,
+            Bytes::from(body),
+        );
     }
     let status = Status::snapshot(telemetry, health, now);
     match serde_json::to_vec_pretty(&status) {
@@ -638,10 +651,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn metrics_serves_the_counters_in_the_prometheus_format() {
+        let t = Arc::new(Telemetry::default());
+        t.points.received.store(12, Relaxed);
+        let server = Server::start(t, healthy()).await;
+        let (code, body) = request(server.addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("offpath_points_received_total 12\n"),
+            "{body}"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
     async fn other_paths_and_methods_are_refused() {
         let server = Server::start(Arc::new(Telemetry::default()), healthy()).await;
         assert_eq!(request(server.addr, "GET", "/").await.0, 404);
-        assert_eq!(request(server.addr, "GET", "/metrics").await.0, 404);
+        assert_eq!(request(server.addr, "GET", "/metric").await.0, 404);
         assert_eq!(request(server.addr, "POST", "/status").await.0, 405);
         server.stop().await;
     }
