@@ -372,14 +372,13 @@ impl Fallback {
             #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
-                let budget = {
-                    let at = Instant::now() + PERIODIC_FLUSH_BUDGET;
-                    self.stop_by.map_or(at, |d| d.min(at))
-                };
+                let stop_by = self.stop_by;
                 for r in records.drain(..) {
                     if cw.buffer.would_overflow(r.line.len()) && cw.backoff.not_before().is_none() {
                         // Make room by sending rather than dropping while CloudWatch answers; once a
                         // call fails (backoff running) the oldest records give way instead.
+                        let at = Instant::now() + PERIODIC_FLUSH_BUDGET;
+                        let budget = stop_by.map_or(at, |d| d.min(at));
                         flush_cloudwatch(cw, t, budget, false).await;
                     }
                     let dropped = cw.buffer.push(Pending::new(r.ts, r.line, r.samples, now));
