@@ -55,7 +55,7 @@ enum Delivery {
     Intake {
         forwarder: Box<Forwarder>,
         overflow: mpsc::Sender<Payload>,
-        fallback_task: Option<tokio::task::JoinHandle<()>>,
+        fallback_task: Option<fallback::FallbackTask>,
     },
     /// No API key: every flush is written as records by the fallback sink (stdout by default).
     Local { fallback: Fallback },
@@ -154,6 +154,13 @@ impl Engine {
         tracing::debug!(workers = n, "aggregate workers started");
 
         let (api_key, fallback) = key_and_fallback(config, &telemetry).await?;
+        if let Some(stall) = fallback.stall() {
+            health.watch(
+                "the fallback's stdout",
+                "is anything reading offpath's stdout (a stuck log shipper, a full pipe)?",
+                stall,
+            );
+        }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
             let forwarder = Box::new(Forwarder::new(
@@ -303,16 +310,24 @@ impl Engine {
     }
 
     /// Stop listening, drain the socket queues, flush everything (open buckets included), deliver
-    /// or fall back, all before `deadline`. Logs the accounting summary.
+    /// or fall back, all before `deadline`, whatever the sinks do: writes to stdout or CloudWatch get
+    /// what is left of it, and what misses it is counted as `shutdown_deadline`. Logs the accounting
+    /// summary once everything is counted.
     pub async fn shutdown(mut self, deadline: Instant) {
         self.health.set_shutting_down();
         self.health.set_listeners_up(false);
+        if let Delivery::Local { fallback } = &mut self.delivery {
+            fallback.set_deadline(deadline);
+        }
         if let Some(task) = self.host_task.take() {
             task.abort();
         }
         if let Some(listeners) = self.listeners.take() {
             // Blocking join of the receive threads: they stop within their read timeout.
-            let _ = tokio::task::spawn_blocking(move || listeners.stop()).await;
+            let stop = tokio::task::spawn_blocking(move || listeners.stop());
+            if tokio::time::timeout_at(deadline, stop).await.is_err() {
+                tracing::warn!("the listeners did not stop before the shutdown deadline");
+            }
         }
         // Leave a slice of the deadline for writing what was not delivered to the fallback.
         let now = Instant::now();
@@ -320,9 +335,13 @@ impl Engine {
         let deliver_by = now + left.mul_f64(0.7);
         self.flush_as(true, true, deliver_by.into()).await;
         if let Some(workers) = self.workers.take() {
-            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+            let join = tokio::task::spawn_blocking(move || workers.join());
+            if tokio::time::timeout_at(deadline, join).await.is_err() {
+                tracing::warn!("an aggregate worker did not stop before the shutdown deadline");
+            }
         }
         match self.delivery {
+            // Dropping the fallback counts what its sink has not written as shutdown_deadline.
             Delivery::Local { mut fallback } => fallback.flush(deadline).await,
             Delivery::Intake {
                 mut forwarder,
@@ -351,9 +370,7 @@ impl Engine {
                 drop(forwarder);
                 drop(overflow);
                 if let Some(task) = fallback_task.take() {
-                    if tokio::time::timeout_at(deadline, task).await.is_err() {
-                        tracing::warn!("the fallback did not finish before the shutdown deadline");
-                    }
+                    task.finish(deadline).await;
                 }
             }
         }

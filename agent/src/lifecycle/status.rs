@@ -37,6 +37,45 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on one connection's life.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A write to a fallback sink waiting longer than this makes `/health` unhealthy.
+pub const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Since when a blocking operation (a write to a sink) has been waiting: set by the thread doing it,
+/// read by `/health` ([`Health::watch`]).
+#[derive(Debug, Default)]
+pub struct Stall {
+    /// Unix seconds when the operation began; 0 while none waits.
+    since: AtomicI64,
+}
+
+impl Stall {
+    /// An operation begins at `now` (unix seconds).
+    pub fn begin(&self, now: i64) {
+        self.since.store(now.max(1), Relaxed);
+    }
+
+    /// It is over.
+    pub fn end(&self) {
+        self.since.store(0, Relaxed);
+    }
+
+    /// Seconds the current operation has waited at `now`; `None` when none waits.
+    pub fn waited(&self, now: i64) -> Option<i64> {
+        match self.since.load(Relaxed) {
+            0 => None,
+            since => Some(now.saturating_sub(since).max(0)),
+        }
+    }
+}
+
+/// A watched [`Stall`] and how `/health` names it.
+#[derive(Debug)]
+struct Watched {
+    what: String,
+    hint: String,
+    stall: Arc<Stall>,
+}
+
 /// Liveness shared between the pipeline (which updates it) and `/health` (which reads it).
 #[derive(Debug)]
 pub struct Health {
@@ -48,6 +87,8 @@ pub struct Health {
     shutting_down: AtomicBool,
     /// A heartbeat older than this makes `/health` answer 503.
     stale_after: Duration,
+    /// Sinks whose blocked writes make `/health` answer 503 ([`Health::watch`]).
+    watched: std::sync::Mutex<Vec<Watched>>,
 }
 
 impl Health {
@@ -58,6 +99,19 @@ impl Health {
             heartbeat: AtomicI64::new(0),
             shutting_down: AtomicBool::new(false),
             stale_after,
+            watched: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Answer 503 while an operation of `stall` has waited [`STALL_LIMIT`] or longer, with the reason
+    /// `<what> blocked: a write has waited N s (limit 5 s); <hint>`.
+    pub fn watch(&self, what: impl Into<String>, hint: impl Into<String>, stall: Arc<Stall>) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.push(Watched {
+                what: what.into(),
+                hint: hint.into(),
+                stall,
+            });
         }
     }
 
@@ -92,6 +146,17 @@ impl Health {
         }
         if !self.listeners_up.load(Relaxed) {
             return Err("listeners are not up".to_owned());
+        }
+        let limit = i64::try_from(STALL_LIMIT.as_secs()).unwrap_or(i64::MAX);
+        if let Ok(watched) = self.watched.lock() {
+            for w in watched.iter() {
+                if let Some(age) = w.stall.waited(now).filter(|&a| a >= limit) {
+                    return Err(format!(
+                        "{} blocked: a write has waited {age} s (limit {limit} s); {}",
+                        w.what, w.hint
+                    ));
+                }
+            }
         }
         let beat = self.heartbeat.load(Relaxed);
         if beat == 0 {
@@ -485,6 +550,28 @@ mod tests {
         assert_eq!(h.evaluate(1030), Ok(()));
         h.set_shutting_down();
         assert_eq!(h.evaluate(1000).unwrap_err(), "shutting down");
+    }
+
+    #[test]
+    fn a_write_blocked_past_the_limit_makes_health_fail_with_the_reason() {
+        let h = Health::new(Duration::from_secs(30));
+        h.set_listeners_up(true);
+        h.heartbeat(1000);
+        let stall = Arc::new(Stall::default());
+        h.watch(
+            "fallback stdout",
+            "is anything reading it?",
+            Arc::clone(&stall),
+        );
+        assert_eq!(h.evaluate(1000), Ok(()));
+        stall.begin(1000);
+        assert_eq!(h.evaluate(1004), Ok(()), "a short wait is no problem");
+        assert_eq!(
+            h.evaluate(1005).unwrap_err(),
+            "fallback stdout blocked: a write has waited 5 s (limit 5 s); is anything reading it?"
+        );
+        stall.end();
+        assert_eq!(h.evaluate(1005), Ok(()));
     }
 
     #[test]
