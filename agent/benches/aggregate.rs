@@ -62,6 +62,7 @@ fn config(limit: usize) -> AggregateConfig {
         flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
         workers: 1,
+        own_names: Vec::new(),
     }
 }
 

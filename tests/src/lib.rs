@@ -6,5 +6,6 @@
 pub mod cloudwatch;
 pub mod fake_intake;
 pub mod lambda_runtime;
+pub mod lambda_sandbox;
 pub mod secrets_manager;
 pub mod support;

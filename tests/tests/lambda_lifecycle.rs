@@ -74,6 +74,7 @@ async fn start(mode: TelemetryMode, env: &[(&str, &str)], behaviour: Option<Beha
         ("AWS_REGION", "us-east-1"),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
         ("OFFPATH_STATUS_ADDR", ""),
+        ("OFFPATH_LAMBDA_API_PORT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -90,10 +91,9 @@ async fn start(mode: TelemetryMode, env: &[(&str, &str)], behaviour: Option<Beha
     )
     .unwrap();
     let opts = Options {
-        runtime_api: rt.runtime_api(),
-        env: Arc::new(move |k| vars.get(k).cloned()),
         proc_root: dir.path().join("proc"),
         os_release: dir.path().join("os-release"),
+        ..Options::new(rt.runtime_api(), Arc::new(move |k| vars.get(k).cloned()))
     };
     let startup = Arc::new(Mutex::new(None));
     let tags = Arc::new(Mutex::new(Vec::new()));

@@ -36,7 +36,8 @@ pub mod sketch;
 mod tests;
 mod worker;
 
-pub use aggregator::Aggregator;
+pub use aggregator::{Aggregator, OwnPoint};
 pub use worker::{
-    Collected, Control, MAX_DEFAULT_WORKERS, WorkerError, Workers, spawn_worker, worker_count,
+    Collected, Control, MAX_DEFAULT_WORKERS, OwnPoints, WorkerError, Workers, spawn_worker,
+    worker_count,
 };

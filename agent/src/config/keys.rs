@@ -66,6 +66,9 @@ keys! {
     ["OFFPATH_LAMBDA_METRICS"] "offpath.lambda_metrics" "distribution" "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).";
     ["OFFPATH_LAMBDA_TELEMETRY_PORT"] "offpath.lambda_telemetry_port" "8999" "Lambda: port of the Telemetry API listener (0 picks a free port).";
     ["OFFPATH_LAMBDA_TELEMETRY_HOST"] "offpath.lambda_telemetry_host" "sandbox.localdomain" "Lambda: host name Lambda posts telemetry to (the listener binds 0.0.0.0).";
+    ["DD_ENHANCED_METRICS"] "enhanced_metrics" "true" "Lambda: ship Datadog's enhanced metrics (aws.lambda.enhanced.*: invocations, errors, durations, memory, estimated cost) as distributions; the aws.lambda.enhanced.invocations and .errors lines Datadog's libraries send over DogStatsD are then dropped (own_metric): offpath counts both once per request id.";
+    ["DD_LAMBDA_PROC_ENHANCED_METRICS"] "lambda_proc_enhanced_metrics" "true" "Lambda: with DD_ENHANCED_METRICS, also the resource metrics from /proc and /tmp (CPU time and utilization, network bytes, /tmp, file descriptors, threads).";
+    ["OFFPATH_LAMBDA_API_PORT"] "offpath.lambda_api_port" "8124" "Lambda: port on 127.0.0.1 of the endpoints the Datadog libraries call (/lambda/hello, /lambda/flush, /lambda/start-invocation, /lambda/end-invocation); 0 picks a free port.";
 }
 
 /// The configuration table for the README, rendered from [`KEYS`] as GitHub markdown.

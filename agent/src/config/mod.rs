@@ -172,6 +172,10 @@ pub struct AggregateConfig {
     /// Aggregate worker threads, each with the contexts of its share of metric names
     /// (`OFFPATH_AGGREGATE_WORKERS`, 0 = one per core up to 4, one in Lambda).
     pub workers: usize,
+    /// Metric names the embedding program emits itself (not a setting: the Lambda extension's
+    /// `aws.lambda.enhanced.invocations` when it ships enhanced metrics). A received line with one of these
+    /// names is dropped, counted as `own_metric`, so the value is not counted twice.
+    pub own_names: Vec<String>,
 }
 
 /// Which fallback sink receives what the forwarder gives up on.
@@ -269,6 +273,12 @@ pub struct LambdaConfig {
     pub telemetry_port: u16,
     /// Host name in the Telemetry API destination (`OFFPATH_LAMBDA_TELEMETRY_HOST`, `sandbox.localdomain`).
     pub telemetry_host: String,
+    /// Ship Datadog's enhanced metrics (`DD_ENHANCED_METRICS`, true).
+    pub enhanced_metrics: bool,
+    /// With them, the resource metrics from `/proc` and `/tmp` (`DD_LAMBDA_PROC_ENHANCED_METRICS`, true).
+    pub proc_enhanced_metrics: bool,
+    /// Port on 127.0.0.1 of the Datadog libraries' endpoints (`OFFPATH_LAMBDA_API_PORT`, 8124; 0 picks one).
+    pub api_port: u16,
 }
 
 /// The whole configuration, validated.
@@ -551,6 +561,7 @@ impl Config {
                 }
                 n => n,
             },
+            own_names: Vec::new(),
         };
 
         // forward
@@ -696,6 +707,13 @@ impl Config {
             telemetry_host: r
                 .string("OFFPATH_LAMBDA_TELEMETRY_HOST")
                 .unwrap_or_else(|| "sandbox.localdomain".to_owned()),
+            enhanced_metrics: r.bool("DD_ENHANCED_METRICS", true)?,
+            proc_enhanced_metrics: r.bool("DD_LAMBDA_PROC_ENHANCED_METRICS", true)?,
+            api_port: r.parse(
+                "OFFPATH_LAMBDA_API_PORT",
+                8124,
+                "a TCP port 0-65535 (0 picks a free port)",
+            )?,
         };
 
         Ok(Self {

@@ -39,6 +39,7 @@ fn config(context_limit: usize) -> AggregateConfig {
         flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
         workers: 0,
+        own_names: Vec::new(),
     }
 }
 
