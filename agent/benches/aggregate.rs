@@ -59,9 +59,8 @@ fn config(limit: usize) -> AggregateConfig {
         ],
         histogram_percentiles: vec![0.95],
         context_limit: NonZeroUsize::new(limit).unwrap(),
-        flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
-        workers: 1,
+        workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
     }
 }

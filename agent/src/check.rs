@@ -17,9 +17,12 @@ use std::time::Duration;
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[cfg(feature = "cloudwatch")]
+use crate::auth::{self, ApiKeySource};
+use crate::auth::{ApiKey, ApiKeySecret};
 use crate::cli::{CheckArgs, HealthArgs};
-use crate::config::{ApiKey, Config, FallbackMode, LoadError};
-use crate::forward::secret::ApiKeySecret;
+use crate::config::{Config, FallbackSink, LoadError};
+use crate::errors::Chain;
 
 /// How long DNS resolution and the TCP connection to the intake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,11 +91,28 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `text` with every whole-token occurrence of `secret` replaced by `<redacted>`: where it is not part
+/// of a longer word (letters, digits, `_`, `-`), so a short key cannot mangle the rest of the report.
+fn redact(text: &str, secret: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let (before, after) = (&rest[..at], &rest[at + secret.len()..]);
+        let bounded = !before.ends_with(is_word) && !after.starts_with(is_word);
+        out.push_str(before);
+        out.push_str(if bounded { "<redacted>" } else { secret });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Report {
     fn push(&mut self, name: &'static str, outcome: Outcome, detail: impl Into<String>) {
         let mut detail = detail.into();
         if let Some(secret) = self.secret.0.as_deref().filter(|s| !s.is_empty()) {
-            detail = detail.replace(secret, "<redacted>");
+            detail = redact(&detail, secret);
         }
         self.lines.push(CheckLine {
             name,
@@ -163,7 +183,7 @@ pub async fn run(config_path: Option<&Path>) -> Report {
                 invalid_config: true,
                 ..Report::default()
             };
-            report.push("config", Outcome::Fail, e.to_string());
+            report.push("config", Outcome::Fail, Chain(&e).to_string());
             return report;
         }
     };
@@ -171,32 +191,31 @@ pub async fn run(config_path: Option<&Path>) -> Report {
         || "environment".to_owned(),
         |p| format!("{} and the environment", p.display()),
     );
-    let secret = secret_of(&config);
     #[cfg(not(feature = "cloudwatch"))]
-    let report = check_config_with_secret(&config, &source, &warnings, secret).await;
+    let report = check_config_with_secret(&config, &source, &warnings, secret_of(&config)).await;
     #[cfg(feature = "cloudwatch")]
     let report = {
-        // One AWS configuration for the secret's credentials and the CloudWatch Logs check; the
-        // secret alone takes its region from its ARN.
+        // One AWS configuration for the secret's credentials and the CloudWatch Logs check (see
+        // `auth::connect`); the secret alone takes its region from its ARN.
         let group = cloudwatch_group(&config);
-        let region = secret.as_ref().map(|s| s.region().to_owned());
-        let sdk = match (group, region) {
-            (None, None) => None,
-            (group, region) => Some(
-                tokio::time::timeout(
-                    AWS_TIMEOUT,
-                    crate::forward::secret::credentials::load_sdk_config(
-                        region.as_deref().filter(|_| group.is_none()),
-                    ),
-                )
-                .await,
-            ),
-        };
-        let secret = match (secret, &sdk) {
-            (Some(s), Some(Ok(aws))) => Some(s.with_credentials(
-                crate::forward::secret::CredentialsProvider::from_sdk_config(aws),
-            )),
-            (s, _) => s,
+        let fwd = &config.forward;
+        let connect = auth::connect(
+            fwd.api_key.clone(),
+            fwd.api_key_secret_arn.clone(),
+            fwd.aws_credentials,
+            group.is_some(),
+        );
+        let (secret, sdk) = match tokio::time::timeout(AWS_TIMEOUT, connect).await {
+            Ok(connected) => {
+                let secret = match connected.api_key {
+                    Some(ApiKeySource::Secret(secret)) => Some(*secret),
+                    _ => None,
+                };
+                (secret, connected.aws.map(Ok))
+            }
+            // Loading the AWS configuration timed out: the secret is read with the credentials in
+            // the environment, and the CloudWatch check says what happened.
+            Err(elapsed) => (secret_of(&config), group.map(|_| Err(elapsed))),
         };
         let mut report = check_config_with_secret(&config, &source, &warnings, secret).await;
         // Without the `cloudwatch` feature a log group is a configuration error, reported above.
@@ -239,9 +258,9 @@ async fn check_cloudwatch(
 /// The log group the fallback writes to, when it uses CloudWatch Logs.
 #[cfg(feature = "cloudwatch")]
 fn cloudwatch_group(config: &Config) -> Option<&str> {
-    match config.fallback.mode {
-        FallbackMode::Auto | FallbackMode::CloudWatch => config.fallback.log_group.as_deref(),
-        FallbackMode::Stdout | FallbackMode::Off => None,
+    match config.fallback.sink {
+        FallbackSink::CloudWatch => config.fallback.log_group.as_deref(),
+        FallbackSink::Stdout | FallbackSink::Off => None,
     }
 }
 
@@ -259,7 +278,7 @@ pub async fn check_config(config: &Config, source: &str, warnings: &[String]) ->
 /// checked when the configuration loaded.
 fn secret_of(config: &Config) -> Option<ApiKeySecret> {
     match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
-        (None, Some(arn)) => ApiKeySecret::from_env(arn).ok(),
+        (None, Some(arn)) => Some(ApiKeySecret::new(arn.clone(), &|k| std::env::var(k).ok())),
         _ => None,
     }
 }
@@ -278,8 +297,8 @@ pub async fn check_config_with_secret(
         ..Report::default()
     };
     report.push("config", Outcome::Ok, format!("loaded from {source}"));
-    for w in warnings {
-        report.push("config", Outcome::Warn, w.clone());
+    for w in warnings.iter().cloned().chain(config.warnings()) {
+        report.push("config", Outcome::Warn, w);
     }
     if fwd.skip_tls_verify {
         report.push(
@@ -307,7 +326,10 @@ pub async fn check_config_with_secret(
                 report.push(
                     "secret",
                     Outcome::Skip,
-                    format!("DD_API_KEY is set and wins over DD_API_KEY_SECRET_ARN ({arn})"),
+                    format!(
+                        "DD_API_KEY is set and wins over DD_API_KEY_SECRET_ARN ({})",
+                        arn.as_str()
+                    ),
                 );
             }
             (
@@ -392,7 +414,7 @@ async fn check_secret(report: &mut Report, secret: &mut ApiKeySecret) -> Option<
             report.push(
                 "secret",
                 Outcome::Fail,
-                format!("{} problem: {e}", e.what_failed()),
+                format!("{} problem: {}", e.what_failed(), Chain(&e)),
             );
             None
         }
@@ -415,8 +437,8 @@ async fn check_secret(report: &mut Report, secret: &mut ApiKeySecret) -> Option<
 
 fn report_fallback(report: &mut Report, config: &Config) {
     let fb = &config.fallback;
-    let detail = match (fb.mode, fb.log_group.as_deref()) {
-        (FallbackMode::Off, _) => {
+    let detail = match (fb.sink, fb.log_group.as_deref()) {
+        (FallbackSink::Off, _) => {
             report.push(
                 "fallback",
                 Outcome::Warn,
@@ -424,11 +446,11 @@ fn report_fallback(report: &mut Report, config: &Config) {
             );
             return;
         }
-        (FallbackMode::Stdout, _) | (FallbackMode::Auto, None) => {
+        (FallbackSink::Stdout, _) => {
             "stdout (set OFFPATH_FALLBACK_LOG_GROUP for CloudWatch Logs)".to_owned()
         }
-        (_, Some(group)) => format!("CloudWatch Logs group {group}"),
-        (FallbackMode::CloudWatch, None) => "CloudWatch Logs".to_owned(),
+        (FallbackSink::CloudWatch, Some(group)) => format!("CloudWatch Logs group {group}"),
+        (FallbackSink::CloudWatch, None) => "CloudWatch Logs".to_owned(),
     };
     report.push("fallback", Outcome::Ok, detail);
 }
@@ -533,7 +555,7 @@ async fn check_api_key(
             report.push(
                 "api key",
                 Outcome::Fail,
-                format!("cannot build the HTTP client: {}", error_chain(&e)),
+                format!("cannot build the HTTP client: {}", Chain(&e)),
             );
             return;
         }
@@ -581,7 +603,7 @@ async fn check_api_key(
             format!(
                 "request to {validate} failed: {}; check DD_DD_URL (dd_url), DD_PROXY_HTTPS \
                  (proxy.https) and TLS",
-                error_chain(&e)
+                Chain(&e)
             ),
         ),
     }
@@ -672,21 +694,6 @@ async fn check_log_group(
     );
 }
 
-/// An error with its sources, separated by `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let msg = src.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = src.source();
-    }
-    s
-}
-
 /// Why `offpath health` reports the agent unhealthy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -697,7 +704,7 @@ pub enum ProbeError {
     #[error(transparent)]
     Config(#[from] LoadError),
     /// No connection or no answer.
-    #[error("no answer from http://{addr}/health: {source}")]
+    #[error("no answer from http://{addr}/health")]
     Io {
         /// The status address.
         addr: SocketAddr,
@@ -735,7 +742,7 @@ pub async fn health_command(args: &HealthArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("offpath health: {e}");
+            eprintln!("offpath health: {}", Chain(&e));
             1
         }
     }

@@ -10,13 +10,17 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod auth;
+mod backoff;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dogstatsd;
 pub mod encode;
+pub mod errors;
 pub mod fallback;
 pub mod forward;
+mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod model;

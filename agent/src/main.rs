@@ -9,13 +9,14 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use offpath::cli::{Cli, Command};
 use offpath::config::Config;
+use offpath::errors::Chain;
 use offpath::telemetry::Telemetry;
+use tracing::level_filters::LevelFilter;
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs go to stderr (stdout carries records in local mode and for the stdout fallback).
+fn init_logging(level: LevelFilter) {
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         // journald, `docker logs` and CloudWatch show escape codes verbatim: colour only a terminal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -73,13 +74,13 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (config, warnings) = match load_config(config_path) {
         Ok(c) => c,
         Err(e) => {
-            init_logging("error");
-            tracing::error!("configuration error: {e:#}");
+            init_logging(LevelFilter::ERROR);
+            tracing::error!("configuration error: {}", Chain(e.as_ref()));
             return Ok(ExitCode::from(2));
         }
     };
-    init_logging(&config.ops.log_level);
-    for w in &warnings {
+    init_logging(config.ops.log_level);
+    for w in warnings.iter().chain(&config.warnings()) {
         tracing::warn!("{w}");
     }
     let telemetry = Arc::new(Telemetry::default());
@@ -88,7 +89,7 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         let shutdown = offpath::lifecycle::shutdown_signal()
             .context("cannot install the SIGTERM/SIGINT handlers")?;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        spawn_malloc_trim(config.aggregate.flush_interval);
+        spawn_malloc_trim(config.ops.flush_interval);
         offpath::pipeline::run(config, telemetry, shutdown, |udp, status| {
             let show =
                 |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
@@ -108,15 +109,15 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// `offpath replay`: re-ship offpath records from a file, stdin or a CloudWatch Logs group.
 fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
     use offpath::fallback::replay::{ReplayOptions, ReplaySource};
-    let (mut config, warnings) = match load_config(args.config.as_deref()) {
+    let (config, warnings) = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("offpath replay: configuration error: {e:#}");
+            eprintln!("offpath replay: configuration error: {}", Chain(e.as_ref()));
             return Ok(ExitCode::from(2));
         }
     };
-    init_logging(&config.ops.log_level);
-    for w in &warnings {
+    init_logging(config.ops.log_level);
+    for w in warnings.iter().chain(&config.forward.warnings()) {
         tracing::warn!("{w}");
     }
     if config.forward.api_key.is_none() && config.forward.api_key_secret_arn.is_none() {
@@ -141,50 +142,40 @@ fn replay(args: &offpath::cli::ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     #[cfg(feature = "cloudwatch")]
     let log_group_source = matches!(source, ReplaySource::LogGroup { .. });
+    #[cfg(not(feature = "cloudwatch"))]
+    let log_group_source = false;
     let mut opts = ReplayOptions::new(source, now);
     opts.dedupe = args.dedupe;
     let telemetry = Arc::new(Telemetry::default());
     let rt = runtime()?;
     let report = rt.block_on(async {
-        // DD_API_KEY wins; else the secret is read once, before anything is sent.
-        let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
-            (None, Some(arn)) => Some(offpath::forward::secret::ApiKeySecret::from_env(arn)?),
-            _ => None,
-        };
-        // One AWS configuration for the log group source and the secret's credentials chain.
+        let fwd = &config.forward;
+        let connected = offpath::auth::connect(
+            fwd.api_key.clone(),
+            fwd.api_key_secret_arn.clone(),
+            fwd.aws_credentials,
+            log_group_source,
+        )
+        .await;
         #[cfg(feature = "cloudwatch")]
-        let secret = {
-            let region = secret.as_ref().map(|s| s.region().to_owned());
-            let aws = if log_group_source || region.is_some() {
-                let region = region.filter(|_| !log_group_source);
-                Some(
-                    offpath::forward::secret::credentials::load_sdk_config(region.as_deref()).await,
-                )
-            } else {
-                None
-            };
-            let secret = match (secret, &aws) {
-                (Some(s), Some(aws)) => Some(s.with_credentials(
-                    offpath::forward::secret::CredentialsProvider::from_sdk_config(aws),
-                )),
-                (s, _) => s,
-            };
-            if log_group_source {
-                opts.aws = aws;
-            }
-            secret
+        if log_group_source {
+            opts.aws = connected.aws;
+        }
+        let Some(mut key) = connected.api_key else {
+            anyhow::bail!("offpath replay needs DD_API_KEY or DD_API_KEY_SECRET_ARN");
         };
-        if let Some(mut secret) = secret {
-            let key = secret
+        // DD_API_KEY wins; else the secret is read once, before anything is sent.
+        if let Some(secret) = key.secret() {
+            let read = secret
                 .resolve()
                 .await
                 .context("offpath replay cannot read the API key from DD_API_KEY_SECRET_ARN")?;
             tracing::info!(arn = %secret.arn(), "API key read from DD_API_KEY_SECRET_ARN");
-            config.forward.api_key = Some(key);
+            key = offpath::auth::ApiKeySource::Fixed(read);
         }
-        let encoder = offpath::encode::Encoder::new(config.forward.zstd_level);
+        let encoder = offpath::encode::Encoder::new(fwd.zstd_level);
         let mut forwarder =
-            offpath::forward::Forwarder::new(&config.forward, Arc::clone(&telemetry), None)?;
+            offpath::forward::Forwarder::new(fwd, key, Arc::clone(&telemetry), None)?;
         offpath::fallback::replay::replay(&opts, &encoder, &mut forwarder, &telemetry)
             .await
             .map_err(anyhow::Error::from)
@@ -203,7 +194,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Run(args) => run(args.config.as_deref()),
         Command::Check(args) => runtime().map(|rt| {
-            init_logging("warn");
+            init_logging(LevelFilter::WARN);
             ExitCode::from(
                 rt.block_on(offpath::check::check_command(&args))
                     .clamp(0, 255) as u8,
@@ -224,7 +215,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("offpath: {e:#}");
+            eprintln!("offpath: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

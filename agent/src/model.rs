@@ -178,7 +178,104 @@ pub struct Flush {
     pub service_checks: Vec<ServiceCheck>,
 }
 
+/// What [`Flush::retain_finite`] took out of a flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NonFinite {
+    /// Series points and sketch buckets removed.
+    pub values: usize,
+    /// The DogStatsD samples they accounted for (what `points.dropped.non_finite` counts).
+    pub samples: u64,
+    /// The name of the first series or sketch that lost a value (for the log line).
+    pub example: Option<String>,
+}
+
+/// Whether a series point is finite as shipped: a rate becomes `value × interval` in the `forwarder` and
+/// `emf` records (`scale_rates`), which can overflow although the rate itself did not.
+fn point_is_finite(kind: SeriesKind, interval: u32, v: f64, scale_rates: bool) -> bool {
+    match kind {
+        SeriesKind::Rate if scale_rates => (v * f64::from(interval.max(1))).is_finite(),
+        _ => v.is_finite(),
+    }
+}
+
+fn sketch_is_finite(d: &DogSketch) -> bool {
+    d.min.is_finite() && d.max.is_finite() && d.sum.is_finite() && d.avg.is_finite()
+}
+
+/// The samples of item `i` of `n` when `samples` are shared among the items in proportion (the same
+/// sharing the fallback records use).
+fn share_of(samples: u64, i: usize, n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let at = |k: usize| (u128::from(samples) * k as u128 / n as u128) as u64;
+    at(i + 1) - at(i)
+}
+
 impl Flush {
+    /// True when some series point or sketch bucket holds a value that is not finite (NaN, ±inf); see
+    /// [`Flush::retain_finite`] for `scale_rates`.
+    pub fn has_non_finite(&self, scale_rates: bool) -> bool {
+        self.series.iter().any(|s| {
+            s.points
+                .iter()
+                .any(|&(_, v)| !point_is_finite(s.kind, s.interval, v, scale_rates))
+        }) || self
+            .sketches
+            .iter()
+            .any(|s| !s.sketches.iter().all(sketch_is_finite))
+    }
+
+    /// Remove every series point and sketch bucket that is not finite: a sum or rate that overflowed
+    /// `f64` (two `1.79e308|c`, `x:1|c|@1e-320`), or a sketch whose sum or average did. Such a value
+    /// cannot travel (the intake would get ±inf, a JSON record `null`). With `scale_rates`, a rate point
+    /// counts as `value × interval`, as the `forwarder` and `emf` records write it. A series or sketch
+    /// left empty is removed; the samples of what was removed are taken from the item's samples (shared
+    /// among its points or buckets in proportion) and returned, for the caller to count as dropped.
+    pub fn retain_finite(&mut self, scale_rates: bool) -> NonFinite {
+        let mut out = NonFinite::default();
+        if !self.has_non_finite(scale_rates) {
+            return out;
+        }
+        for s in &mut self.series {
+            let (kind, interval, n) = (s.kind, s.interval, s.points.len());
+            let mut i = 0;
+            let mut removed = 0;
+            s.points.retain(|&(_, v)| {
+                let keep = point_is_finite(kind, interval, v, scale_rates);
+                if !keep {
+                    removed += share_of(s.samples, i, n);
+                    out.values += 1;
+                    out.example.get_or_insert_with(|| s.name.clone());
+                }
+                i += 1;
+                keep
+            });
+            s.samples -= removed;
+            out.samples += removed;
+        }
+        self.series.retain(|s| !s.points.is_empty());
+        for s in &mut self.sketches {
+            let n = s.sketches.len();
+            let mut i = 0;
+            let mut removed = 0;
+            s.sketches.retain(|d| {
+                let keep = sketch_is_finite(d);
+                if !keep {
+                    removed += share_of(s.samples, i, n);
+                    out.values += 1;
+                    out.example.get_or_insert_with(|| s.name.clone());
+                }
+                i += 1;
+                keep
+            });
+            s.samples -= removed;
+            out.samples += removed;
+        }
+        self.sketches.retain(|s| !s.sketches.is_empty());
+        out
+    }
+
     /// True when the flush carries nothing.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
@@ -244,6 +341,69 @@ mod tests {
             points: vec![(1, 1.0)],
             samples: 1,
         }
+    }
+
+    fn sketch(sum: f64) -> DogSketch {
+        DogSketch {
+            ts: 10,
+            cnt: 2,
+            min: 1.0,
+            max: 2.0,
+            sum,
+            avg: sum / 2.0,
+            k: vec![1338],
+            n: vec![2],
+        }
+    }
+
+    #[test]
+    fn non_finite_points_and_buckets_leave_the_flush_with_their_share_of_samples() {
+        let mut rate = series(&[]);
+        rate.kind = SeriesKind::Rate;
+        rate.interval = 10;
+        rate.points = vec![(10, 1.0), (20, f64::INFINITY), (30, f64::NAN), (40, 2.0)];
+        rate.samples = 8;
+        let mut gone = series(&["g"]);
+        gone.points = vec![(10, f64::NEG_INFINITY)];
+        gone.samples = 3;
+        let mut flush = Flush {
+            series: vec![rate, gone],
+            sketches: vec![SketchSeries {
+                name: "d".into(),
+                tags: vec![],
+                host: String::new(),
+                sketches: vec![sketch(3.0), sketch(f64::INFINITY)],
+                samples: 4,
+            }],
+            ..Flush::default()
+        };
+        let before = flush.samples();
+        assert!(flush.has_non_finite(false));
+        let out = flush.retain_finite(false);
+        assert_eq!((out.values, out.samples), (4, 4 + 3 + 2));
+        assert_eq!(out.example.as_deref(), Some("m"));
+        assert_eq!(flush.samples() + out.samples, before);
+        assert_eq!(flush.series.len(), 1, "an emptied series is removed");
+        assert_eq!(flush.series[0].points, [(10, 1.0), (40, 2.0)]);
+        assert_eq!(flush.sketches[0].sketches, [sketch(3.0)]);
+        assert!(!flush.has_non_finite(false));
+        assert_eq!(flush.clone().retain_finite(false), NonFinite::default());
+    }
+
+    #[test]
+    fn a_finite_rate_that_overflows_times_its_interval_is_removed_only_when_scaled() {
+        let mut s = series(&[]);
+        s.kind = SeriesKind::Rate;
+        s.interval = 10;
+        s.points = vec![(10, 1.0e308)];
+        let mut flush = Flush {
+            series: vec![s],
+            ..Flush::default()
+        };
+        assert!(!flush.has_non_finite(false));
+        assert!(flush.has_non_finite(true));
+        assert_eq!(flush.retain_finite(true).samples, 1);
+        assert!(flush.is_empty());
     }
 
     #[test]

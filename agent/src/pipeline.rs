@@ -17,11 +17,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::aggregate::{self, Aggregator, OwnPoints, WorkerError, Workers};
-use crate::config::Config;
+use crate::aggregate::{Aggregator, OwnPoints, WorkerError, Workers};
+use crate::auth;
+use crate::config::{Config, FallbackSink};
 use crate::encode::{Encoder, Payload};
+use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
-use crate::forward::secret::{ApiKeySecret, SecretError};
 use crate::forward::{Deadline, ForwardError, Forwarder};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
@@ -43,9 +44,6 @@ pub enum PipelineError {
     /// The fallback sink could not be set up.
     #[error(transparent)]
     Fallback(#[from] FallbackError),
-    /// `DD_API_KEY_SECRET_ARN` is not a secret ARN.
-    #[error(transparent)]
-    Secret(#[from] SecretError),
     /// An aggregate worker thread could not be started.
     #[error(transparent)]
     Aggregate(#[from] WorkerError),
@@ -55,9 +53,7 @@ pub enum PipelineError {
 enum Delivery {
     /// `DD_API_KEY` (or `DD_API_KEY_SECRET_ARN`) set: the intake, with the fallback task behind it.
     Intake {
-        forwarder: Forwarder,
-        /// Where the key comes from when `DD_API_KEY` is unset (resolved at the first flush).
-        secret: Option<Box<ApiKeySecret>>,
+        forwarder: Box<Forwarder>,
         overflow: mpsc::Sender<Payload>,
         fallback_task: Option<tokio::task::JoinHandle<()>>,
     },
@@ -100,66 +96,41 @@ pub struct Engine {
     extra_tags: Vec<String>,
 }
 
-/// The fallback sink, and the API key secret when `DD_API_KEY` is unset and `DD_API_KEY_SECRET_ARN` is
-/// set (read at the first flush, never here: Lambda registers first). With the `cloudwatch` feature one
-/// AWS configuration is loaded when the CloudWatch Logs sink or, outside Lambda, the secret's
-/// credentials chain needs it, and shared; in Lambda the secret is signed with the function's
-/// credentials from the environment (or the container credentials endpoint).
-async fn fallback_and_secret(
+/// The API key source and the fallback sink, with one AWS configuration between them when either needs
+/// one (see [`auth::connect`]).
+async fn key_and_fallback(
     config: &Config,
-    in_lambda: bool,
     telemetry: &Arc<Telemetry>,
-) -> Result<(Fallback, Option<Box<ApiKeySecret>>), PipelineError> {
-    let secret = match (&config.forward.api_key, &config.forward.api_key_secret_arn) {
-        (None, Some(arn)) => Some(ApiKeySecret::from_env(arn)?),
-        _ => None,
-    };
+) -> Result<(Option<auth::ApiKeySource>, Fallback), PipelineError> {
+    let fwd = &config.forward;
+    let connected = auth::connect(
+        fwd.api_key.clone(),
+        fwd.api_key_secret_arn.clone(),
+        fwd.aws_credentials,
+        config.fallback.sink == FallbackSink::CloudWatch,
+    )
+    .await;
     #[cfg(feature = "cloudwatch")]
-    {
-        use crate::fallback::SinkKind;
-        use crate::forward::secret::credentials::{CredentialsProvider, load_sdk_config};
-        let cloudwatch = SinkKind::resolve(&config.fallback, in_lambda) == SinkKind::CloudWatch;
-        let chain_region = secret
-            .as_ref()
-            .filter(|_| !in_lambda)
-            .map(|s| s.region().to_owned());
-        if cloudwatch || chain_region.is_some() {
-            let region = if cloudwatch { None } else { chain_region };
-            let aws = load_sdk_config(region.as_deref()).await;
-            let fallback =
-                Fallback::with_aws(&config.fallback, in_lambda, Arc::clone(telemetry), &aws)?;
-            let secret = secret.map(|s| {
-                let s = if in_lambda {
-                    s
-                } else {
-                    s.with_credentials(CredentialsProvider::from_sdk_config(&aws))
-                };
-                Box::new(s)
-            });
-            return Ok((fallback, secret));
-        }
+    if let Some(aws) = &connected.aws {
+        let fallback = Fallback::with_aws(&config.fallback, Arc::clone(telemetry), aws)?;
+        return Ok((connected.api_key, fallback));
     }
-    let fallback = Fallback::new(&config.fallback, in_lambda, Arc::clone(telemetry)).await?;
-    Ok((fallback, secret.map(Box::new)))
+    let fallback = Fallback::new(&config.fallback, Arc::clone(telemetry)).await?;
+    Ok((connected.api_key, fallback))
 }
 
 impl Engine {
-    /// Start listeners, the aggregate workers and delivery.
-    ///
-    /// `in_lambda` selects stdout for `OFFPATH_FALLBACK=auto`.
+    /// Start listeners, the aggregate workers and delivery, as `config` (resolved for its deployment)
+    /// says.
     ///
     /// # Errors
     /// A [`PipelineError`] when a socket cannot be bound, the HTTP client or the fallback sink cannot
     /// be built.
-    pub async fn start(
-        config: &Config,
-        telemetry: Arc<Telemetry>,
-        in_lambda: bool,
-    ) -> Result<Self, PipelineError> {
+    pub async fn start(config: &Config, telemetry: Arc<Telemetry>) -> Result<Self, PipelineError> {
         let health = Arc::new(Health::new(Health::stale_after_for(
-            config.aggregate.flush_interval,
+            config.ops.flush_interval,
         )));
-        let n = aggregate::worker_count(config.aggregate.workers, in_lambda);
+        let n = config.aggregate.workers.get();
         let (workers, queues) = Workers::start(
             Aggregator::sharded(&config.aggregate, &telemetry, n),
             config.ingest.queue_size.get(),
@@ -169,18 +140,17 @@ impl Engine {
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
 
-        let (fallback, secret) = fallback_and_secret(config, in_lambda, &telemetry).await?;
-        let delivery = if config.forward.api_key.is_some() || secret.is_some() {
+        let (api_key, fallback) = key_and_fallback(config, &telemetry).await?;
+        let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            // In Lambda the process freezes between invocations: an idle pooled connection is
-            // dead after a thaw, so none is kept.
-            let mut forward = config.forward.clone();
-            forward.keep_idle_connections &= !in_lambda;
-            let forwarder =
-                Forwarder::new(&forward, Arc::clone(&telemetry), Some(overflow.clone()))?;
+            let forwarder = Box::new(Forwarder::new(
+                &config.forward,
+                key,
+                Arc::clone(&telemetry),
+                Some(overflow.clone()),
+            )?);
             Delivery::Intake {
                 forwarder,
-                secret,
                 overflow,
                 fallback_task: Some(fallback::spawn(fallback, overflow_rx)),
             }
@@ -260,16 +230,25 @@ impl Engine {
     /// dropping this future: the forwarder would keep what it was delivering, but a flush collected from
     /// the aggregator and not yet handed to it (or being written in local mode) would be lost uncounted.
     pub async fn flush(&mut self, final_flush: bool, deadline: impl Into<Deadline>) -> FlushReport {
-        let deadline = deadline.into();
+        self.flush_as(final_flush, false, deadline.into()).await
+    }
+
+    /// [`Engine::flush`]; `last` marks the last flush of the process (its self-telemetry cannot wait for
+    /// a later flush, see [`SelfMetrics::collect_last`]).
+    async fn flush_as(&mut self, final_flush: bool, last: bool, deadline: Deadline) -> FlushReport {
         let Some(mut flush) = self.collect(final_flush, &deadline).await else {
             return FlushReport::default();
         };
+        drop_non_finite(&mut flush, &self.telemetry);
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
-            flush
-                .series
-                .extend(sm.collect(&self.telemetry, unix_now(), None));
+            let now = unix_now();
+            flush.series.extend(if last {
+                sm.collect_last(&self.telemetry, now, None)
+            } else {
+                sm.collect(&self.telemetry, now, None)
+            });
         }
         flush.add_tags(&self.extra_tags);
         let samples = flush.samples();
@@ -285,17 +264,12 @@ impl Engine {
                     queued_bytes: 0,
                 }
             }
-            Delivery::Intake {
-                forwarder, secret, ..
-            } => {
-                if let Some(secret) = secret.as_mut() {
-                    secret.before_send(forwarder, deadline.at()).await;
-                }
+            Delivery::Intake { forwarder, .. } => {
                 forwarder.retry_queued(deadline.clone()).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot encode a flush; its points are dropped");
+                        tracing::error!(error = %Chain(&e), "cannot encode a flush; its points are dropped");
                         self.telemetry
                             .points
                             .drop_points(PointDrop::TooLarge, samples);
@@ -305,9 +279,6 @@ impl Engine {
                 let n = payloads.len();
                 if n > 0 {
                     forwarder.send(payloads, deadline).await;
-                }
-                if let Some(secret) = secret.as_mut() {
-                    secret.after_send(forwarder);
                 }
                 FlushReport {
                     payloads: n,
@@ -331,7 +302,7 @@ impl Engine {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let deliver_by = now + left.mul_f64(0.7);
-        self.flush(true, deliver_by).await;
+        self.flush_as(true, true, deliver_by.into()).await;
         if let Some(workers) = self.workers.take() {
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
@@ -374,6 +345,24 @@ impl Engine {
     }
 }
 
+/// Take the values that overflowed `f64` out of a flush (they cannot travel: the intake would get ±inf,
+/// a record `null`), count their samples as `non_finite` and say so once per flush.
+fn drop_non_finite(flush: &mut Flush, telemetry: &Telemetry) {
+    let gone = flush.retain_finite(false);
+    if gone.values > 0 {
+        telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, gone.samples);
+        tracing::warn!(
+            values = gone.values,
+            samples = gone.samples,
+            metric = gone.example.as_deref().unwrap_or_default(),
+            "dropped aggregated values that overflowed (a sum or rate beyond ±1.8e308, or a sample rate \
+             so small that 1/rate is infinite); counted as non_finite"
+        );
+    }
+}
+
 /// Run the sidecar until `shutdown` resolves: periodic flushes of closed buckets, then a final flush
 /// and delivery within `OFFPATH_SHUTDOWN_TIMEOUT`.
 ///
@@ -387,7 +376,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
 ) -> Result<(), PipelineError> {
-    let mut engine = Engine::start(&config, Arc::clone(&telemetry), false).await?;
+    let mut engine = Engine::start(&config, Arc::clone(&telemetry)).await?;
 
     let (status_stop_tx, status_stop_rx) = oneshot::channel::<()>();
     let mut status_addr = None;
@@ -413,7 +402,7 @@ pub async fn run(
     }
     ready(engine.udp_addr(), status_addr);
 
-    let period = config.aggregate.flush_interval;
+    let period = config.ops.flush_interval;
     let grace = config.ops.shutdown_timeout;
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -41,7 +41,8 @@ impl PacketDrop {
 /// Why accepted points (metric values, events, service checks) were dropped after parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PointDrop {
-    /// NaN or ±Inf value.
+    /// A NaN or ±Inf value received, or an aggregate that overflowed `f64` (a count's sum or rate, a
+    /// histogram's sum or average, a sketch's sum) and was left out of the flush.
     NonFinite,
     /// The live context limit (`DD_AGGREGATE_CONTEXT_LIMIT`) was reached.
     ContextLimit,

@@ -17,20 +17,20 @@ struct Input {
 fuzz_target!(|input: Input| {
     let mut map = HashMap::new();
     for (k, v) in input.pairs {
-        let key = &KEYS[usize::from(k) % KEYS.len()];
+        let key = KEYS[usize::from(k) % KEYS.len()].key();
         let env = key.envs[(usize::from(k) / KEYS.len()) % key.envs.len()];
         map.insert(env.to_owned(), v);
     }
     match Config::load(&|k: &str| map.get(k).cloned()) {
         Err(e) => {
-            assert!(KEYS.iter().any(|k| k.envs.contains(&e.key)), "unknown key {}", e.key);
+            assert!(KEYS.iter().any(|k| k.key().envs.contains(&e.key)), "unknown key {}", e.key);
             assert!(e.to_string().contains(e.key));
         }
         Ok(c) => {
             let a = &c.aggregate;
             assert!(a.namespace.is_empty() || a.namespace.ends_with('.'));
             assert!(a.histogram_percentiles.iter().all(|p| *p > 0.0 && *p < 1.0));
-            assert!(!a.flush_interval.is_zero());
+            assert!(!c.ops.flush_interval.is_zero());
             assert!(!c.ops.shutdown_timeout.is_zero());
             let url = &c.forward.intake_url;
             assert!(

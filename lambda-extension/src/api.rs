@@ -1,4 +1,5 @@
-//! The endpoints Datadog's Lambda libraries call on `127.0.0.1:8124` (`OFFPATH_LAMBDA_API_PORT`).
+//! The endpoints Datadog's Lambda libraries call on `127.0.0.1:8124` (`OFFPATH_LAMBDA_API_PORT`), and the
+//! trace intake their tracers use on `127.0.0.1:8126` (`OFFPATH_LAMBDA_TRACE_PORT`).
 //!
 //! | request | answer | effect |
 //! | --- | --- | --- |
@@ -8,6 +9,12 @@
 //! | `GET`/`POST /lambda/flush` | 200 `{}` at once | a flush, started by the lifecycle off the caller's path |
 //! | a known path with another method | 405 | none |
 //! | any other path | 404 | none |
+//!
+//! On the trace port every request is answered 200 `{}` once its body is read, and the traces are dropped,
+//! counted, and said once in the log: offpath ships metrics, not traces. A Datadog tracer (`ddtrace`) that
+//! finds `/opt/extensions/datadog-agent` sends its traces there synchronously at the end of every
+//! invocation, retrying for seconds when nothing answers; answering at once keeps the function as fast as
+//! with Datadog's extension. `DD_TRACE_ENABLED=false` stops the tracer from sending them at all.
 //!
 //! Bodies are read up to 6 MiB (Lambda's largest synchronous payload), larger ones are answered 413. The server
 //! runs in its own tasks and only hands [`ApiEvent`]s to the lifecycle through a bounded queue (full: the event
@@ -35,6 +42,8 @@ use tokio::task::JoinHandle;
 
 /// The port the Datadog libraries call.
 pub const DEFAULT_PORT: u16 = 8124;
+/// The port Datadog's tracers send traces to.
+pub const DEFAULT_TRACE_PORT: u16 = 8126;
 /// Largest request body read: Lambda's largest synchronous invocation payload.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// Open connections served at once; more are closed on accept.
@@ -58,9 +67,20 @@ pub enum ApiEvent {
     },
 }
 
+/// Which endpoints a server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// The libraries' `/lambda/*` endpoints.
+    Libraries,
+    /// A trace intake that drops what it receives.
+    Traces,
+}
+
 /// Counters of the server.
 #[derive(Debug, Default)]
 pub struct ApiStats {
+    /// Trace payloads received and dropped (trace port).
+    pub traces_dropped: AtomicU64,
     /// Requests answered.
     pub requests: AtomicU64,
     /// Events dropped because the lifecycle's queue was full.
@@ -84,15 +104,18 @@ impl Drop for ApiServer {
 }
 
 impl ApiServer {
-    /// Serve on a bound `listener`; events go to the returned receiver.
+    /// Serve `endpoints` on a bound `listener`; events go to the returned receiver.
     ///
     /// # Errors
     /// The socket error when the listener's address cannot be read.
-    pub fn start(listener: TcpListener) -> std::io::Result<(Self, mpsc::Receiver<ApiEvent>)> {
+    pub fn start(
+        listener: TcpListener,
+        endpoints: Endpoints,
+    ) -> std::io::Result<(Self, mpsc::Receiver<ApiEvent>)> {
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(ApiStats::default());
-        let task = tokio::spawn(accept_loop(listener, tx, Arc::clone(&stats)));
+        let task = tokio::spawn(accept_loop(listener, endpoints, tx, Arc::clone(&stats)));
         Ok((Self { addr, stats, task }, rx))
     }
 
@@ -107,7 +130,12 @@ impl ApiServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<ApiEvent>, stats: Arc<ApiStats>) {
+async fn accept_loop(
+    listener: TcpListener,
+    endpoints: Endpoints,
+    tx: mpsc::Sender<ApiEvent>,
+    stats: Arc<ApiStats>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept().await {
@@ -127,7 +155,12 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<ApiEvent>, stats: A
         let _ = stream.set_nodelay(true);
         let (tx, stats, open) = (tx.clone(), Arc::clone(&stats), Arc::clone(&open));
         tokio::spawn(async move {
-            let service = service_fn(|req| handle(req, &tx, &stats));
+            let service = service_fn(|req| async {
+                match endpoints {
+                    Endpoints::Libraries => handle(req, &tx, &stats).await,
+                    Endpoints::Traces => traces(req, &stats).await,
+                }
+            });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(READ_TIMEOUT)
@@ -183,6 +216,31 @@ async fn handle(
         | "/lambda/start-invocation"
         | "/lambda/end-invocation" => empty(StatusCode::METHOD_NOT_ALLOWED),
         _ => empty(StatusCode::NOT_FOUND),
+    })
+}
+
+/// A trace payload: read, counted, dropped, answered.
+async fn traces(
+    req: Request<Incoming>,
+    stats: &ApiStats,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    stats.requests.fetch_add(1, Relaxed);
+    if req.method() == Method::GET {
+        return Ok(json_ok());
+    }
+    let path = req.uri().path().to_owned();
+    Ok(match read_body(req).await {
+        Ok(_) => {
+            if stats.traces_dropped.fetch_add(1, Relaxed) == 0 {
+                tracing::warn!(
+                    %path,
+                    "a Datadog tracer sends traces to this extension: offpath ships metrics, not traces, \
+                     so they are dropped (set DD_TRACE_ENABLED=false to stop the tracer)"
+                );
+            }
+            json_ok()
+        }
+        Err(status) => empty(status),
     })
 }
 

@@ -51,7 +51,7 @@ pub enum ExtensionError {
     #[error("register answered without a Lambda-Extension-Identifier header")]
     MissingIdentifier,
     /// A response body was not the JSON the API documents.
-    #[error("{call} answered an unexpected body: {source}")]
+    #[error("{call} answered an unexpected body")]
     Decode {
         /// Which call.
         call: &'static str,

@@ -26,10 +26,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use offpath::config::ConfigError;
+pub use offpath::config::FlushStrategy;
 
-/// The configuration key parsed here.
-pub const KEY: &str = "DD_SERVERLESS_FLUSH_STRATEGY";
 /// Invocations looked back over to decide whether a function is busy.
 pub const BUSY_INVOCATIONS: usize = 20;
 /// A function is busy when its last [`BUSY_INVOCATIONS`] invocations started within this window.
@@ -42,57 +40,6 @@ pub const INVOCATION_MARGIN: Duration = Duration::from_millis(20);
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_millis(500);
 /// Longest final flush at `SHUTDOWN` (external extensions get 2 s, the runtime a part of it).
 pub const MAX_FINAL_FLUSH: Duration = Duration::from_millis(1500);
-
-const EXPECTED: &str =
-    "adaptive, end, end,<ms>, periodically,<ms> or continuously,<ms> (ms a positive integer)";
-
-/// The parsed `DD_SERVERLESS_FLUSH_STRATEGY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushStrategy {
-    /// `adaptive` (default): `end` for quiet functions, periodic non-blocking for busy ones.
-    Adaptive,
-    /// `end`: after every `runtimeDone`.
-    End,
-    /// `end,<ms>`: after every `runtimeDone`, and every `<ms>` during long invocations.
-    EndPeriodically(Duration),
-    /// `periodically,<ms>`: non-blocking at invocation start, at most every `<ms>`.
-    Periodically(Duration),
-    /// `continuously,<ms>`: like `periodically`, without waiting for the flush before `event/next`.
-    Continuously(Duration),
-}
-
-impl FlushStrategy {
-    /// Parse a `DD_SERVERLESS_FLUSH_STRATEGY` value (case and surrounding blanks ignored).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming `DD_SERVERLESS_FLUSH_STRATEGY` and the accepted forms.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let err = || ConfigError {
-            key: KEY,
-            value: value.to_owned(),
-            expected: EXPECTED,
-        };
-        let v = value.trim().to_ascii_lowercase();
-        let (name, ms) = match v.split_once(',') {
-            None => (v.as_str(), None),
-            Some((name, ms)) => {
-                let ms: u64 = ms.trim().parse().map_err(|_| err())?;
-                if ms == 0 {
-                    return Err(err());
-                }
-                (name.trim(), Some(Duration::from_millis(ms)))
-            }
-        };
-        match (name, ms) {
-            ("adaptive" | "", None) => Ok(Self::Adaptive),
-            ("end", None) => Ok(Self::End),
-            ("end", Some(d)) => Ok(Self::EndPeriodically(d)),
-            ("periodically", Some(d)) => Ok(Self::Periodically(d)),
-            ("continuously", Some(d)) => Ok(Self::Continuously(d)),
-            _ => Err(err()),
-        }
-    }
-}
 
 /// What to do for one invocation, decided when its `INVOKE` arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -18,7 +18,7 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The TCP connection could not be opened.
-    #[error("cannot connect to the Runtime API at {addr} (AWS_LAMBDA_RUNTIME_API): {source}")]
+    #[error("cannot connect to the Runtime API at {addr} (AWS_LAMBDA_RUNTIME_API)")]
     Connect {
         /// `host:port` that was dialled.
         addr: String,
@@ -26,10 +26,10 @@ pub enum HttpError {
         source: std::io::Error,
     },
     /// The HTTP exchange failed midway (connection closed, malformed response).
-    #[error("HTTP exchange with the Runtime API failed: {0}")]
+    #[error("HTTP exchange with the Runtime API failed")]
     Exchange(#[from] hyper::Error),
     /// The request could not be built (an invalid header value).
-    #[error("invalid request to the Runtime API: {0}")]
+    #[error("invalid request to the Runtime API")]
     Request(#[from] hyper::http::Error),
     /// The response body was larger than [`MAX_RESPONSE_BYTES`] or could not be read.
     #[error("unreadable response body from the Runtime API: {0}")]

@@ -36,15 +36,14 @@ pub struct LambdaPipeline {
 }
 
 impl LambdaPipeline {
-    /// Start the engine with the Lambda tags and the Lambda metric mapping.
+    /// Start the engine with the configuration loaded for Lambda (its mapping, its defaults, the Lambda
+    /// tags among the global tags).
     ///
     /// # Errors
     /// A [`PipelineError`] when a listener cannot bind (`DD_DOGSTATSD_PORT` in use), the intake
     /// client or the fallback cannot be built.
     pub async fn start(startup: Startup) -> Result<Self, PipelineError> {
         let mut config = startup.config;
-        config.aggregate.mapping = config.lambda.mapping;
-        config.aggregate.tags.extend(startup.tags.iter().cloned());
         if config.lambda.enhanced_metrics {
             config
                 .aggregate
@@ -52,7 +51,7 @@ impl LambdaPipeline {
                 .extend(enhanced::LIBRARY_SENT.map(str::to_owned));
         }
         let telemetry = Arc::new(Telemetry::default());
-        let engine = Engine::start(&config, Arc::clone(&telemetry), true).await?;
+        let engine = Engine::start(&config, Arc::clone(&telemetry)).await?;
         Ok(Self {
             udp_addr: engine.udp_addr(),
             engine: Some(engine),

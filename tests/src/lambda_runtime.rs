@@ -625,6 +625,7 @@ pub fn extension_env(rt: &FakeRuntime, extra: &[(&str, &str)]) -> HashMap<String
         ("OFFPATH_STATUS_ADDR", ""),
         ("DD_DOGSTATSD_PORT", "__random__"),
         ("OFFPATH_LAMBDA_API_PORT", "0"),
+        ("OFFPATH_LAMBDA_TRACE_PORT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -216,8 +216,9 @@ impl Drop for Offpath {
 /// (15 MiB retry queue, 10 s timeout, zstd level 1).
 pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
     offpath::config::ForwardConfig {
-        api_key: Some(offpath::config::ApiKey::new(key)),
+        api_key: Some(offpath::auth::ApiKey::new(key)),
         api_key_secret_arn: None,
+        aws_credentials: offpath::auth::AwsCredentialSource::EnvironmentAndContainer,
         intake_url: url.to_owned(),
         site: "datadoghq.com".to_owned(),
         proxy: None,
@@ -227,6 +228,27 @@ pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
         zstd_level: 1,
         keep_idle_connections: true,
     }
+}
+
+/// A forwarder for `cfg` with its `DD_API_KEY` (`cfg.api_key`, which must be set) as a fixed key.
+///
+/// # Errors
+/// As `Forwarder::new`.
+pub fn forwarder(
+    cfg: &offpath::config::ForwardConfig,
+    telemetry: std::sync::Arc<offpath::telemetry::Telemetry>,
+    overflow: Option<tokio::sync::mpsc::Sender<offpath::encode::Payload>>,
+) -> Result<offpath::forward::Forwarder, offpath::forward::ForwardError> {
+    let key = cfg
+        .api_key
+        .clone()
+        .expect("a test forwarder needs cfg.api_key");
+    offpath::forward::Forwarder::new(
+        cfg,
+        offpath::auth::ApiKeySource::Fixed(key),
+        telemetry,
+        overflow,
+    )
 }
 
 /// Two sketches that exercise the record formats' edge cases: a small exact one at `ts - 20`, and

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use offpath::config::{ApiKey, ForwardConfig};
+use offpath::auth::ApiKey;
+use offpath::config::ForwardConfig;
 use offpath::encode::{Encoder, Payload};
 use offpath::forward::{Backoff, BreakerState, Deadline, Forwarder, RetryPolicy};
 use offpath::model::{
@@ -70,9 +71,10 @@ async fn rig_with(
     cfg(&mut c);
     let telemetry = Arc::new(Telemetry::default());
     let (tx, rx) = mpsc::channel(1024);
-    let fwd = Forwarder::new(&c, Arc::clone(&telemetry), with_fallback.then_some(tx))
-        .unwrap()
-        .with_retry_policy(policy);
+    let fwd =
+        offpath_tests::support::forwarder(&c, Arc::clone(&telemetry), with_fallback.then_some(tx))
+            .unwrap()
+            .with_retry_policy(policy);
     Rig {
         intake,
         telemetry,
@@ -427,7 +429,7 @@ async fn an_unreachable_intake_leaves_the_payloads_in_the_retry_queue_by_the_dea
         breaker_threshold: 1_000,
         ..fast_policy()
     };
-    let mut fwd = Forwarder::new(&config(&url), Arc::clone(&telemetry), None)
+    let mut fwd = offpath_tests::support::forwarder(&config(&url), Arc::clone(&telemetry), None)
         .unwrap()
         .with_retry_policy(policy);
     let payloads = encode(&series_flush(3));
@@ -595,7 +597,7 @@ async fn the_api_key_check_tells_a_valid_key_from_a_refused_one() {
     let telemetry = Arc::new(Telemetry::default());
     let mut c = config(&r.intake.url());
     c.api_key = Some(ApiKey::new("wrong"));
-    let bad = Forwarder::new(&c, telemetry, None).unwrap();
+    let bad = offpath_tests::support::forwarder(&c, telemetry, None).unwrap();
     let err = bad.validate_api_key().await.unwrap_err();
     assert!(err.to_string().contains("DD_API_KEY"), "{err}");
     let paths: Vec<String> = r.intake.requests().into_iter().map(|q| q.path).collect();
@@ -603,19 +605,19 @@ async fn the_api_key_check_tells_a_valid_key_from_a_refused_one() {
 }
 
 #[tokio::test]
-async fn a_forwarder_without_an_api_key_or_with_a_bad_url_is_refused_with_the_key_to_fix() {
+async fn a_forwarder_with_an_unusable_api_key_or_a_bad_url_is_refused_with_the_key_to_fix() {
     let telemetry = Arc::new(Telemetry::default());
     let mut c = config("http://127.0.0.1:1");
-    c.api_key = None;
-    let e = Forwarder::new(&c, Arc::clone(&telemetry), None).unwrap_err();
+    c.api_key = Some(ApiKey::new("two\nlines"));
+    let e = offpath_tests::support::forwarder(&c, Arc::clone(&telemetry), None).unwrap_err();
     assert!(e.to_string().contains("DD_API_KEY"));
     let mut c = config("not a url");
     c.api_key = Some(ApiKey::new(KEY));
-    let e = Forwarder::new(&c, Arc::clone(&telemetry), None).unwrap_err();
+    let e = offpath_tests::support::forwarder(&c, Arc::clone(&telemetry), None).unwrap_err();
     assert!(e.to_string().contains("DD_DD_URL"));
     let mut c = config("http://127.0.0.1:1");
     c.proxy = Some("::not a proxy::".into());
-    let e = Forwarder::new(&c, telemetry, None).unwrap_err();
+    let e = offpath_tests::support::forwarder(&c, telemetry, None).unwrap_err();
     assert!(e.to_string().contains("DD_PROXY_HTTPS"), "{e}");
 }
 
@@ -754,9 +756,10 @@ async fn a_send_dropped_while_the_fallback_channel_is_full_loses_nothing() {
     intake.set_default_reply(Reply::Status(403));
     let telemetry = Arc::new(Telemetry::default());
     let (tx, mut rx) = mpsc::channel(1);
-    let mut fwd = Forwarder::new(&config(&intake.url()), Arc::clone(&telemetry), Some(tx))
-        .unwrap()
-        .with_retry_policy(fast_policy());
+    let mut fwd =
+        offpath_tests::support::forwarder(&config(&intake.url()), Arc::clone(&telemetry), Some(tx))
+            .unwrap()
+            .with_retry_policy(fast_policy());
     let (payloads, total) = three_payloads();
     {
         let send = fwd.send(payloads, deadline());

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
+use offpath::config::{FallbackConfig, FallbackFormat, FallbackSink, ForwardConfig};
 use offpath::encode::Encoder;
+use offpath::fallback::Fallback;
 use offpath::fallback::replay::{ReplayOptions, ReplaySource, replay};
-use offpath::fallback::{Fallback, SinkKind};
-use offpath::forward::Forwarder;
 use offpath::model::{Flush, Series, SeriesKind};
 use offpath::telemetry::Telemetry;
 use offpath_tests::cloudwatch::Moto;
@@ -36,7 +35,7 @@ async fn aws_endpoint_url_cloudwatch_logs_points_the_fallback_and_replay_at_the_
         std::env::remove_var("AWS_ENDPOINT_URL");
     }
     let cfg = FallbackConfig {
-        mode: FallbackMode::Auto,
+        sink: FallbackSink::CloudWatch,
         log_group: Some("/offpath/env".to_owned()),
         log_stream: Some("s".to_owned()),
         format: FallbackFormat::Offpath,
@@ -44,10 +43,8 @@ async fn aws_endpoint_url_cloudwatch_logs_points_the_fallback_and_replay_at_the_
         emf_namespace: "offpath".to_owned(),
     };
     let telemetry = Arc::new(Telemetry::default());
-    let mut fb = Fallback::new(&cfg, false, Arc::clone(&telemetry))
-        .await
-        .unwrap();
-    assert_eq!(fb.sink(), SinkKind::CloudWatch);
+    let mut fb = Fallback::new(&cfg, Arc::clone(&telemetry)).await.unwrap();
+    assert_eq!(fb.sink(), FallbackSink::CloudWatch);
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -71,7 +68,7 @@ async fn aws_endpoint_url_cloudwatch_logs_points_the_fallback_and_replay_at_the_
 
     let intake = FakeIntake::start("k").await;
     let fwd_telemetry = Arc::new(Telemetry::default());
-    let mut fwd = Forwarder::new(
+    let mut fwd = offpath_tests::support::forwarder(
         &ForwardConfig {
             retry_queue_max_bytes: 1 << 20,
             ..offpath_tests::support::forward_config(&intake.url(), "k")

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode};
+use offpath::config::{FallbackConfig, FallbackFormat, FallbackSink};
+use offpath::fallback::Fallback;
 use offpath::fallback::records::{MAX_RECORD_BYTES, Parsed, parse_record};
-use offpath::fallback::{Fallback, SinkKind};
 use offpath::model::{
     AlertType, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
@@ -30,7 +30,7 @@ fn now() -> i64 {
 
 fn config(format: FallbackFormat) -> FallbackConfig {
     FallbackConfig {
-        mode: FallbackMode::CloudWatch,
+        sink: FallbackSink::CloudWatch,
         log_group: Some(GROUP.to_owned()),
         log_stream: Some(STREAM.to_owned()),
         format,
@@ -46,12 +46,11 @@ async fn fallback(
 ) -> Fallback {
     let fb = Fallback::with_aws(
         &config(format),
-        false,
         Arc::clone(telemetry),
         &proxy.sdk_config().await,
     )
     .unwrap();
-    assert_eq!(fb.sink(), SinkKind::CloudWatch);
+    assert_eq!(fb.sink(), FallbackSink::CloudWatch);
     fb
 }
 

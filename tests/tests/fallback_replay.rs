@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use offpath::config::{FallbackConfig, FallbackFormat, FallbackMode, ForwardConfig};
+use offpath::config::{FallbackConfig, FallbackFormat, FallbackSink, ForwardConfig};
 use offpath::encode::Encoder;
 use offpath::fallback::records::{Formatter, Parsed, Record, parse_record};
 use offpath::fallback::replay::{ReplayOptions, ReplaySource, replay};
 use offpath::fallback::{Fallback, spawn};
-use offpath::forward::{Backoff, Forwarder, RetryPolicy};
+use offpath::forward::{Backoff, RetryPolicy};
 use offpath::model::{
     AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
 };
@@ -53,9 +53,9 @@ fn fast_policy() -> RetryPolicy {
     }
 }
 
-fn fallback_config(mode: FallbackMode) -> FallbackConfig {
+fn fallback_config(sink: FallbackSink) -> FallbackConfig {
     FallbackConfig {
-        mode,
+        sink,
         log_group: Some(GROUP.to_owned()),
         log_stream: None,
         format: FallbackFormat::Offpath,
@@ -203,8 +203,7 @@ async fn an_outage_goes_to_cloudwatch_and_replay_recreates_it_exactly_at_the_int
     // The outage: the forwarder gives up, its breaker opens, the payloads go to the fallback task.
     let telemetry = Arc::new(Telemetry::default());
     let fb = Fallback::with_aws(
-        &fallback_config(FallbackMode::CloudWatch),
-        false,
+        &fallback_config(FallbackSink::CloudWatch),
         Arc::clone(&telemetry),
         &aws,
     )
@@ -217,7 +216,7 @@ async fn an_outage_goes_to_cloudwatch_and_replay_recreates_it_exactly_at_the_int
     assert!(stream.ends_with(&format!("-{}", std::process::id())));
     let (tx, rx) = mpsc::channel(64);
     let task = spawn(fb, rx);
-    let mut fwd = Forwarder::new(
+    let mut fwd = offpath_tests::support::forwarder(
         &forward_config(&intake.url()),
         Arc::clone(&telemetry),
         Some(tx.clone()),
@@ -253,7 +252,7 @@ async fn an_outage_goes_to_cloudwatch_and_replay_recreates_it_exactly_at_the_int
     // Datadog is back: replay the last hour of the log group.
     intake.set_default_reply(Reply::Status(202));
     let replay_telemetry = Arc::new(Telemetry::default());
-    let mut fwd = Forwarder::new(
+    let mut fwd = offpath_tests::support::forwarder(
         &forward_config(&intake.url()),
         Arc::clone(&replay_telemetry),
         None,
@@ -329,9 +328,13 @@ async fn replay_from_a_file_refuses_what_is_too_old_and_dedupe_skips_repeated_re
     for (dedupe, copies) in [(true, 1usize), (false, 3)] {
         let intake = FakeIntake::start(KEY).await;
         let telemetry = Arc::new(Telemetry::default());
-        let mut fwd = Forwarder::new(&forward_config(&intake.url()), Arc::clone(&telemetry), None)
-            .unwrap()
-            .with_retry_policy(fast_policy());
+        let mut fwd = offpath_tests::support::forwarder(
+            &forward_config(&intake.url()),
+            Arc::clone(&telemetry),
+            None,
+        )
+        .unwrap()
+        .with_retry_policy(fast_policy());
         let mut opts = ReplayOptions::new(
             ReplaySource::from_file_arg(file.path().to_str().unwrap()),
             t,
@@ -364,8 +367,12 @@ async fn replay_from_a_file_refuses_what_is_too_old_and_dedupe_skips_repeated_re
     );
     let intake = FakeIntake::start(KEY).await;
     let telemetry = Arc::new(Telemetry::default());
-    let mut fwd =
-        Forwarder::new(&forward_config(&intake.url()), Arc::clone(&telemetry), None).unwrap();
+    let mut fwd = offpath_tests::support::forwarder(
+        &forward_config(&intake.url()),
+        Arc::clone(&telemetry),
+        None,
+    )
+    .unwrap();
     let err = replay(&missing, &Encoder::new(1), &mut fwd, &telemetry)
         .await
         .unwrap_err();
@@ -399,7 +406,7 @@ async fn the_fallback_task_writes_payloads_to_stdout_and_flushes_everything_when
     let telemetry = Arc::new(Telemetry::default());
     let out = SharedBuf::default();
     let fb = Fallback::with_writer(
-        &fallback_config(FallbackMode::Stdout),
+        &fallback_config(FallbackSink::Stdout),
         Arc::clone(&telemetry),
         out.clone(),
     );
@@ -442,13 +449,9 @@ async fn the_fallback_task_writes_payloads_to_stdout_and_flushes_everything_when
 #[tokio::test]
 async fn with_the_fallback_off_payloads_are_dropped_and_counted() {
     let telemetry = Arc::new(Telemetry::default());
-    let mut fb = Fallback::new(
-        &fallback_config(FallbackMode::Off),
-        false,
-        Arc::clone(&telemetry),
-    )
-    .await
-    .unwrap();
+    let mut fb = Fallback::new(&fallback_config(FallbackSink::Off), Arc::clone(&telemetry))
+        .await
+        .unwrap();
     let flush = workload(now());
     fb.write_payloads(Encoder::new(1).encode(&flush).unwrap())
         .await;

@@ -75,6 +75,7 @@ async fn start(mode: TelemetryMode, env: &[(&str, &str)], behaviour: Option<Beha
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
         ("OFFPATH_STATUS_ADDR", ""),
         ("OFFPATH_LAMBDA_API_PORT", "0"),
+        ("OFFPATH_LAMBDA_TRACE_PORT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -432,6 +433,8 @@ async fn tags_known_at_registration_go_to_the_pipeline_start_and_the_runtime_fol
             "functionname:offpath-test-fn",
             "region:us-east-1",
             "account_id:123456789012",
+            "aws_account:123456789012",
+            "resource:offpath-test-fn",
             "memorysize:256",
             &format!(
                 "architecture:{}",

@@ -87,6 +87,7 @@ async fn inside_namespaces_python_library_and_compatible_layer() {
     );
     env.remove("DD_DOGSTATSD_PORT");
     env.remove("OFFPATH_LAMBDA_API_PORT");
+    env.remove("OFFPATH_LAMBDA_TRACE_PORT");
     let mut ext = Extension::start_binary(std::path::Path::new(EXTENSION_FILE), env);
     // Lambda starts the runtime once the extensions have registered.
     rt.wait_next_event(1).await;
@@ -95,7 +96,8 @@ async fn inside_namespaces_python_library_and_compatible_layer() {
         HANDLER,
         &[
             ("DD_LOG_LEVEL", "debug"),
-            ("DD_TRACE_ENABLED", "false"),
+            // Tracing stays on, the library's default: its tracer finds the extension file too and sends
+            // its traces to 127.0.0.1:8126 at the end of each invocation.
             // Had the library missed the extension, it would have sent its metrics here itself.
             ("DD_API_KEY", KEY),
             ("DATADOG_HOST", url.as_str()),
@@ -127,6 +129,12 @@ async fn inside_namespaces_python_library_and_compatible_layer() {
     let logs = ext.stderr();
     let out = runtime.output();
 
+    // The tracer's traces were answered at once and dropped, said once.
+    assert_eq!(
+        logs.matches("offpath ships metrics, not traces").count(),
+        1,
+        "{logs}"
+    );
     // The library saw the extension and used it: no request of its own reached the intake.
     assert!(
         out.contains("identified primary metrics handler as MetricsHandler.EXTENSION"),

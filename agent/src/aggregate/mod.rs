@@ -37,7 +37,4 @@ mod tests;
 mod worker;
 
 pub use aggregator::{Aggregator, OwnPoint};
-pub use worker::{
-    Collected, Control, MAX_DEFAULT_WORKERS, OwnPoints, WorkerError, Workers, spawn_worker,
-    worker_count,
-};
+pub use worker::{Collected, Control, OwnPoints, WorkerError, Workers, spawn_worker};

@@ -3,7 +3,6 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use super::sketch::AgentSketch;
 use super::{Aggregator, OwnPoint};
@@ -28,9 +27,8 @@ fn config() -> AggregateConfig {
         ],
         histogram_percentiles: vec![0.95],
         context_limit: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
-        flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
-        workers: 1,
+        workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
     }
 }
@@ -876,15 +874,6 @@ mod worker {
             telemetry.points.dropped[PointDrop::ShutdownDeadline as usize].load(Relaxed),
             1
         );
-    }
-
-    #[test]
-    fn the_worker_count_is_one_per_core_up_to_four_one_in_lambda_or_as_configured() {
-        use crate::aggregate::{MAX_DEFAULT_WORKERS, worker_count};
-        assert!((1..=MAX_DEFAULT_WORKERS).contains(&worker_count(0, false)));
-        assert_eq!(worker_count(0, true), 1);
-        assert_eq!(worker_count(6, false), 6);
-        assert_eq!(worker_count(2, true), 2);
     }
 
     #[test]

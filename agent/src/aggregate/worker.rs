@@ -21,15 +21,6 @@ const CONTROL_QUEUE: usize = 4;
 /// Batches of [`OwnPoint`]s waiting for one worker (the Lambda extension sends a few per invocation).
 const OWN_QUEUE: usize = 64;
 
-/// Aggregate workers at most when `OFFPATH_AGGREGATE_WORKERS=0` (one per core).
-pub const MAX_DEFAULT_WORKERS: usize = 4;
-
-impl AsRef<[u8]> for crate::ingest::Packet {
-    fn as_ref(&self) -> &[u8] {
-        self.data()
-    }
-}
-
 /// A request to the aggregation thread.
 #[derive(Debug)]
 pub enum Control {
@@ -109,23 +100,11 @@ fn serve<P: AsRef<[u8]>>(
     }
 }
 
-/// The workers `OFFPATH_AGGREGATE_WORKERS` asks for: `configured`, or when it is 0 one per core up to
-/// [`MAX_DEFAULT_WORKERS`] (one in Lambda, whose functions get a fraction of a core at small memory sizes).
-pub fn worker_count(configured: usize, in_lambda: bool) -> usize {
-    match configured {
-        0 if in_lambda => 1,
-        0 => std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(MAX_DEFAULT_WORKERS),
-        n => n,
-    }
-}
-
 /// Why the aggregate workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The system refused a thread.
-    #[error("cannot start an aggregate worker thread (OFFPATH_AGGREGATE_WORKERS): {0}")]
+    #[error("cannot start an aggregate worker thread (OFFPATH_AGGREGATE_WORKERS)")]
     Thread(#[source] std::io::Error),
 }
 

@@ -1,6 +1,6 @@
 //! The YAML configuration file (`datadog.yaml` style), layered under the environment.
 //!
-//! Keys are the Datadog Agent's `datadog.yaml` names from [`KEYS`] (`Key::yaml`): top-level keys such
+//! Keys are the Datadog Agent's `datadog.yaml` names from [`KEYS`] ([`Key::yaml`]): top-level keys such
 //! as `api_key` or `dogstatsd_port`, `proxy.https` under a `proxy:` section, and offpath's own keys
 //! (`offpath.flush_interval`, …) under an `offpath:` section. Scalars are kept as written (so
 //! `version: 1.10` stays `1.10`) and handed to the same parsers as environment variables; list keys
@@ -21,14 +21,10 @@ use saphyr_parser::Parser;
 
 use super::{KEYS, Key, Source};
 
-/// Keys whose value is a list: a YAML sequence, or a string separated by spaces or commas.
-pub const LIST_KEYS: &[&str] = &[
-    "tags",
-    "dogstatsd_tags",
-    "histogram_aggregates",
-    "histogram_percentiles",
-    "offpath.fallback_emf_dimensions",
-];
+/// Every key, untyped.
+fn all_keys() -> impl Iterator<Item = &'static Key> {
+    KEYS.iter().map(|k| k.key())
+}
 
 const EXPECTED_SCALAR: &str = "a single value (a string, number or boolean), not a list or mapping";
 const EXPECTED_LIST: &str =
@@ -40,7 +36,7 @@ const EXPECTED_SECTION: &str = "a mapping of keys (a YAML section)";
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// The file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
         /// The file.
         path: String,
@@ -157,8 +153,8 @@ impl YamlFile {
                 continue;
             };
             let full = format!("{prefix}{name}");
-            if let Some(key) = KEYS.iter().find(|key| key.yaml == full) {
-                let value = if LIST_KEYS.contains(&key.yaml) {
+            if let Some(key) = all_keys().find(|key| key.yaml == full) {
+                let value = if key.list {
                     list(&v.data).ok_or(EXPECTED_LIST)
                 } else {
                     scalar(&v.data).map(Cow::into_owned).ok_or(EXPECTED_SCALAR)
@@ -277,8 +273,7 @@ impl<E: Source> Source for EnvOverFile<E> {
 }
 
 fn is_section(name: &str) -> bool {
-    KEYS.iter()
-        .any(|k| k.yaml.split_once('.').is_some_and(|(s, _)| s == name))
+    all_keys().any(|k| k.yaml.split_once('.').is_some_and(|(s, _)| s == name))
 }
 
 /// The text of a scalar node, exactly as written; null (`~`, `null`, nothing) is the empty string.
@@ -331,7 +326,7 @@ fn list<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<String> {
 
 /// The known key nearest to a misspelt one (edit distance at most 2), for the warning.
 fn closest_key(name: &str) -> Option<&'static str> {
-    KEYS.iter()
+    all_keys()
         .map(|k| (edit_distance(name, k.yaml), k.yaml))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
@@ -378,13 +373,6 @@ mod tests {
     }
 
     #[test]
-    fn every_list_key_is_a_known_key() {
-        for k in LIST_KEYS {
-            assert!(KEYS.iter().any(|key| key.yaml == *k), "{k} is not in KEYS");
-        }
-    }
-
-    #[test]
     fn agent_key_names_and_the_offpath_section_are_read() {
         let c = load(
             "api_key: abc\nsite: datadoghq.eu\ndogstatsd_port: 9125\n\
@@ -396,8 +384,8 @@ mod tests {
         assert_eq!(c.forward.intake_url, "https://api.datadoghq.eu");
         assert_eq!(c.ingest.udp, Some("127.0.0.1:9125".parse().unwrap()));
         assert_eq!(c.forward.proxy.as_deref(), Some("http://proxy:3128"));
-        assert_eq!(c.aggregate.flush_interval, Duration::from_secs(5));
-        assert_eq!(c.fallback.mode, crate::config::FallbackMode::Stdout);
+        assert_eq!(c.ops.flush_interval, Duration::from_secs(5));
+        assert_eq!(c.fallback.sink, crate::config::FallbackSink::Stdout);
     }
 
     #[test]
@@ -540,7 +528,7 @@ mod tests {
         let src = EnvOverFile::new(env(&[]), file);
         let e = Config::load(&src).unwrap_err();
         assert_eq!(e.key, "DD_DOGSTATSD_PORT");
-        let k = KEYS.iter().find(|k| k.envs[0] == e.key).unwrap();
+        let k = all_keys().find(|k| k.envs[0] == e.key).unwrap();
         assert_eq!(src.origin(k), "as `dogstatsd_port` in offpath.yaml");
         let src = EnvOverFile::new(env(&[("DD_DOGSTATSD_PORT", "x")]), src.file);
         assert_eq!(src.origin(k), "in the environment (DD_DOGSTATSD_PORT)");

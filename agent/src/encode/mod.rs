@@ -132,16 +132,16 @@ impl Payload {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// zstd failed to compress.
-    #[error("zstd compression failed (check OFFPATH_ZSTD_LEVEL): {0}")]
+    #[error("zstd compression failed (check OFFPATH_ZSTD_LEVEL)")]
     Compress(#[source] std::io::Error),
     /// The body is not valid zstd, or decompresses to more than its size limit.
-    #[error("payload body is not valid zstd: {0}")]
+    #[error("payload body is not valid zstd")]
     Decompress(#[source] std::io::Error),
     /// The body is not the expected protobuf message.
-    #[error("payload body is not a valid protobuf message: {0}")]
+    #[error("payload body is not a valid protobuf message")]
     Protobuf(#[source] prost::DecodeError),
     /// The body is not the expected JSON.
-    #[error("payload body is not valid JSON: {0}")]
+    #[error("payload body is not valid JSON")]
     Json(#[source] serde_json::Error),
     /// A decoded value is out of range for offpath's model.
     #[error("invalid {what} in payload: {detail}")]

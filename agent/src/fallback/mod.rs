@@ -47,8 +47,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 #[cfg(feature = "cloudwatch")]
 use crate::config::FallbackFormat;
-use crate::config::{FallbackConfig, FallbackMode};
+use crate::config::{FallbackConfig, FallbackSink};
 use crate::encode::{Payload, decode};
+use crate::errors::Chain;
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 #[cfg(feature = "cloudwatch")]
@@ -93,31 +94,6 @@ pub enum FallbackError {
          OFFPATH_FALLBACK=stdout"
     )]
     NoCloudWatch,
-}
-
-/// Where fallback records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    /// Nowhere: dropped and counted.
-    Off,
-    /// stdout (or the writer given to [`Fallback::with_writer`]).
-    Stdout,
-    /// CloudWatch Logs.
-    CloudWatch,
-}
-
-impl SinkKind {
-    /// The sink `OFFPATH_FALLBACK` selects, inside Lambda or not.
-    pub fn resolve(cfg: &FallbackConfig, in_lambda: bool) -> Self {
-        match cfg.mode {
-            FallbackMode::Off => Self::Off,
-            FallbackMode::Stdout => Self::Stdout,
-            FallbackMode::CloudWatch => Self::CloudWatch,
-            FallbackMode::Auto if in_lambda => Self::Stdout,
-            FallbackMode::Auto if cfg.log_group.is_some() => Self::CloudWatch,
-            FallbackMode::Auto => Self::Stdout,
-        }
-    }
 }
 
 /// Records written to a writer but not yet flushed.
@@ -174,39 +150,34 @@ fn now_ms() -> i64 {
 }
 
 impl Fallback {
-    /// The fallback that `cfg` selects. For CloudWatch, AWS settings come from the standard SDK chain
-    /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`, roles).
+    /// The fallback that `cfg.sink` names. For CloudWatch, AWS settings come from the standard SDK
+    /// chain (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`, roles).
     ///
     /// # Errors
     /// A [`FallbackError`] naming the setting to fix (log group or stream name, missing region, or
     /// [`FallbackError::NoCloudWatch`] in a build without the `cloudwatch` feature).
     pub async fn new(
         cfg: &FallbackConfig,
-        in_lambda: bool,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, FallbackError> {
         #[cfg(feature = "cloudwatch")]
-        if SinkKind::resolve(cfg, in_lambda) == SinkKind::CloudWatch {
-            let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .load()
-                .await;
-            return Self::with_aws(cfg, in_lambda, telemetry, &aws);
+        if cfg.sink == FallbackSink::CloudWatch {
+            let aws = crate::auth::load_sdk_config(None).await;
+            return Self::with_aws(cfg, telemetry, &aws);
         }
-        Self::without_aws(cfg, in_lambda, telemetry)
+        Self::without_aws(cfg, telemetry)
     }
 
-    fn without_aws(
-        cfg: &FallbackConfig,
-        in_lambda: bool,
-        telemetry: Arc<Telemetry>,
-    ) -> Result<Self, FallbackError> {
-        let sink = match SinkKind::resolve(cfg, in_lambda) {
-            SinkKind::Off => Sink::Off,
-            SinkKind::Stdout => return Ok(Self::with_writer(cfg, telemetry, tokio::io::stdout())),
-            SinkKind::CloudWatch if cfg!(feature = "cloudwatch") => {
+    fn without_aws(cfg: &FallbackConfig, telemetry: Arc<Telemetry>) -> Result<Self, FallbackError> {
+        let sink = match cfg.sink {
+            FallbackSink::Off => Sink::Off,
+            FallbackSink::Stdout => {
+                return Ok(Self::with_writer(cfg, telemetry, tokio::io::stdout()));
+            }
+            FallbackSink::CloudWatch if cfg!(feature = "cloudwatch") => {
                 return Err(FallbackError::NoRegion);
             }
-            SinkKind::CloudWatch => return Err(FallbackError::NoCloudWatch),
+            FallbackSink::CloudWatch => return Err(FallbackError::NoCloudWatch),
         };
         Ok(Self {
             sink,
@@ -223,12 +194,11 @@ impl Fallback {
     #[cfg(feature = "cloudwatch")]
     pub fn with_aws(
         cfg: &FallbackConfig,
-        in_lambda: bool,
         telemetry: Arc<Telemetry>,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, FallbackError> {
-        if SinkKind::resolve(cfg, in_lambda) != SinkKind::CloudWatch {
-            return Self::without_aws(cfg, in_lambda, telemetry);
+        if cfg.sink != FallbackSink::CloudWatch {
+            return Self::without_aws(cfg, telemetry);
         }
         let group = cfg.log_group.clone().ok_or(FallbackError::NoLogGroup)?;
         if !cloudwatch::valid_group(&group) {
@@ -296,12 +266,12 @@ impl Fallback {
     }
 
     /// Which sink this fallback writes to.
-    pub fn sink(&self) -> SinkKind {
+    pub fn sink(&self) -> FallbackSink {
         match self.sink {
-            Sink::Off => SinkKind::Off,
-            Sink::Stdout(_) => SinkKind::Stdout,
+            Sink::Off => FallbackSink::Off,
+            Sink::Stdout(_) => FallbackSink::Stdout,
             #[cfg(feature = "cloudwatch")]
-            Sink::CloudWatch(_) => SinkKind::CloudWatch,
+            Sink::CloudWatch(_) => FallbackSink::CloudWatch,
         }
     }
 
@@ -346,7 +316,7 @@ impl Fallback {
             match decode(&p) {
                 Ok(flush) => self.write_flush(&flush).await,
                 Err(e) => {
-                    tracing::error!(error = %e, kind = p.kind.as_str(), "cannot decode a payload for the fallback; dropping it");
+                    tracing::error!(error = %Chain(&e), kind = p.kind.as_str(), "cannot decode a payload for the fallback; dropping it");
                     self.telemetry
                         .points
                         .drop_points(PointDrop::FallbackRejected, p.samples);
@@ -364,6 +334,9 @@ impl Fallback {
         self.telemetry
             .points
             .drop_points(PointDrop::TooLarge, over.samples);
+        self.telemetry
+            .points
+            .drop_points(PointDrop::NonFinite, over.non_finite);
         self.write_records(&mut records).await;
         self.scratch = records;
     }
@@ -557,39 +530,20 @@ impl Drop for Fallback {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::FallbackFormat;
 
-    fn cfg(mode: FallbackMode, group: Option<&str>) -> FallbackConfig {
+    fn cfg(sink: FallbackSink, group: Option<&str>) -> FallbackConfig {
         FallbackConfig {
-            mode,
+            sink,
             log_group: group.map(str::to_owned),
             log_stream: None,
             format: FallbackFormat::Offpath,
             emf_dimensions: vec![],
             emf_namespace: "offpath".to_owned(),
-        }
-    }
-
-    #[test]
-    fn the_sink_follows_offpath_fallback_inside_and_outside_lambda() {
-        use FallbackMode::*;
-        let cases = [
-            (Auto, None, false, SinkKind::Stdout),
-            (Auto, Some("g"), false, SinkKind::CloudWatch),
-            (Auto, Some("g"), true, SinkKind::Stdout),
-            (Auto, None, true, SinkKind::Stdout),
-            (CloudWatch, Some("g"), true, SinkKind::CloudWatch),
-            (Stdout, Some("g"), false, SinkKind::Stdout),
-            (Off, Some("g"), true, SinkKind::Off),
-        ];
-        for (mode, group, lambda, want) in cases {
-            assert_eq!(
-                SinkKind::resolve(&cfg(mode, group), lambda),
-                want,
-                "{mode:?} {group:?} lambda={lambda}"
-            );
         }
     }
 
@@ -600,19 +554,19 @@ mod tests {
         let aws = aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
             .build();
-        let mut c = cfg(FallbackMode::CloudWatch, Some("bad name"));
-        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        let mut c = cfg(FallbackSink::CloudWatch, Some("bad name"));
+        let e = Fallback::with_aws(&c, Arc::clone(&t), &aws).unwrap_err();
         assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_GROUP"));
         c.log_group = Some("good".into());
         c.log_stream = Some("a:b".into());
-        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &aws).unwrap_err();
+        let e = Fallback::with_aws(&c, Arc::clone(&t), &aws).unwrap_err();
         assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_STREAM"));
         c.log_stream = None;
         let no_region = aws_config::SdkConfig::builder().build();
-        let e = Fallback::with_aws(&c, false, Arc::clone(&t), &no_region).unwrap_err();
+        let e = Fallback::with_aws(&c, Arc::clone(&t), &no_region).unwrap_err();
         assert_eq!(e, FallbackError::NoRegion);
         c.log_group = None;
-        let e = Fallback::with_aws(&c, false, t, &aws).unwrap_err();
+        let e = Fallback::with_aws(&c, t, &aws).unwrap_err();
         assert_eq!(e, FallbackError::NoLogGroup);
     }
 
@@ -620,22 +574,17 @@ mod tests {
     #[tokio::test]
     async fn a_build_without_cloudwatch_refuses_a_cloudwatch_sink_and_names_the_keys() {
         let t = Arc::new(Telemetry::default());
-        for (mode, group, lambda) in [
-            (FallbackMode::CloudWatch, Some("g"), true),
-            (FallbackMode::Auto, Some("g"), false),
-        ] {
-            let e = Fallback::new(&cfg(mode, group), lambda, Arc::clone(&t))
-                .await
-                .unwrap_err();
-            assert_eq!(e, FallbackError::NoCloudWatch);
-            let msg = e.to_string();
-            assert!(msg.contains("OFFPATH_FALLBACK=cloudwatch"), "{msg}");
-            assert!(msg.contains("OFFPATH_FALLBACK_LOG_GROUP"), "{msg}");
-            assert!(msg.contains("`cloudwatch` feature"), "{msg}");
-        }
-        let fb = Fallback::new(&cfg(FallbackMode::Auto, Some("g")), true, t)
+        let e = Fallback::new(&cfg(FallbackSink::CloudWatch, Some("g")), Arc::clone(&t))
+            .await
+            .unwrap_err();
+        assert_eq!(e, FallbackError::NoCloudWatch);
+        let msg = e.to_string();
+        assert!(msg.contains("OFFPATH_FALLBACK=cloudwatch"), "{msg}");
+        assert!(msg.contains("OFFPATH_FALLBACK_LOG_GROUP"), "{msg}");
+        assert!(msg.contains("`cloudwatch` feature"), "{msg}");
+        let fb = Fallback::new(&cfg(FallbackSink::Stdout, Some("g")), t)
             .await
             .unwrap();
-        assert_eq!(fb.sink(), SinkKind::Stdout);
+        assert_eq!(fb.sink(), FallbackSink::Stdout);
     }
 }

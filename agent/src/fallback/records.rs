@@ -97,6 +97,10 @@ pub struct Oversize {
     pub items: usize,
     /// Their samples.
     pub samples: u64,
+    /// Samples of series points and sketch buckets left out because a value is not finite (an
+    /// overflowed sum or rate; in `forwarder` and `emf` also a rate whose `value × interval` overflows):
+    /// JSON has no ±inf, and `null` would not replay. Counted apart (`non_finite`), not in `items`.
+    pub non_finite: u64,
 }
 
 /// Turns a [`Flush`] into records of the configured format.
@@ -149,6 +153,16 @@ impl Formatter {
     /// Append the records of `flush` to `out`; returns what did not fit.
     pub fn write_flush(&self, flush: &Flush, out: &mut Vec<Record>) -> Oversize {
         let mut over = Oversize::default();
+        let scale_rates = self.format != FallbackFormat::Offpath;
+        let finite;
+        let flush = if flush.has_non_finite(scale_rates) {
+            let mut copy = flush.clone();
+            over.non_finite = copy.retain_finite(scale_rates).samples;
+            finite = copy;
+            &finite
+        } else {
+            flush
+        };
         match self.format {
             FallbackFormat::Offpath => {
                 for s in &flush.series {
@@ -251,8 +265,8 @@ fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Shortest text that parses back to the same `f64` (Rust's `Debug`); `null` for NaN and ±Inf, which the
-/// aggregator never lets through.
+/// Shortest text that parses back to the same `f64` (Rust's `Debug`); `null` for NaN and ±Inf, which
+/// [`Formatter::write_flush`] never lets through (they are left out and counted as `non_finite`).
 fn push_f64(out: &mut String, v: f64) {
     if v.is_finite() {
         let _ = write!(out, "{v:?}");
@@ -626,7 +640,8 @@ fn forwarder_sketch_into(s: &SketchSeries, max: usize, out: &mut Vec<Record>, ov
     for (i, d) in s.sketches.iter().enumerate() {
         let samples = share(s.samples, i, 1, n);
         let values = sketch_values(d, EXPANDED_VALUES_MAX);
-        if head.len() + tail.len() + 48 > max {
+        // A bucket without bins stands for no value: nothing to write, but its samples are counted.
+        if values.is_empty() || head.len() + tail.len() + 48 > max {
             over.add(1, samples);
             continue;
         }
@@ -690,6 +705,13 @@ impl Formatter {
         for s in &flush.sketches {
             let n = s.sketches.len();
             for (i, d) in s.sketches.iter().enumerate() {
+                let values = sketch_values(d, EXPANDED_VALUES_MAX);
+                let samples = share(s.samples, i, 1, n);
+                if values.is_empty() {
+                    // No bins, no value to write; its samples are still counted.
+                    over.add(1, samples);
+                    continue;
+                }
                 emf_add(
                     &mut groups,
                     &mut index,
@@ -699,8 +721,8 @@ impl Formatter {
                     EmfMetric {
                         name: &s.name,
                         unit: None,
-                        values: sketch_values(d, EXPANDED_VALUES_MAX),
-                        samples: share(s.samples, i, 1, n),
+                        values,
+                        samples,
                     },
                 );
             }
@@ -736,7 +758,11 @@ impl Formatter {
             .collect();
 
         let mut prefix = String::new();
-        let _ = write!(prefix, "{{\"_aws\":{{\"Timestamp\":{},", g.ts * 1000);
+        let _ = write!(
+            prefix,
+            "{{\"_aws\":{{\"Timestamp\":{},",
+            g.ts.saturating_mul(1000)
+        );
         prefix.push_str("\"CloudWatchMetrics\":[{\"Namespace\":");
         push_str(&mut prefix, &self.emf_namespace);
         prefix.push_str(",\"Dimensions\":[[");
@@ -992,6 +1018,9 @@ struct Wire {
 #[derive(serde::Deserialize)]
 struct Probe {
     offpath: Option<serde_json::Value>,
+    /// Present in every EMF document, never in an `offpath` record: an EMF document whose metric or tag
+    /// member happens to be called `offpath` is still not a record.
+    _aws: Option<serde::de::IgnoredAny>,
 }
 
 /// Parse one line into an `offpath` record. Text before the first `{` (a log prefix) is ignored.
@@ -1005,7 +1034,10 @@ pub fn parse_record(line: &str) -> Result<Parsed, RecordError> {
         None => return Err(RecordError::NotARecord),
     };
     match serde_json::from_str::<Probe>(json) {
-        Ok(Probe { offpath: Some(_) }) => {}
+        Ok(Probe {
+            offpath: Some(_),
+            _aws: None,
+        }) => {}
         _ => return Err(RecordError::NotARecord),
     }
     let w: Wire = serde_json::from_str(json).map_err(|e| RecordError::Json(e.to_string()))?;

@@ -200,7 +200,7 @@ impl std::fmt::Display for ReplayReport {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The input file cannot be read.
-    #[error("cannot read {path}: {source} (check --from-file)")]
+    #[error("cannot read {path} (check --from-file)")]
     Read {
         /// The file (`-` for stdin).
         path: String,
@@ -235,7 +235,7 @@ pub enum ReplayError {
     #[error("no AWS region to read --log-group from: set AWS_REGION")]
     NoRegion,
     /// The records could not be encoded for the intake.
-    #[error("cannot encode replayed records: {0}")]
+    #[error("cannot encode replayed records")]
     Encode(#[from] EncodeError),
     /// FilterLogEvents failed.
     #[error(
@@ -344,11 +344,7 @@ pub async fn replay(
         } => {
             let aws = match &opts.aws {
                 Some(aws) => aws.clone(),
-                None => {
-                    aws_config::defaults(aws_config::BehaviorVersion::latest())
-                        .load()
-                        .await
-                }
+                None => crate::auth::load_sdk_config(None).await,
             };
             if aws.region().is_none() {
                 return Err(ReplayError::NoRegion);
@@ -637,8 +633,10 @@ mod tests {
         })
         .unwrap();
         let telemetry = Telemetry::default();
+        let key = crate::auth::ApiKeySource::Fixed(config.forward.api_key.clone().unwrap());
         let mut fwd = Forwarder::new(
             &config.forward,
+            key,
             std::sync::Arc::new(Telemetry::default()),
             None,
         )

@@ -18,8 +18,10 @@
 //! failed attempts the circuit breaker opens: payloads go straight to `overflow` instead of waiting for a
 //! dead intake, and one payload probes the intake with a growing backoff until it answers again.
 //!
-//! With `DD_API_KEY_SECRET_ARN` instead of `DD_API_KEY` the forwarder starts without a key: payloads wait
-//! in the retry queue until [`secret::ApiKeySecret`] hands one over with [`Forwarder::set_api_key`].
+//! The forwarder owns its [`ApiKeySource`]. With `DD_API_KEY_SECRET_ARN` instead of `DD_API_KEY` it starts
+//! without a key: every delivery first asks the source for one (the secret is read at the first
+//! delivery, within its deadline), and payloads wait in the retry queue until it has one. A 401/403
+//! tells the source, which reads the secret again at the next delivery (the key may have been rotated).
 //!
 //! ## Every payload ends in exactly one place
 //!
@@ -49,7 +51,6 @@
 mod deadline;
 mod queue;
 mod retry;
-pub mod secret;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -69,8 +70,10 @@ pub use retry::{
     TransportError, classify,
 };
 
-use crate::config::{ApiKey, ForwardConfig};
+use crate::auth::{ApiKey, ApiKeySource};
+use crate::config::ForwardConfig;
 use crate::encode::{Encoder, Payload, PayloadKind, split};
+use crate::errors::Chain;
 use crate::telemetry::{PointDrop, Telemetry};
 
 /// offpath's version, sent as `User-Agent: offpath/<version>` and `DD-Agent-Version`.
@@ -110,10 +113,10 @@ pub enum ForwardError {
         reason: String,
     },
     /// The proxy URL does not parse.
-    #[error("invalid proxy URL (check DD_PROXY_HTTPS / HTTPS_PROXY): {0}")]
+    #[error("invalid proxy URL (check DD_PROXY_HTTPS / HTTPS_PROXY)")]
     Proxy(#[source] reqwest::Error),
     /// The HTTP client could not be built.
-    #[error("could not build the HTTP client: {0}")]
+    #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),
     /// The intake refused the API key.
     #[error("the intake refused the API key with HTTP {status} (check DD_API_KEY and DD_SITE)")]
@@ -130,7 +133,7 @@ pub enum ForwardError {
         body: String,
     },
     /// The intake could not be reached.
-    #[error("could not reach the intake (check DD_DD_URL / DD_SITE / DD_PROXY_HTTPS): {0}")]
+    #[error("could not reach the intake (check DD_DD_URL / DD_SITE / DD_PROXY_HTTPS)")]
     Transport(#[source] reqwest::Error),
 }
 
@@ -171,10 +174,11 @@ impl Request {
 pub struct Forwarder {
     client: reqwest::Client,
     intake_url: String,
-    /// `None` until the key from `DD_API_KEY_SECRET_ARN` is known; payloads wait in the queue meanwhile.
+    /// Where the key comes from (asked before every delivery).
+    key: ApiKeySource,
+    /// The key in use as a header; `None` until the key from `DD_API_KEY_SECRET_ARN` is known (payloads
+    /// wait in the queue meanwhile).
     api_key: Option<HeaderValue>,
-    /// The intake refused the key (401/403) since [`Forwarder::take_key_rejected`] was last called.
-    key_rejected: bool,
     timeout: Duration,
     telemetry: Arc<Telemetry>,
     overflow: Option<mpsc::Sender<Payload>>,
@@ -204,28 +208,12 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
     }
 }
 
-/// The full error chain of `e` on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
-/// Read at most [`RESPONSE_READ_MAX`] bytes of an answer.
-async fn read_body(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= RESPONSE_READ_MAX {
-            break;
-        }
-    }
-    body
+/// Read at most [`RESPONSE_READ_MAX`] bytes of an answer (what a transport error cut short is lost:
+/// the status is the answer, the body only goes to the log).
+async fn read_body(resp: reqwest::Response) -> Vec<u8> {
+    crate::http::read_body(resp, RESPONSE_READ_MAX)
+        .await
+        .unwrap_or_default()
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -234,27 +222,26 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 impl Forwarder {
-    /// A forwarder for `cfg.intake_url`, with one HTTP client (rustls, webpki roots) kept for the life
-    /// of the process.
+    /// A forwarder for `cfg.intake_url` with the key from `key`, with one HTTP client (rustls, webpki
+    /// roots) kept for the life of the process.
     ///
     /// `overflow` receives what the retry queue cannot hold and, while the breaker is open, everything;
     /// `None` drops and counts it instead (`OFFPATH_FALLBACK=off`).
     ///
-    /// Without `cfg.api_key` but with `cfg.api_key_secret_arn`, the forwarder starts keyless: what it is
-    /// given waits in the retry queue until [`Forwarder::set_api_key`].
+    /// With a secret as `key`, the forwarder starts keyless: what it is given waits in the retry queue
+    /// until the secret is read (at the first delivery).
     ///
     /// # Errors
-    /// Neither an API key nor a secret ARN (the caller runs local mode instead), an invalid key, intake
-    /// URL or proxy, or a client that cannot be built.
+    /// An invalid key, intake URL or proxy, or a client that cannot be built.
     pub fn new(
         cfg: &ForwardConfig,
+        key: ApiKeySource,
         telemetry: Arc<Telemetry>,
         overflow: Option<mpsc::Sender<Payload>>,
     ) -> Result<Self, ForwardError> {
-        let api_key = match &cfg.api_key {
-            Some(key) => Some(secret::header_value(key).ok_or(ForwardError::ApiKeyFormat)?),
-            None if cfg.api_key_secret_arn.is_some() => None,
-            None => return Err(ForwardError::NoApiKey),
+        let api_key = match key.initial() {
+            Some(key) => Some(key.header_value().ok_or(ForwardError::ApiKeyFormat)?),
+            None => None,
         };
         let intake_url = cfg.intake_url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&intake_url).map_err(|e| ForwardError::IntakeUrl {
@@ -301,8 +288,8 @@ impl Forwarder {
         Ok(Self {
             client,
             intake_url,
+            key,
             api_key,
-            key_rejected: false,
             timeout: cfg.timeout,
             telemetry,
             overflow,
@@ -326,13 +313,20 @@ impl Forwarder {
         self
     }
 
-    /// Use `key` from now on (resolved from `DD_API_KEY_SECRET_ARN`). A key that differs from the one
-    /// in use closes the circuit breaker: a refused key is no reason to wait for a probe once replaced.
-    ///
-    /// # Errors
-    /// [`ForwardError::ApiKeyFormat`] when the key cannot travel in an HTTP header.
-    pub fn set_api_key(&mut self, key: &ApiKey) -> Result<(), ForwardError> {
-        let value = secret::header_value(key).ok_or(ForwardError::ApiKeyFormat)?;
+    /// Ask the key source for a new key before a delivery (the secret is read when its key is unknown
+    /// or was refused), waiting until `deadline` at most.
+    async fn refresh_key(&mut self, deadline: Instant) {
+        if let Some(key) = self.key.refresh(deadline).await {
+            if let Err(e) = self.use_key(&key) {
+                tracing::error!(error = %e, "DD_API_KEY_SECRET_ARN: unusable API key");
+            }
+        }
+    }
+
+    /// Use `key` from now on (read from `DD_API_KEY_SECRET_ARN`). A key that differs from the one in use
+    /// closes the circuit breaker: a refused key is no reason to wait for a probe once replaced.
+    fn use_key(&mut self, key: &ApiKey) -> Result<(), ForwardError> {
+        let value = key.header_value().ok_or(ForwardError::ApiKeyFormat)?;
         if self.api_key.as_ref() != Some(&value) {
             if self.api_key.is_some() {
                 self.breaker = Breaker::new(self.policy.breaker_threshold, self.policy.probe);
@@ -347,11 +341,6 @@ impl Forwarder {
     /// Whether an API key is set (it is not until `DD_API_KEY_SECRET_ARN` is resolved).
     pub fn has_api_key(&self) -> bool {
         self.api_key.is_some()
-    }
-
-    /// Whether the intake refused the key (401/403) since the last call.
-    pub fn take_key_rejected(&mut self) -> bool {
-        std::mem::take(&mut self.key_rejected)
     }
 
     /// The circuit breaker's state.
@@ -383,6 +372,7 @@ impl Forwarder {
         self.pending.extend(payloads);
         let deadline = deadline.into();
         async move {
+            self.refresh_key(deadline.at()).await;
             self.run(&deadline).await;
             if self.breaker.state() == BreakerState::Closed && !self.queue.is_empty() {
                 self.pending.extend(self.queue.drain());
@@ -399,7 +389,10 @@ impl Forwarder {
         self.pending.extend(self.queue.drain());
         self.sync_queue_bytes();
         let deadline = deadline.into();
-        async move { self.run(&deadline).await }
+        async move {
+            self.refresh_key(deadline.at()).await;
+            self.run(&deadline).await;
+        }
     }
 
     /// Take everything not yet delivered (at shutdown, for the fallback): what waits for room in the
@@ -533,7 +526,7 @@ impl Forwarder {
                     bytes = p.body.len(),
                     raw_bytes = p.raw_len,
                     samples = p.samples,
-                    error = %e,
+                    error = %Chain(&e),
                     "dropping a payload too large for the intake"
                 );
                 self.telemetry
@@ -576,7 +569,7 @@ impl Forwarder {
                     return Verdict::Split;
                 }
                 Outcome::KeyProblem => {
-                    self.key_rejected = true;
+                    self.key.rejected(Instant::now());
                     if !self.logged_key_problem {
                         self.logged_key_problem = true;
                         tracing::error!(
@@ -666,7 +659,7 @@ impl Forwarder {
             }
             Some(Err(e)) => {
                 let kind = transport_error(&e);
-                let msg = error_chain(&e);
+                let msg = Chain(&e).to_string();
                 tracing::debug!(kind = p.kind.as_str(), error = %msg, "intake request failed");
                 self.last_error(format!("{} {kind:?}: {msg}", p.kind.path()));
                 Attempt::Transport(kind)
@@ -701,14 +694,25 @@ impl Forwarder {
         self.publish_breaker();
     }
 
+    /// Log the opening with the intake's last error (DNS, TLS, refused connection, HTTP status and
+    /// answer), so the cause is in the log and not only in `/status`.
     fn breaker_opened(&self) {
         let next = self
             .breaker
             .next_probe()
             .map(|t| t.saturating_duration_since(Instant::now()));
+        let cause = self
+            .telemetry
+            .forward
+            .last_intake_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
         tracing::warn!(
             probe_in = ?next,
             fallback = self.overflow.is_some(),
+            cause = %cause,
             "the intake keeps failing; circuit breaker open: payloads go to the fallback until a probe succeeds"
         );
     }

@@ -93,7 +93,7 @@ const SOCKET_MODE: u32 = 0o722;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The UDP socket could not be bound or set up.
-    #[error("cannot bind UDP {addr} (DD_DOGSTATSD_PORT / DD_BIND_HOST): {source}")]
+    #[error("cannot bind UDP {addr} (DD_DOGSTATSD_PORT / DD_BIND_HOST)")]
     Udp {
         /// The address asked for.
         addr: SocketAddr,
@@ -101,7 +101,7 @@ pub enum IngestError {
         source: io::Error,
     },
     /// The Unix datagram socket could not be created.
-    #[error("cannot listen on Unix datagram socket {} (DD_DOGSTATSD_SOCKET): {source}", path.display())]
+    #[error("cannot listen on Unix datagram socket {} (DD_DOGSTATSD_SOCKET)", path.display())]
     UnixDatagram {
         /// The socket path.
         path: PathBuf,
@@ -109,7 +109,7 @@ pub enum IngestError {
         source: io::Error,
     },
     /// The Unix stream socket could not be created.
-    #[error("cannot listen on Unix stream socket {} (DD_DOGSTATSD_STREAM_SOCKET): {source}", path.display())]
+    #[error("cannot listen on Unix stream socket {} (DD_DOGSTATSD_STREAM_SOCKET)", path.display())]
     UnixStream {
         /// The socket path.
         path: PathBuf,
@@ -117,7 +117,7 @@ pub enum IngestError {
         source: io::Error,
     },
     /// A receive thread could not be started.
-    #[error("cannot start a receive thread (OFFPATH_RECEIVE_THREADS): {source}")]
+    #[error("cannot start a receive thread (OFFPATH_RECEIVE_THREADS)")]
     Thread {
         /// The system error.
         source: io::Error,

@@ -96,6 +96,12 @@ pub struct Packet {
     pool: Option<Arc<Pool>>,
 }
 
+impl AsRef<[u8]> for Packet {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 impl Packet {
     /// The packet's bytes: DogStatsD lines separated by `\n` (the last one may lack it).
     pub fn data(&self) -> &[u8] {

@@ -36,9 +36,8 @@ fn config(context_limit: usize) -> AggregateConfig {
         ],
         histogram_percentiles: vec![0.5, 0.95],
         context_limit: NonZeroUsize::new(context_limit).unwrap(),
-        flush_interval: Duration::from_secs(15),
         mapping: MetricMapping::Agent,
-        workers: 0,
+        workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
     }
 }

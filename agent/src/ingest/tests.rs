@@ -201,7 +201,7 @@ fn a_udp_port_in_use_is_an_error_naming_the_key() {
         };
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let e = Listeners::start(&cfg, &Arc::new(Telemetry::default()), tx).unwrap_err();
-        let msg = e.to_string();
+        let msg = crate::errors::chain(&e);
         assert!(
             msg.starts_with(&format!(
                 "cannot bind UDP {} (DD_DOGSTATSD_PORT / DD_BIND_HOST): ",
@@ -209,6 +209,8 @@ fn a_udp_port_in_use_is_an_error_naming_the_key() {
             )),
             "{msg}"
         );
+        // The cause once, not twice.
+        assert_eq!(msg.matches("os error").count(), 1, "{msg}");
         assert!(
             matches!(&e, IngestError::Udp { source, .. } if source.kind() == io::ErrorKind::AddrInUse)
         );

@@ -61,7 +61,28 @@ impl SelfMetrics {
     /// The series for a flush at `now` (unix seconds): counters as the increase since the previous
     /// call (since the start on the first call), gauges as current values. `contexts` is the live
     /// context count when known.
+    ///
+    /// At most one point per series and second: the intake keeps only the last point of a series at
+    /// one timestamp, so a second call within the second of the previous one returns nothing and its
+    /// increases ride with the next call. The last call of the process uses [`SelfMetrics::collect_last`].
     pub fn collect(&mut self, t: &Telemetry, now: i64, contexts: Option<u64>) -> Vec<Series> {
+        if self.previous_ts.is_some_and(|p| now <= p) {
+            return Vec::new();
+        }
+        self.collect_at(t, now, contexts)
+    }
+
+    /// Like [`SelfMetrics::collect`] for the last flush of the process (shutdown): nothing comes after
+    /// it to carry the increases, so when the previous call was in the same second its points are
+    /// stamped one second later instead of being held back.
+    pub fn collect_last(&mut self, t: &Telemetry, now: i64, contexts: Option<u64>) -> Vec<Series> {
+        let ts = self
+            .previous_ts
+            .map_or(now, |p| now.max(p.saturating_add(1)));
+        self.collect_at(t, ts, contexts)
+    }
+
+    fn collect_at(&mut self, t: &Telemetry, now: i64, contexts: Option<u64>) -> Vec<Series> {
         let interval = self
             .previous_ts
             .map_or_else(
@@ -298,6 +319,37 @@ mod tests {
         assert_eq!(received.samples, 0);
         assert_eq!(value(&first, "offpath.contexts", None), 3.0);
         assert!(find(&second, "offpath.contexts", None).is_none());
+    }
+
+    #[test]
+    fn a_second_call_in_the_same_second_waits_and_the_last_one_moves_one_second_on() {
+        let t = Telemetry::default();
+        let mut m = SelfMetrics::new("", vec![]);
+        t.points.received.store(1, Relaxed);
+        assert_eq!(
+            value(&m.collect(&t, 1000, None), "offpath.points_received", None),
+            1.0
+        );
+        t.points.received.store(3, Relaxed);
+        assert!(m.collect(&t, 1000, None).is_empty(), "held back, not lost");
+        let next = m.collect(&t, 1001, None);
+        let received = find(&next, "offpath.points_received", None).unwrap();
+        assert_eq!(received.points, [(1001, 2.0)]);
+        t.points.received.store(7, Relaxed);
+        let last = m.collect_last(&t, 1001, None);
+        let received = find(&last, "offpath.points_received", None).unwrap();
+        assert_eq!((received.points[0], received.interval), ((1002, 4.0), 1));
+        let mut fresh = SelfMetrics::new("", vec![]);
+        assert_eq!(
+            find(
+                &fresh.collect_last(&t, 2000, None),
+                "offpath.points_received",
+                None
+            )
+            .unwrap()
+            .points,
+            [(2000, 7.0)]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use tokio::net::TcpStream;
 
 async fn server() -> (ApiServer, mpsc::Receiver<ApiEvent>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (server, rx) = ApiServer::start(listener).unwrap();
+    let (server, rx) = ApiServer::start(listener, Endpoints::Libraries).unwrap();
     let base = format!("http://{}", server.local_addr());
     (server, rx, base)
 }
@@ -203,4 +203,35 @@ async fn a_stalled_client_holds_nobody_else_and_too_many_connections_are_closed_
         String::from_utf8_lossy(&answer)
     );
     drop(idle);
+}
+
+#[tokio::test]
+async fn the_trace_port_answers_at_once_and_counts_what_it_drops() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, mut rx) = ApiServer::start(listener, Endpoints::Traces).unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let c = client();
+    for path in ["/v0.5/traces", "/v0.4/traces", "/v0.6/stats"] {
+        let resp = c
+            .put(format!("{base}{path}"))
+            .body(vec![0x92u8, 0x91, 0x91])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.text().await.unwrap(), "{}");
+    }
+    assert_eq!(
+        c.get(format!("{base}/info")).send().await.unwrap().status(),
+        200
+    );
+    let big = c
+        .put(format!("{base}/v0.4/traces"))
+        .body(vec![0u8; MAX_BODY_BYTES + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    assert_eq!(server.stats().traces_dropped.load(Relaxed), 3);
+    assert!(rx.try_recv().is_err(), "traces make no event");
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use offpath::errors::Chain;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -342,14 +343,14 @@ async fn next_with_retries(client: ExtensionClient) -> Result<Event, RunError> {
         match client.next_event().await {
             Ok(event) => return Ok(event),
             Err(e) if attempt < NEXT_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "event/next failed; retrying");
+                tracing::warn!(error = %Chain(&e), attempt, "event/next failed; retrying");
                 tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "event/next keeps failing; reporting exit/error");
+                tracing::error!(error = %Chain(&e), "event/next keeps failing; reporting exit/error");
                 let fatal = FatalError {
                     error_type: "Fatal.EventNextFailed",
-                    message: e.to_string(),
+                    message: Chain(&e).to_string(),
                 };
                 if let Err(report) = client.exit_error(&fatal).await {
                     tracing::debug!(error = %report, "exit/error could not be reported");

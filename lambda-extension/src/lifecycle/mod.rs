@@ -24,14 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offpath::aggregate::OwnPoints;
-use offpath::config::{Config, ConfigError, LambdaConfig};
+use offpath::config::{Config, ConfigError, Deployment, LambdaConfig};
+use offpath::errors::Chain;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::api::{self, ApiEvent, ApiServer};
+use crate::api::{self, ApiEvent, ApiServer, Endpoints};
 use crate::enhanced::EnhancedMetrics;
 use crate::extension::{self, ExtensionClient, ExtensionError, FatalError};
-use crate::flush_policy::{FlushPolicy, FlushStrategy};
+use crate::flush_policy::FlushPolicy;
 use crate::tags::LambdaTags;
 use crate::telemetry::{self, TelemetryEvent, TelemetryListener};
 use event_loop::Lifecycle;
@@ -90,7 +91,8 @@ pub trait Flusher: Send + 'static {
 /// What the pipeline is started with.
 #[derive(Debug, Clone)]
 pub struct Startup {
-    /// The validated configuration.
+    /// The validated configuration, loaded for Lambda, with the Lambda tags known at registration among
+    /// its global tags.
     pub config: Config,
     /// The Lambda tags known at registration ([`LambdaTags::to_tags`]).
     pub tags: Vec<String>,
@@ -103,13 +105,13 @@ pub enum RunError {
     #[error("AWS_LAMBDA_RUNTIME_API is not set: offpath-lambda runs as a Lambda extension only")]
     NoRuntimeApi,
     /// Registration failed.
-    #[error("cannot register with the Extensions API: {0}")]
+    #[error("cannot register with the Extensions API")]
     Register(#[source] ExtensionError),
     /// The configuration is invalid (reported through `init/error`).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `event/next` kept failing (reported through `exit/error`).
-    #[error("event/next failed: {0}")]
+    #[error("event/next failed")]
     NextEvent(#[source] ExtensionError),
 }
 
@@ -209,13 +211,26 @@ where
     Fut: Future<Output = Result<F, BoxError>>,
 {
     let started = std::time::Instant::now();
-    let api = start_api(&opts).await;
+    let api = serve_local(
+        &opts,
+        "OFFPATH_LAMBDA_API_PORT",
+        api::DEFAULT_PORT,
+        Endpoints::Libraries,
+    )
+    .await;
+    let traces = serve_local(
+        &opts,
+        "OFFPATH_LAMBDA_TRACE_PORT",
+        api::DEFAULT_TRACE_PORT,
+        Endpoints::Traces,
+    )
+    .await;
     let (client, registration) = ExtensionClient::register(&opts.runtime_api, &opts.name)
         .await
         .map_err(RunError::Register)?;
     tracing::debug!(function = %registration.function_name, name = %opts.name, "registered with the Extensions API");
 
-    let (config, strategy) = match load_config(&opts) {
+    let config = match load_config(&opts) {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "invalid configuration; reporting init/error");
@@ -230,10 +245,14 @@ where
         }
     };
 
+    for w in config.forward.warnings() {
+        tracing::warn!("{w}");
+    }
+
     let env = Arc::clone(&opts.env);
     let mut tags = LambdaTags::from_registration(&registration, |k| env(k), std::env::consts::ARCH);
     let startup = Startup {
-        config: config.clone(),
+        config: config.clone().with_global_tags(tags.to_tags()),
         tags: tags.to_tags(),
     };
     let (pipeline, telemetry) = tokio::join!(
@@ -246,7 +265,7 @@ where
             (Pipeline::new(f), own)
         }
         Err(e) => {
-            tracing::error!(error = %e, "the metrics pipeline failed to start; \
+            tracing::error!(error = %Chain(&*e), "the metrics pipeline failed to start; \
                 the extension keeps answering the Runtime API without shipping metrics");
             (Pipeline::down(), None)
         }
@@ -274,7 +293,7 @@ where
         api: api_events,
         enhanced,
         early_done: VecDeque::with_capacity(EARLY_DONE),
-        policy: FlushPolicy::new(strategy),
+        policy: FlushPolicy::new(config.lambda.flush_strategy),
         budget: config.lambda.flush_budget,
         first_invoke: true,
         opts,
@@ -283,54 +302,62 @@ where
         unreported: None,
     };
     let exit = lc.event_loop(&mut tags).await;
-    drop(api_server);
+    if let Some((server, _)) = &traces {
+        let dropped = server
+            .stats()
+            .traces_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "trace payloads received from Datadog tracers and dropped"
+            );
+        }
+    }
+    drop((api_server, traces));
     exit
 }
 
-/// Bind and serve the Datadog libraries' endpoints on 127.0.0.1 (`OFFPATH_LAMBDA_API_PORT`, read here
-/// because it is needed before registering; an invalid value is reported with the rest of the
-/// configuration). Without them the extension still runs: the libraries then fall back to their own
-/// delivery.
-async fn start_api(opts: &Options) -> Option<(ApiServer, mpsc::Receiver<ApiEvent>)> {
-    let port = (opts.env)("OFFPATH_LAMBDA_API_PORT")
+/// Bind and serve, on 127.0.0.1, the Datadog libraries' endpoints (`OFFPATH_LAMBDA_API_PORT`) or the
+/// trace intake (`OFFPATH_LAMBDA_TRACE_PORT`). The port is read here because it is needed before registering;
+/// an invalid value is reported with the rest of the configuration. Without them the extension still runs:
+/// the libraries then fall back to their own delivery.
+async fn serve_local(
+    opts: &Options,
+    key: &str,
+    default_port: u16,
+    endpoints: Endpoints,
+) -> Option<(ApiServer, mpsc::Receiver<ApiEvent>)> {
+    let port = (opts.env)(key)
         .and_then(|v| v.trim().parse::<u16>().ok())
-        .unwrap_or(api::DEFAULT_PORT);
+        .unwrap_or(default_port);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => ApiServer::start(listener),
+        Ok(listener) => ApiServer::start(listener, endpoints),
         Err(e) => Err(e),
     };
     match started {
         Ok((server, events)) => {
-            tracing::debug!(addr = %server.local_addr(), "listening for the Datadog libraries");
+            let what = match endpoints {
+                Endpoints::Libraries => "listening for the Datadog libraries",
+                Endpoints::Traces => "listening for Datadog tracers (their traces are dropped)",
+            };
+            tracing::debug!(addr = %server.local_addr(), "{what}");
             Some((server, events))
         }
         Err(e) => {
-            tracing::warn!(%addr, error = %e, "cannot listen for the Datadog libraries \
-                (OFFPATH_LAMBDA_API_PORT); they will not see this extension");
+            tracing::warn!(%addr, error = %Chain(&e), "cannot listen on {key}; the Datadog libraries \
+                and tracers will not reach this extension there");
             None
         }
     }
 }
 
-/// Defaults that differ in Lambda; an explicit setting wins.
-///
-/// `OFFPATH_SELF_TELEMETRY`: every sandbox would ship its own `offpath.*` series, each one a custom
-/// metric context on the user's bill.
-const LAMBDA_DEFAULTS: &[(&str, &str)] = &[("OFFPATH_SELF_TELEMETRY", "false")];
-
-fn load_config(opts: &Options) -> Result<(Config, FlushStrategy), ConfigError> {
+/// The configuration for Lambda: its defaults (self-telemetry off, one aggregate worker, stdout
+/// fallback, distributions, no idle connections) come with [`Deployment::Lambda`]; explicit settings win.
+fn load_config(opts: &Options) -> Result<Config, ConfigError> {
     let env = Arc::clone(&opts.env);
-    let config = Config::load(&move |k: &str| {
-        env(k).filter(|v| !v.trim().is_empty()).or_else(|| {
-            LAMBDA_DEFAULTS
-                .iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
-    })?;
-    let strategy = FlushStrategy::parse(&config.lambda.flush_strategy)?;
-    Ok((config, strategy))
+    Config::load_for(Deployment::Lambda, &move |k: &str| env(k))
 }
 
 /// The telemetry listener and its event stream, when the subscription was accepted.
@@ -344,7 +371,7 @@ async fn start_telemetry(client: &ExtensionClient, cfg: &LambdaConfig) -> Option
     let (listener, events) = match TelemetryListener::start(addr).await {
         Ok(started) => started,
         Err(e) => {
-            tracing::warn!(error = %e, "no telemetry listener; flushing at the next event instead of after runtimeDone");
+            tracing::warn!(error = %Chain(&e), "no telemetry listener; flushing at the next event instead of after runtimeDone");
             return None;
         }
     };
@@ -362,7 +389,7 @@ async fn start_telemetry(client: &ExtensionClient, cfg: &LambdaConfig) -> Option
             })
         }
         Err(e) => {
-            tracing::warn!(error = %e, "the Telemetry API is unavailable; flushing at the next event instead of after runtimeDone");
+            tracing::warn!(error = %Chain(&e), "the Telemetry API is unavailable; flushing at the next event instead of after runtimeDone");
             None
         }
     }
@@ -407,7 +434,7 @@ mod tests {
             (&[("OFFPATH_SELF_TELEMETRY", "false")], false),
         ];
         for (env, want) in cases {
-            let (config, _) = load_config(&options(env)).unwrap();
+            let config = load_config(&options(env)).unwrap();
             assert_eq!(config.ops.self_telemetry, *want, "{env:?}");
         }
     }

@@ -54,7 +54,7 @@ pub struct TelemetryStats {
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The listener could not bind (`OFFPATH_LAMBDA_TELEMETRY_PORT` in use?).
-    #[error("cannot listen for telemetry on {addr} (OFFPATH_LAMBDA_TELEMETRY_PORT): {source}")]
+    #[error("cannot listen for telemetry on {addr} (OFFPATH_LAMBDA_TELEMETRY_PORT)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

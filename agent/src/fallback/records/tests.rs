@@ -48,7 +48,7 @@ fn flush_of(series: Vec<Series>, sketches: Vec<SketchSeries>) -> Flush {
 
 fn fmt(format: FallbackFormat, dims: &[&str]) -> Formatter {
     Formatter::new(&FallbackConfig {
-        mode: crate::config::FallbackMode::Stdout,
+        sink: crate::config::FallbackSink::Stdout,
         log_group: None,
         log_stream: None,
         format,
@@ -249,7 +249,8 @@ fn items_that_cannot_fit_alone_are_reported_and_the_rest_is_written() {
         over,
         Oversize {
             items: 2,
-            samples: 7
+            samples: 7,
+            non_finite: 0
         }
     );
     assert_eq!(out.len(), 1);
@@ -537,7 +538,8 @@ fn emf_documents_stay_under_the_record_limit() {
         over,
         Oversize {
             items: 1000,
-            samples: 5
+            samples: 5,
+            non_finite: 0
         }
     );
 }

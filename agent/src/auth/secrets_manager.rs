@@ -1,54 +1,27 @@
-//! The Datadog API key from AWS Secrets Manager (`DD_API_KEY_SECRET_ARN`), resolved lazily.
+//! The one Secrets Manager call offpath makes: `GetSecretValue` for the secret of `DD_API_KEY_SECRET_ARN`.
 //!
-//! ```text
-//!  first flush ─> ApiKeySecret::before_send ─spawn─> GetSecretValue (SigV4, JSON 1.1) ─> Forwarder::set_api_key
-//!  intake 403  ─> ApiKeySecret::after_send  ─> one re-resolution at the next flush
-//! ```
-//!
-//! Used when `DD_API_KEY` is unset. Nothing happens at start-up (a Lambda extension registers first):
-//! the first flush starts one `secretsmanager.GetSecretValue` call in its own task and waits for it
-//! until the flush deadline at most; an answer that comes later is picked up by the next flush. Until
-//! the key is known the forwarder keeps payloads in its bounded retry queue (the oldest overflow to the
-//! fallback, counted), and at shutdown the rest goes to the fallback: nothing is lost silently.
-//!
-//! Failures are logged with what to fix (the ARN, the IAM permission `secretsmanager:GetSecretValue`,
-//! the credentials) and retried with a jittered backoff from [`RETRY_BACKOFF`]. A 401/403 from the
-//! intake asks for one re-resolution (the key may have been rotated; PROTOCOLS.md §2.8): a different
-//! key replaces the old one and closes the circuit breaker. Such re-resolutions are at least
-//! [`REFRESH_MIN_INTERVAL`] apart, so a key that stays refused does not hammer Secrets Manager (the
-//! payloads go to the fallback meanwhile, as for any refused key).
-//!
-//! Like Datadog's Lambda extension, the secret's `SecretString` is the key itself (surrounding
-//! whitespace trimmed); a JSON object or a binary secret is refused with a message saying so.
-//!
-//! The request is signed with [`aws_sigv4`] for the region in the ARN, with credentials from
-//! [`credentials::CredentialsProvider`]: in the sidecar (with the `cloudwatch` feature) aws-config's
-//! default chain, shared with the CloudWatch Logs sink (environment, profiles, SSO, web identity, the
-//! ECS task role, the EC2 instance profile); in Lambda (and without the feature) the standard
-//! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else the container
-//! credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, as SnapStart functions get). Expiring
-//! credentials are fetched again before use; credentials Secrets Manager refuses are dropped. The endpoint is `https://secretsmanager.<region>.amazonaws.com`, or
-//! `AWS_ENDPOINT_URL_SECRETS_MANAGER`, else `AWS_ENDPOINT_URL` (VPC endpoints, tests).
+//! The request is JSON 1.1 (`X-Amz-Target: secretsmanager.GetSecretValue`, body `{"SecretId":"<arn>"}`),
+//! signed with [`aws_sigv4`] for the region in the ARN; the endpoint is
+//! `https://secretsmanager.<region>.amazonaws.com` (`.amazonaws.com.cn` in China), or
+//! `AWS_ENDPOINT_URL_SECRETS_MANAGER`, else `AWS_ENDPOINT_URL` (VPC endpoints, tests). Like Datadog's
+//! Lambda extension, the secret's `SecretString` is the key itself (surrounding whitespace trimmed); a
+//! JSON object or a binary secret is refused with a message saying so. Error answers are classified by
+//! their AWS error code into what to fix: the ARN, the permission, the credentials, the network. See
+//! `docs/protocols.md`, "Secrets Manager".
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use reqwest::header::HeaderValue;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::{Forwarder, retry::Backoff};
-use crate::config::ApiKey;
-
-pub mod credentials;
-
-pub use credentials::{AwsCredentials, CredentialsError, CredentialsProvider};
-use credentials::{CredentialsFailure, non_empty};
+use super::ApiKey;
+use super::credentials::{
+    AwsCredentials, CredentialsError, CredentialsFailure, CredentialsProvider, non_empty,
+};
 
 /// The configuration key this module serves, for messages.
-const KEY: &str = "DD_API_KEY_SECRET_ARN";
+pub(super) const KEY: &str = "DD_API_KEY_SECRET_ARN";
 /// The Secrets Manager operation.
 const TARGET: &str = "secretsmanager.GetSecretValue";
 /// The signing name of the service.
@@ -56,20 +29,11 @@ const SERVICE: &str = "secretsmanager";
 /// JSON 1.1 protocol content type.
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// Per-request timeout of a `GetSecretValue` call.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of an answer read (a secret is at most 64 KiB).
 const RESPONSE_READ_MAX: usize = 128 * 1024;
 /// How much of an error answer is kept for the log.
 const ERROR_EXCERPT: usize = 300;
-
-/// Backoff between failed resolutions: 2 s doubling to 5 min, jittered.
-pub const RETRY_BACKOFF: Backoff = Backoff {
-    base: Duration::from_secs(2),
-    max: Duration::from_secs(300),
-};
-
-/// Shortest time between two re-resolutions asked for by 401/403 answers.
-pub const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Why the API key could not be read from Secrets Manager. Every message names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +54,7 @@ pub enum SecretError {
         looked: &'static str,
     },
     /// The AWS credentials could not be obtained.
-    #[error("cannot get AWS credentials to read the secret named by {KEY}: {0}")]
+    #[error("cannot get AWS credentials to read the secret named by {KEY}")]
     Credentials(#[from] CredentialsError),
     /// The endpoint override is not a URL.
     #[error(
@@ -427,21 +391,9 @@ pub fn parse_response(status: u16, body: &[u8], arn: &SecretArn) -> Result<ApiKe
     Ok(ApiKey::new(key))
 }
 
-/// Read at most [`RESPONSE_READ_MAX`] bytes of an answer.
-async fn read_body(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= RESPONSE_READ_MAX {
-            break;
-        }
-    }
-    body
-}
-
 /// One `GetSecretValue` call, with credentials from `provider` (dropped when Secrets Manager refuses
 /// them, so that the next call fetches new ones).
-async fn fetch(
+pub(super) async fn fetch(
     client: reqwest::Client,
     arn: Arc<SecretArn>,
     provider: Arc<CredentialsProvider>,
@@ -458,292 +410,17 @@ async fn fetch(
     }
     let resp = builder.send().await.map_err(|e| SecretError::Transport {
         endpoint: endpoint.to_string(),
-        reason: super::error_chain(&e),
+        reason: crate::errors::chain(&e),
     })?;
     let status = resp.status().as_u16();
-    let body = read_body(resp).await;
+    let body = crate::http::read_body(resp, RESPONSE_READ_MAX)
+        .await
+        .unwrap_or_default();
     let result = parse_response(status, &body, &arn);
     if matches!(result, Err(SecretError::BadCredentials { .. })) {
         provider.invalidate().await;
     }
     result
-}
-
-enum State {
-    /// No call in flight; the next one may start at `not_before`.
-    Idle { not_before: Option<Instant> },
-    /// A call runs in its own task (it outlives a flush deadline; the next flush picks it up).
-    InFlight(JoinHandle<Result<ApiKey, SecretError>>),
-}
-
-/// The API key behind `DD_API_KEY_SECRET_ARN`: resolved at the first flush, retried with backoff,
-/// re-resolved once after the intake refuses it. See the module documentation.
-pub struct ApiKeySecret {
-    arn: Arc<SecretArn>,
-    endpoint: Arc<str>,
-    credentials: Arc<CredentialsProvider>,
-    client: Option<reqwest::Client>,
-    state: State,
-    /// Failed attempts in a row.
-    failures: u32,
-    /// The key handed to the forwarder last.
-    key: Option<ApiKey>,
-    /// A 401/403 asked for a re-resolution.
-    refresh: bool,
-    /// When the last re-resolution asked for by a 401/403 started.
-    last_refresh: Option<Instant>,
-}
-
-impl std::fmt::Debug for ApiKeySecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeySecret")
-            .field("arn", &self.arn.as_str())
-            .field("endpoint", &self.endpoint)
-            .field("credentials", &self.credentials.source_name())
-            .field("resolved", &self.key.is_some())
-            .field("failures", &self.failures)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for ApiKeySecret {
-    fn drop(&mut self) {
-        if let State::InFlight(task) = &self.state {
-            task.abort();
-        }
-    }
-}
-
-impl ApiKeySecret {
-    /// The secret named by `arn`, with the endpoint from the process environment and credentials from
-    /// it too (`AWS_*` variables, else the container credentials endpoint); see
-    /// [`ApiKeySecret::with_credentials`] for other sources.
-    ///
-    /// # Errors
-    /// [`SecretError::Arn`] for an invalid ARN.
-    pub fn from_env(arn: &str) -> Result<Self, SecretError> {
-        Self::from_lookup(arn, &|k| std::env::var(k).ok())
-    }
-
-    /// The secret named by `arn`, with credentials and endpoint looked up through `env`.
-    ///
-    /// # Errors
-    /// [`SecretError::Arn`] for an invalid ARN.
-    pub fn from_lookup(
-        arn: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, SecretError> {
-        let arn = SecretArn::parse(arn)?;
-        let endpoint = endpoint(&arn, env);
-        Ok(Self {
-            endpoint: endpoint.into(),
-            arn: Arc::new(arn),
-            credentials: Arc::new(CredentialsProvider::from_lookup(env)),
-            client: None,
-            state: State::Idle { not_before: None },
-            failures: 0,
-            key: None,
-            refresh: false,
-            last_refresh: None,
-        })
-    }
-
-    /// Sign with credentials from `provider` instead (aws-config's default chain in the sidecar).
-    #[must_use]
-    pub fn with_credentials(mut self, provider: CredentialsProvider) -> Self {
-        self.credentials = Arc::new(provider);
-        self
-    }
-
-    /// Where the credentials come from, for messages.
-    pub fn credentials_source(&self) -> &'static str {
-        self.credentials.source_name()
-    }
-
-    /// Read the secret now, once, without backoff or hand-over (`offpath check`, `offpath replay`).
-    ///
-    /// # Errors
-    /// A [`SecretError`] saying what to fix: the ARN, the permission, the credentials, the network.
-    pub async fn resolve(&mut self) -> Result<ApiKey, SecretError> {
-        let client = self.client()?;
-        fetch(
-            client,
-            Arc::clone(&self.arn),
-            Arc::clone(&self.credentials),
-            Arc::clone(&self.endpoint),
-        )
-        .await
-    }
-
-    /// The secret's region (from its ARN).
-    pub fn region(&self) -> &str {
-        self.arn.region()
-    }
-
-    /// The ARN.
-    pub fn arn(&self) -> &str {
-        self.arn.as_str()
-    }
-
-    /// The endpoint the secret is read from.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// Whether a key was resolved.
-    pub fn is_resolved(&self) -> bool {
-        self.key.is_some()
-    }
-
-    /// Before a flush sends: resolve the key when it is unknown (or a re-resolution was asked for) and
-    /// the backoff allows, waiting for the answer until `deadline` at most; hand a new key to the
-    /// forwarder.
-    pub async fn before_send(&mut self, forwarder: &mut Forwarder, deadline: Instant) {
-        if let Some(key) = self.poll(deadline).await {
-            if let Err(e) = forwarder.set_api_key(&key) {
-                tracing::error!(arn = %self.arn.as_str(), error = %e, "{KEY}: unusable API key");
-            }
-        }
-    }
-
-    /// After a flush sent: when the intake refused the key (401/403), ask for one re-resolution.
-    pub fn after_send(&mut self, forwarder: &mut Forwarder) {
-        if forwarder.take_key_rejected() {
-            self.key_rejected(Instant::now());
-        }
-    }
-
-    /// The intake refused the key: re-resolve it at the next flush, unless the last re-resolution asked
-    /// for this way started less than [`REFRESH_MIN_INTERVAL`] ago.
-    pub fn key_rejected(&mut self, now: Instant) {
-        if self.key.is_none() || self.refresh {
-            return;
-        }
-        let due = self
-            .last_refresh
-            .is_none_or(|t| now.saturating_duration_since(t) >= REFRESH_MIN_INTERVAL);
-        if due {
-            tracing::warn!(
-                arn = %self.arn.as_str(),
-                "the intake refused the API key from {KEY}; reading the secret again (it may have been rotated)"
-            );
-            self.refresh = true;
-            self.last_refresh = Some(now);
-            self.failures = 0;
-            if let State::Idle { not_before } = &mut self.state {
-                *not_before = None;
-            }
-        }
-    }
-
-    /// Start a call when one is wanted and due, wait for it until `deadline`; the key when it changed.
-    async fn poll(&mut self, deadline: Instant) -> Option<ApiKey> {
-        let wanted = self.key.is_none() || self.refresh;
-        if let State::Idle { not_before } = &self.state {
-            if !wanted || not_before.is_some_and(|t| Instant::now() < t) {
-                return None;
-            }
-            match self.start() {
-                Ok(task) => self.state = State::InFlight(task),
-                Err(e) => {
-                    self.failed(&e);
-                    return None;
-                }
-            }
-        }
-        let State::InFlight(task) = &mut self.state else {
-            return None;
-        };
-        // A finished task answers at once, even past the deadline.
-        let result = match tokio::time::timeout_at(deadline, task).await {
-            Err(_) => {
-                tracing::debug!(arn = %self.arn.as_str(), "the secret is not read yet; payloads wait in the retry queue");
-                return None;
-            }
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(SecretError::Signing(format!(
-                "the GetSecretValue task failed: {e}"
-            ))),
-        };
-        self.state = State::Idle { not_before: None };
-        match result {
-            Ok(key) => {
-                self.failures = 0;
-                self.refresh = false;
-                if self.key.as_ref() == Some(&key) {
-                    tracing::info!(arn = %self.arn.as_str(), "the secret still holds the same API key");
-                    return None;
-                }
-                tracing::info!(arn = %self.arn.as_str(), "API key read from {KEY}");
-                self.key = Some(key.clone());
-                Some(key)
-            }
-            Err(e) => {
-                self.failed(&e);
-                None
-            }
-        }
-    }
-
-    /// The HTTP client for Secrets Manager, built at first use.
-    fn client(&mut self) -> Result<reqwest::Client, SecretError> {
-        Ok(match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                // Proxies come from the standard HTTPS_PROXY / NO_PROXY variables, as for the AWS SDKs.
-                // No idle connection is kept: the next call may come after a Lambda freeze.
-                let c = reqwest::Client::builder()
-                    .connect_timeout(REQUEST_TIMEOUT)
-                    .timeout(REQUEST_TIMEOUT)
-                    .pool_max_idle_per_host(0)
-                    .user_agent(concat!("offpath/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| SecretError::Transport {
-                        endpoint: self.endpoint.to_string(),
-                        reason: super::error_chain(&e),
-                    })?;
-                self.client = Some(c.clone());
-                c
-            }
-        })
-    }
-
-    fn start(&mut self) -> Result<JoinHandle<Result<ApiKey, SecretError>>, SecretError> {
-        let client = self.client()?;
-        tracing::debug!(arn = %self.arn.as_str(), endpoint = %self.endpoint, "reading the API key from Secrets Manager");
-        Ok(tokio::spawn(fetch(
-            client,
-            Arc::clone(&self.arn),
-            Arc::clone(&self.credentials),
-            Arc::clone(&self.endpoint),
-        )))
-    }
-
-    fn failed(&mut self, e: &SecretError) {
-        let delay = RETRY_BACKOFF.delay(self.failures, rand::random());
-        self.failures = self.failures.saturating_add(1);
-        self.state = State::Idle {
-            not_before: Some(Instant::now() + delay),
-        };
-        let waiting = if self.key.is_some() {
-            "the previous key stays in use"
-        } else {
-            "payloads wait in the retry queue (the oldest overflow to the fallback)"
-        };
-        tracing::error!(
-            error = %e,
-            attempt = self.failures,
-            retry_in = ?delay,
-            "cannot read the Datadog API key from {KEY}; {waiting}"
-        );
-    }
-}
-
-/// Check an API key for use in the `DD-API-KEY` header.
-pub(super) fn header_value(key: &ApiKey) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(key.expose()).ok()?;
-    v.set_sensitive(true);
-    Some(v)
 }
 
 #[cfg(test)]
@@ -1033,61 +710,5 @@ mod tests {
             let e = parse_response(*status, body, &arn()).unwrap_err();
             assert!(e.to_string().contains(expect), "{status}: {e}");
         }
-    }
-
-    #[test]
-    fn missing_credentials_are_reported_when_resolving_not_at_construction() {
-        let s = ApiKeySecret::from_lookup(ARN, &env_of(&[])).unwrap();
-        assert_eq!(
-            s.endpoint(),
-            "https://secretsmanager.us-west-2.amazonaws.com"
-        );
-        assert!(!s.is_resolved());
-        assert_eq!(s.credentials_source(), "none found");
-        for looked in [
-            credentials::ENV_AND_CONTAINER_SOURCES,
-            credentials::DEFAULT_CHAIN_SOURCES,
-        ] {
-            let msg = SecretError::NoCredentials { looked }.to_string();
-            assert!(msg.contains("AWS_ACCESS_KEY_ID"), "{msg}");
-            assert!(msg.contains("DD_API_KEY_SECRET_ARN"), "{msg}");
-        }
-        assert!(ApiKeySecret::from_lookup("nope", &env_of(&[])).is_err());
-    }
-
-    #[tokio::test]
-    async fn without_credentials_a_resolution_fails_at_once_and_backs_off() {
-        let mut s = ApiKeySecret::from_lookup(ARN, &env_of(&[])).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(s.poll(deadline).await, None);
-        assert_eq!(s.failures, 1);
-        let State::Idle {
-            not_before: Some(t),
-        } = s.state
-        else {
-            panic!("expected a backoff");
-        };
-        assert!(t > Instant::now());
-        // Not due yet: no new attempt.
-        assert_eq!(s.poll(deadline).await, None);
-        assert_eq!(s.failures, 1);
-    }
-
-    #[test]
-    fn a_refused_key_asks_for_one_re_resolution_then_waits() {
-        let mut s = ApiKeySecret::from_lookup(ARN, &env_of(&[])).unwrap();
-        let t0 = Instant::now();
-        // Nothing resolved yet: nothing to refresh.
-        s.key_rejected(t0);
-        assert!(!s.refresh);
-        s.key = Some(ApiKey::new("k1"));
-        s.key_rejected(t0);
-        assert!(s.refresh);
-        // The re-resolution brought the same key back: the next 403 does not ask again so soon.
-        s.refresh = false;
-        s.key_rejected(t0 + Duration::from_secs(1));
-        assert!(!s.refresh);
-        s.key_rejected(t0 + REFRESH_MIN_INTERVAL);
-        assert!(s.refresh);
     }
 }

@@ -1,0 +1,159 @@
+//! Delivery settings: the API key (or its secret), the intake, the proxy, the retry queue.
+
+use std::time::Duration;
+
+use super::key::Reader;
+use super::keys as k;
+use super::parse;
+use super::{ConfigError, Deployment};
+use crate::auth::{ApiKey, AwsCredentialSource, SecretArn};
+
+/// Largest `DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`: 1 GiB.
+pub const MAX_RETRY_QUEUE_BYTES: usize = 1 << 30;
+
+/// The Datadog sites (`DD_SITE`) as Datadog lists them (<https://docs.datadoghq.com/getting_started/site/>).
+/// Another value is accepted with a warning.
+pub const KNOWN_SITES: &[&str] = &[
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "ddog-gov.com",
+    "us2.ddog-gov.com",
+];
+
+/// Delivery settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// API key; `None` without a secret ARN runs locally (records to stdout).
+    pub api_key: Option<ApiKey>,
+    /// Secrets Manager secret whose value is the API key, read at the first flush when `api_key` is
+    /// unset (`DD_API_KEY_SECRET_ARN`; see [`crate::auth`]).
+    pub api_key_secret_arn: Option<SecretArn>,
+    /// Where the credentials that read the secret come from: the AWS default chain in the sidecar
+    /// (with the `cloudwatch` feature), the environment and the container endpoint in Lambda.
+    pub aws_credentials: AwsCredentialSource,
+    /// Intake base URL without path: `DD_DD_URL`/`DD_URL`, else `https://api.<DD_SITE>`.
+    pub intake_url: String,
+    /// `DD_SITE` as given (default `datadoghq.com`).
+    pub site: String,
+    /// HTTPS proxy (`DD_PROXY_HTTPS`, `HTTPS_PROXY`).
+    pub proxy: Option<String>,
+    /// Skip TLS verification (`DD_SKIP_SSL_VALIDATION`, false; logged loudly).
+    pub skip_tls_verify: bool,
+    /// Retry queue bound in bytes (`DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`, 15 MiB).
+    pub retry_queue_max_bytes: usize,
+    /// Per-request timeout (`DD_FORWARDER_TIMEOUT`, 20 s).
+    pub timeout: Duration,
+    /// zstd level (`OFFPATH_ZSTD_LEVEL`, 1 like the Agent).
+    pub zstd_level: i32,
+    /// Keep idle connections to the intake for reuse: true in the sidecar, false in Lambda, where a
+    /// connection left idle across a freeze is dead on reuse.
+    pub keep_idle_connections: bool,
+}
+
+impl ForwardConfig {
+    pub(super) fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let site = r.value(&k::SITE)?;
+        let intake_url = match r.get(&k::DD_URL)? {
+            Some(url) => url,
+            None => format!("https://api.{site}"),
+        };
+        Ok(Self {
+            api_key: r.get(&k::API_KEY)?,
+            api_key_secret_arn: r.get(&k::API_KEY_SECRET_ARN)?,
+            aws_credentials: match r.deployment() {
+                Deployment::Lambda => AwsCredentialSource::EnvironmentAndContainer,
+                Deployment::Sidecar if cfg!(feature = "cloudwatch") => {
+                    AwsCredentialSource::DefaultChain
+                }
+                Deployment::Sidecar => AwsCredentialSource::EnvironmentAndContainer,
+            },
+            intake_url,
+            site,
+            proxy: r.get(&k::PROXY_HTTPS)?,
+            skip_tls_verify: r.value(&k::SKIP_SSL_VALIDATION)?,
+            retry_queue_max_bytes: r.value(&k::RETRY_QUEUE_MAX_SIZE)?,
+            timeout: r.value(&k::FORWARDER_TIMEOUT)?,
+            zstd_level: r.value(&k::ZSTD_LEVEL)?,
+            keep_idle_connections: r.deployment() == Deployment::Sidecar,
+        })
+    }
+
+    /// Warnings about this configuration, for the log at start and for `offpath check`: a `DD_SITE`
+    /// that is not one of Datadog's sites (when it names the intake), an intake reached over plain
+    /// HTTP with an API key (the key travels in clear).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let from_site = self.intake_url == format!("https://api.{}", self.site);
+        if from_site && !KNOWN_SITES.contains(&self.site.as_str()) {
+            out.push(format!(
+                "DD_SITE={} is not one of Datadog's sites ({}); offpath sends to {} anyway: check \
+                 DD_SITE (site)",
+                self.site,
+                KNOWN_SITES.join(", "),
+                self.intake_url
+            ));
+        }
+        if self.intake_url.starts_with("http://")
+            && (self.api_key.is_some() || self.api_key_secret_arn.is_some())
+        {
+            out.push(format!(
+                "the intake URL {} (DD_DD_URL / DD_URL) is plain http://: the API key and the metrics \
+                 travel unencrypted; use https://",
+                self.intake_url
+            ));
+        }
+        out
+    }
+}
+
+#[allow(clippy::unnecessary_wraps)]
+pub(super) fn api_key(v: &str) -> Result<ApiKey, &'static str> {
+    Ok(ApiKey::new(v))
+}
+
+pub(super) fn secret_arn(v: &str) -> Result<SecretArn, &'static str> {
+    SecretArn::parse(v).map_err(|_| {
+        "a Secrets Manager secret ARN such as \
+         arn:aws:secretsmanager:us-east-1:123456789012:secret:dd-api-key-AbCdEf"
+    })
+}
+
+/// `DD_SITE`: a host name (letters, digits, `.`, `-`; a port is allowed).
+pub(super) fn site(v: &str) -> Result<String, &'static str> {
+    if v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    {
+        Ok(v.to_owned())
+    } else {
+        Err("a Datadog site such as datadoghq.eu")
+    }
+}
+
+/// `DD_DD_URL`: an http(s) URL with a host; a trailing `/` is removed.
+pub(super) fn intake_url(v: &str) -> Result<String, &'static str> {
+    let host = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .map(|rest| rest.trim_end_matches('/'));
+    if host.is_none_or(str::is_empty) {
+        return Err("an http:// or https:// URL such as https://api.datadoghq.eu");
+    }
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+pub(super) fn retry_queue_bytes(v: &str) -> Result<usize, &'static str> {
+    parse::usize_in_range(
+        v,
+        0,
+        MAX_RETRY_QUEUE_BYTES,
+        "a size in bytes, at most 1073741824",
+    )
+}
+
+pub(super) fn zstd_level(v: &str) -> Result<i32, &'static str> {
+    parse::in_range(v, 1, 22, "a zstd level from 1 to 22").map(|n| n as i32)
+}

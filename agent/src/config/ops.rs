@@ -1,0 +1,75 @@
+//! Operational settings: logging, the flush period, shutdown, the status endpoint, self-telemetry.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing::level_filters::LevelFilter;
+
+use super::ConfigError;
+use super::key::Reader;
+use super::keys as k;
+
+/// Operational settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpsConfig {
+    /// Most verbose level logged (`DD_LOG_LEVEL`, `info`).
+    pub log_level: LevelFilter,
+    /// Time between periodic flushes of closed buckets in the sidecar (`OFFPATH_FLUSH_INTERVAL`,
+    /// 15 s). The Lambda extension flushes around invocations instead (`DD_SERVERLESS_FLUSH_STRATEGY`).
+    pub flush_interval: Duration,
+    /// Deadline for drain and delivery on SIGTERM (`OFFPATH_SHUTDOWN_TIMEOUT`, 10 s).
+    pub shutdown_timeout: Duration,
+    /// `/health` and `/status` address (`OFFPATH_STATUS_ADDR`, `127.0.0.1:8126`; empty disables).
+    pub status_addr: Option<SocketAddr>,
+    /// Ship offpath's own counters as `offpath.*` metrics (`OFFPATH_SELF_TELEMETRY`: true in the
+    /// sidecar, false in Lambda).
+    pub self_telemetry: bool,
+}
+
+impl OpsConfig {
+    pub(super) fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            log_level: r.value(&k::LOG_LEVEL)?,
+            flush_interval: r.value(&k::FLUSH_INTERVAL)?,
+            shutdown_timeout: r.value(&k::SHUTDOWN_TIMEOUT)?,
+            status_addr: r.value(&k::STATUS_ADDR)?,
+            self_telemetry: r.value(&k::SELF_TELEMETRY)?,
+        })
+    }
+
+    /// Warnings about this configuration, for the log at start and for `offpath check`: a status
+    /// endpoint reachable from other hosts.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.status_addr {
+            Some(addr) if !addr.ip().is_loopback() => vec![format!(
+                "the status endpoint listens on {addr} (OFFPATH_STATUS_ADDR), not on loopback: other \
+                 hosts can read /status; bind it to 127.0.0.1 unless they must"
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `DD_LOG_LEVEL`: the Datadog Agent's level names, in any case: `trace`, `debug`, `info`, `warn` (or
+/// `warning`), `error`, `critical` (logged as error) or `off`.
+pub(super) fn log_level(v: &str) -> Result<LevelFilter, &'static str> {
+    match v.to_ascii_lowercase().as_str() {
+        "trace" => Ok(LevelFilter::TRACE),
+        "debug" => Ok(LevelFilter::DEBUG),
+        "info" => Ok(LevelFilter::INFO),
+        "warn" | "warning" => Ok(LevelFilter::WARN),
+        "error" | "critical" => Ok(LevelFilter::ERROR),
+        "off" => Ok(LevelFilter::OFF),
+        _ => Err("trace, debug, info, warn (or warning), error, critical or off"),
+    }
+}
+
+/// `OFFPATH_STATUS_ADDR`: an address, or the empty string to disable the endpoint.
+pub(super) fn status_addr(v: &str) -> Result<Option<SocketAddr>, &'static str> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| "an address such as 127.0.0.1:8126, or empty to disable")
+}
