@@ -44,6 +44,10 @@ OFFPATH_LAMBDA_PYTHON="$(cd "$lambda_py" && pwd)/bin/python3"
 command -v unshare >/dev/null 2>&1 || apt_install util-linux || true
 command -v ip >/dev/null 2>&1 || apt_install iproute2 || true
 
+# No test may reach a real EC2 instance metadata service (169.254.169.254): the hostname tests point
+# AWS_EC2_METADATA_SERVICE_ENDPOINT at a fake on 127.0.0.1 instead.
+export AWS_EC2_METADATA_DISABLED=true
+
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins --quiet
 cargo test --workspace --quiet "$@"

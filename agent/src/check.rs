@@ -5,7 +5,9 @@
 //! whether the ARN, the permission, the credentials or the network is at fault); the intake host
 //! resolves and accepts a TCP connection; the API key is valid (`GET /api/v1/validate`, header
 //! `DD-API-KEY`: 200 valid, 403 invalid); CloudWatch Logs answers `DescribeLogGroups` for the fallback
-//! log group when one is set. Each failing line says what to fix and names the config key.
+//! log group when one is set; last, the hostname offpath puts on metrics and where it came from (as the
+//! Datadog Agent resolves it), and in ECS the task tags. Each failing line says what to fix and names
+//! the config key.
 //! The API key never appears in the report: every detail passes through a redactor.
 
 use std::fmt;
@@ -224,6 +226,13 @@ pub async fn run(config_path: Option<&Path>) -> Report {
         }
         report
     };
+    // Where this host is (its name, the ECS task tags): from the process environment, so only here.
+    let mut report = report;
+    let facts = crate::host::Facts::gather(|k| std::env::var(k).ok());
+    report_host(
+        &mut report,
+        &crate::host::inspect(&config.host, &facts).await,
+    );
     report
 }
 
@@ -390,6 +399,32 @@ pub async fn check_config_with_secret(
     }
     report_fallback(&mut report, config);
     report
+}
+
+/// The `hostname` line (the name and where it came from), a warning per skipped or failed step, and
+/// the `ecs tags` line in ECS.
+fn report_host(report: &mut Report, found: &crate::host::Inspection) {
+    use crate::host::Source;
+    let outcome = match found.hostname.source {
+        Source::None => Outcome::Warn,
+        _ => Outcome::Ok,
+    };
+    report.push("hostname", outcome, found.hostname.to_string());
+    for n in &found.notes {
+        report.push("hostname", Outcome::Warn, n.clone());
+    }
+    match &found.ecs_tags {
+        None => {}
+        Some(Ok(tags)) => report.push("ecs tags", Outcome::Ok, tags.join(",")),
+        Some(Err(e)) => report.push(
+            "ecs tags",
+            Outcome::Warn,
+            format!(
+                "the task metadata (ECS_CONTAINER_METADATA_URI_V4) did not answer: {e}; offpath asks \
+                 again in the background and adds the task tags once it answers"
+            ),
+        ),
+    }
 }
 
 /// Read the API key from Secrets Manager; a `secret` line says what was read or what failed (the
@@ -1183,6 +1218,55 @@ mod tests {
         assert!(report.passed(), "{report}");
         assert_eq!(line(&report, "secret").outcome, Outcome::Skip);
         assert_eq!(line(&report, "api key").outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn the_hostname_line_says_where_the_name_came_from_and_ecs_failures_are_warnings() {
+        use crate::host::{Inspection, Resolved, Source};
+        let mut report = Report::default();
+        report_host(
+            &mut report,
+            &Inspection {
+                hostname: Resolved {
+                    name: "i-0abc".into(),
+                    source: Source::Ec2,
+                },
+                notes: vec![],
+                ecs_tags: Some(Ok(vec!["task_family:web".into(), "task_version:3".into()])),
+            },
+        );
+        let l = line(&report, "hostname");
+        assert_eq!(l.outcome, Outcome::Ok);
+        assert_eq!(
+            l.detail,
+            "i-0abc (the EC2 instance id from the instance metadata service)"
+        );
+        assert_eq!(
+            line(&report, "ecs tags").detail,
+            "task_family:web,task_version:3"
+        );
+        let mut report = Report::default();
+        report_host(
+            &mut report,
+            &Inspection {
+                hostname: Resolved {
+                    name: String::new(),
+                    source: Source::None,
+                },
+                notes: vec!["no EC2 instance id: no answer in time".into()],
+                ecs_tags: Some(Err("connection refused".into())),
+            },
+        );
+        assert!(report.passed(), "{report}");
+        assert!(
+            report.lines.iter().all(|l| l.outcome == Outcome::Warn),
+            "{report}"
+        );
+        assert!(report.to_string().contains("DD_HOSTNAME"), "{report}");
+        assert!(
+            report.to_string().contains("ECS_CONTAINER_METADATA_URI_V4"),
+            "{report}"
+        );
     }
 
     #[tokio::test]

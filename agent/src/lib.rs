@@ -20,6 +20,7 @@ pub mod encode;
 pub mod errors;
 pub mod fallback;
 pub mod forward;
+pub mod host;
 mod http;
 pub mod ingest;
 pub mod lifecycle;

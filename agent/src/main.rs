@@ -85,7 +85,7 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     let telemetry = Arc::new(Telemetry::default());
     let rt = runtime()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = offpath::lifecycle::shutdown_signal()
             .context("cannot install the SIGTERM/SIGINT handlers")?;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -102,7 +102,11 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         })
         .await
         .context("offpath could not start")
-    })?;
+    });
+    // The shutdown deadline is over: leave at once, even if a thread still waits on a sink (a write
+    // to a stdout nobody reads); everything is counted and logged by now.
+    rt.shutdown_background();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -172,7 +172,7 @@ pub struct Flush {
     pub series: Vec<Series>,
     /// Sketches for `/api/beta/sketches`.
     pub sketches: Vec<SketchSeries>,
-    /// Events for `/api/v1/events`.
+    /// Events for `/intake/` (batched).
     pub events: Vec<Event>,
     /// Service checks for `/api/v1/check_run`.
     pub service_checks: Vec<ServiceCheck>,

@@ -24,6 +24,7 @@ use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::{Deadline, ForwardError, Forwarder};
+use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
@@ -55,7 +56,7 @@ enum Delivery {
     Intake {
         forwarder: Box<Forwarder>,
         overflow: mpsc::Sender<Payload>,
-        fallback_task: Option<tokio::task::JoinHandle<()>>,
+        fallback_task: Option<fallback::FallbackTask>,
     },
     /// No API key: every flush is written as records by the fallback sink (stdout by default).
     Local { fallback: Fallback },
@@ -94,6 +95,10 @@ pub struct Engine {
     self_metrics: Option<SelfMetrics>,
     /// Tags added to everything flushed, on top of the global tags (see [`Engine::set_extra_tags`]).
     extra_tags: Vec<String>,
+    /// The hostname and the host (ECS task) tags; resolved in the background in the sidecar.
+    host: Arc<HostInfo>,
+    /// The background resolution, stopped at shutdown (it may still be retrying the ECS endpoint).
+    host_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The API key source and the fallback sink, with one AWS configuration between them when either needs
@@ -130,17 +135,33 @@ impl Engine {
         let health = Arc::new(Health::new(Health::stale_after_for(
             config.ops.flush_interval,
         )));
+        // Lambda sends no host of its own; the sidecar resolves one as the Agent does, without waiting.
+        let (host, host_task) = if config.host.resolve {
+            let facts = Facts::gather(|k| std::env::var(k).ok());
+            let (host, task) = HostInfo::resolve_in_background(&config.host, facts);
+            (host, Some(task))
+        } else {
+            (HostInfo::fixed(&config.aggregate.hostname), None)
+        };
         let n = config.aggregate.workers.get();
-        let (workers, queues) = Workers::start(
-            Aggregator::sharded(&config.aggregate, &telemetry, n),
-            config.ingest.queue_size.get(),
-            unix_now,
-        )?;
+        let mut aggregators = Aggregator::sharded(&config.aggregate, &telemetry, n);
+        for a in &mut aggregators {
+            a.set_host(Arc::clone(&host));
+        }
+        let (workers, queues) =
+            Workers::start(aggregators, config.ingest.queue_size.get(), unix_now)?;
         let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
 
         let (api_key, fallback) = key_and_fallback(config, &telemetry).await?;
+        if let Some(stall) = fallback.stall() {
+            health.watch(
+                "the fallback's stdout",
+                "is anything reading offpath's stdout (a stuck log shipper, a full pipe)?",
+                stall,
+            );
+        }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
             let forwarder = Box::new(Forwarder::new(
@@ -178,6 +199,8 @@ impl Engine {
                 )
             }),
             extra_tags: Vec::new(),
+            host,
+            host_task,
         })
     }
 
@@ -202,6 +225,11 @@ impl Engine {
     /// The bound UDP address, when UDP is enabled.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The hostname and host tags the engine puts on what it flushes.
+    pub fn host(&self) -> Arc<HostInfo> {
+        Arc::clone(&self.host)
     }
 
     /// Health flags for `/health`.
@@ -243,6 +271,7 @@ impl Engine {
         // offpath's own counters ride along to Datadog (not in local mode, where stdout shows only
         // what the application sent).
         if let (Some(sm), Delivery::Intake { .. }) = (self.self_metrics.as_mut(), &self.delivery) {
+            sm.set_host(self.host.hostname());
             let now = unix_now();
             flush.series.extend(if last {
                 sm.collect_last(&self.telemetry, now, None)
@@ -251,6 +280,7 @@ impl Engine {
             });
         }
         flush.add_tags(&self.extra_tags);
+        flush.add_tags(self.host.tags());
         let samples = flush.samples();
         match &mut self.delivery {
             Delivery::Local { fallback } => {
@@ -290,13 +320,24 @@ impl Engine {
     }
 
     /// Stop listening, drain the socket queues, flush everything (open buckets included), deliver
-    /// or fall back, all before `deadline`. Logs the accounting summary.
+    /// or fall back, all before `deadline`, whatever the sinks do: writes to stdout or CloudWatch get
+    /// what is left of it, and what misses it is counted as `shutdown_deadline`. Logs the accounting
+    /// summary once everything is counted.
     pub async fn shutdown(mut self, deadline: Instant) {
         self.health.set_shutting_down();
         self.health.set_listeners_up(false);
+        if let Delivery::Local { fallback } = &mut self.delivery {
+            fallback.set_deadline(deadline);
+        }
+        if let Some(task) = self.host_task.take() {
+            task.abort();
+        }
         if let Some(listeners) = self.listeners.take() {
             // Blocking join of the receive threads: they stop within their read timeout.
-            let _ = tokio::task::spawn_blocking(move || listeners.stop()).await;
+            let stop = tokio::task::spawn_blocking(move || listeners.stop());
+            if tokio::time::timeout_at(deadline, stop).await.is_err() {
+                tracing::warn!("the listeners did not stop before the shutdown deadline");
+            }
         }
         // Leave a slice of the deadline for writing what was not delivered to the fallback.
         let now = Instant::now();
@@ -304,9 +345,13 @@ impl Engine {
         let deliver_by = now + left.mul_f64(0.7);
         self.flush_as(true, true, deliver_by.into()).await;
         if let Some(workers) = self.workers.take() {
-            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+            let join = tokio::task::spawn_blocking(move || workers.join());
+            if tokio::time::timeout_at(deadline, join).await.is_err() {
+                tracing::warn!("an aggregate worker did not stop before the shutdown deadline");
+            }
         }
         match self.delivery {
+            // Dropping the fallback counts what its sink has not written as shutdown_deadline.
             Delivery::Local { mut fallback } => fallback.flush(deadline).await,
             Delivery::Intake {
                 mut forwarder,
@@ -335,9 +380,7 @@ impl Engine {
                 drop(forwarder);
                 drop(overflow);
                 if let Some(task) = fallback_task.take() {
-                    if tokio::time::timeout_at(deadline, task).await.is_err() {
-                        tracing::warn!("the fallback did not finish before the shutdown deadline");
-                    }
+                    task.finish(deadline).await;
                 }
             }
         }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod prometheus;
 pub mod self_metrics;
 pub use self_metrics::SelfMetrics;
 

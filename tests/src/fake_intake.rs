@@ -152,7 +152,7 @@ pub struct SketchTotals {
     pub bin_count: u64,
 }
 
-/// An event the intake accepted (`POST /api/v1/events`).
+/// An event the intake accepted (`POST /intake/`, the Agent's batched form, or `POST /api/v1/events`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReceivedEvent {
     /// Title.
@@ -367,6 +367,7 @@ fn decode_body(path: &str, raw: &[u8]) -> Result<Decoded, String> {
         "/api/v1/events" => {
             d.events = vec![serde_json::from_slice(raw).map_err(|e| format!("not an event: {e}"))?]
         }
+        "/intake/" => d.events = decode_intake_events(raw)?,
         "/api/v1/check_run" => {
             d.service_checks = serde_json::from_slice(raw)
                 .map_err(|e| format!("not an array of service checks: {e}"))?
@@ -374,6 +375,64 @@ fn decode_body(path: &str, raw: &[u8]) -> Result<Decoded, String> {
         _ => return Err(format!("no such endpoint {path}")),
     }
     Ok(d)
+}
+
+/// One event of an `/intake/` body, as the Agent writes it.
+#[derive(Deserialize)]
+struct IntakeEvent {
+    msg_title: String,
+    #[serde(default)]
+    msg_text: String,
+    timestamp: Option<i64>,
+    priority: Option<String>,
+    host: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    alert_type: Option<String>,
+    aggregation_key: Option<String>,
+    source_type_name: Option<String>,
+}
+
+/// The Agent's events body: `{"apiKey":"","events":{"<source type>":[..]},"internalHostname":".."}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntakeEvents {
+    #[serde(rename = "apiKey")]
+    _api_key: String,
+    events: std::collections::BTreeMap<String, Vec<IntakeEvent>>,
+    #[serde(rename = "internalHostname")]
+    _internal_hostname: String,
+}
+
+fn decode_intake_events(raw: &[u8]) -> Result<Vec<ReceivedEvent>, String> {
+    let body: IntakeEvents =
+        serde_json::from_slice(raw).map_err(|e| format!("not an /intake/ events body: {e}"))?;
+    let mut out = Vec::new();
+    for (group, events) in body.events {
+        if group.is_empty() || events.is_empty() {
+            return Err(format!("an empty events group {group:?}"));
+        }
+        for e in events {
+            if e.source_type_name.as_deref().unwrap_or("api") != group {
+                return Err(format!(
+                    "event {:?} with source type {:?} in group {group:?}",
+                    e.msg_title, e.source_type_name
+                ));
+            }
+            out.push(ReceivedEvent {
+                title: e.msg_title,
+                text: e.msg_text,
+                date_happened: e.timestamp,
+                priority: e.priority,
+                host: e.host,
+                tags: e.tags,
+                alert_type: e.alert_type,
+                aggregation_key: e.aggregation_key,
+                source_type_name: e.source_type_name,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Limits and the expected content type of an endpoint.
@@ -391,7 +450,7 @@ fn endpoint(path: &str) -> Option<(usize, usize, usize, &'static str)> {
             usize::MAX,
             "application/x-protobuf",
         )),
-        "/api/v1/events" | "/api/v1/check_run" => Some((
+        "/api/v1/events" | "/intake/" | "/api/v1/check_run" => Some((
             GENERIC_MAX_COMPRESSED,
             GENERIC_MAX_RAW,
             usize::MAX,

@@ -39,6 +39,8 @@ pub struct Offpath {
     stderr: Arc<Mutex<Vec<u8>>>,
     stdout_thread: Option<std::thread::JoinHandle<()>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
+    /// The read end of stdout, held open unread ([`Offpath::start_unread_stdout`]).
+    _unread_stdout: Option<std::process::ChildStdout>,
 }
 
 fn parse_addr(line: &str, key: &str) -> Option<SocketAddr> {
@@ -49,13 +51,26 @@ fn parse_addr(line: &str, key: &str) -> Option<SocketAddr> {
 
 impl Offpath {
     /// Start `offpath` with exactly `env` (plus PATH and HOME) and the given arguments, and wait
-    /// until it logs `offpath ready`. UDP defaults to a random port and the status endpoint to
-    /// 127.0.0.1:0 unless `env` says otherwise.
+    /// until it logs `offpath ready`. UDP defaults to a random port, the status endpoint to
+    /// 127.0.0.1:0 and `AWS_EC2_METADATA_DISABLED` to true unless `env` says otherwise.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, env, true)
+    }
+
+    /// Like [`Offpath::start`], but nobody ever reads stdout (a stuck log shipper): once the pipe is
+    /// full, every write to stdout blocks. [`Offpath::stdout`] stays empty.
+    pub fn start_unread_stdout(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, env, false)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], read_stdout: bool) -> Self {
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("DD_DOGSTATSD_PORT".into(), "__random__".into());
         vars.insert("OFFPATH_STATUS_ADDR".into(), "127.0.0.1:0".into());
         vars.insert("DD_LOG_LEVEL".into(), "info".into());
+        // Tests never reach a real instance metadata service; those about it point
+        // AWS_EC2_METADATA_SERVICE_ENDPOINT at a fake and set this to false.
+        vars.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         for (k, v) in env {
             vars.insert((*k).into(), (*v).into());
         }
@@ -72,15 +87,21 @@ impl Offpath {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut out = child.stdout.take().expect("stdout");
         let out_buf = Arc::clone(&stdout);
-        let stdout_thread = std::thread::spawn(move || {
-            let mut chunk = [0u8; 65536];
-            while let Ok(n) = out.read(&mut chunk) {
-                if n == 0 {
-                    break;
+        let mut unread_stdout = None;
+        let stdout_thread = if read_stdout {
+            Some(std::thread::spawn(move || {
+                let mut chunk = [0u8; 65536];
+                while let Ok(n) = out.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    out_buf.lock().unwrap().extend_from_slice(&chunk[..n]);
                 }
-                out_buf.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
+            }))
+        } else {
+            unread_stdout = Some(out);
+            None
+        };
         let err = child.stderr.take().expect("stderr");
         let err_buf = Arc::clone(&stderr);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -109,8 +130,9 @@ impl Offpath {
             status: None,
             stdout,
             stderr,
-            stdout_thread: Some(stdout_thread),
+            stdout_thread,
             stderr_thread: Some(stderr_thread),
+            _unread_stdout: unread_stdout,
         };
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {

@@ -2,10 +2,8 @@
 //! `replay` brings it back to a fake Datadog intake with the original types, timestamps and sketches.
 
 use std::io::Write as _;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offpath::config::{FallbackConfig, FallbackFormat, FallbackSink, ForwardConfig};
@@ -383,20 +381,13 @@ async fn replay_from_a_file_refuses_what_is_too_old_and_dedupe_skips_repeated_re
 #[derive(Clone, Default)]
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
-impl tokio::io::AsyncWrite for SharedBuf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        Ok(buf.len())
     }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -409,7 +400,8 @@ async fn the_fallback_task_writes_payloads_to_stdout_and_flushes_everything_when
         &fallback_config(FallbackSink::Stdout),
         Arc::clone(&telemetry),
         out.clone(),
-    );
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = spawn(fb, rx);
     let flush = workload(now());

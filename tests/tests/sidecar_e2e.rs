@@ -86,6 +86,7 @@ fn run_once(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

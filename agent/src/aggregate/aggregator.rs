@@ -13,6 +13,7 @@ use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
 };
+use crate::host::HostInfo;
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -105,7 +106,9 @@ pub struct Aggregator {
     global_tags: Vec<String>,
     /// The global tags' hashes, sorted, to take them out of a line's tags quickly.
     global_hashes: Vec<u64>,
-    hostname: String,
+    /// The default host: read when a context is flushed, so a hostname resolved after start-up reaches
+    /// the points received before.
+    host: Arc<HostInfo>,
     mapping: MetricMapping,
     shape: HistogramShape,
     contexts: Contexts,
@@ -169,7 +172,7 @@ impl Aggregator {
         Self {
             global_tags,
             global_hashes,
-            hostname: cfg.hostname.clone(),
+            host: HostInfo::fixed(&cfg.hostname),
             mapping: cfg.mapping,
             shape,
             contexts: Contexts::sharing(cfg.namespace.clone(), budget),
@@ -207,6 +210,11 @@ impl Aggregator {
         tally.commit(&self.telemetry);
     }
 
+    /// Take the default host from `host` (the sidecar's resolved hostname) instead of `DD_HOSTNAME`.
+    pub fn set_host(&mut self, host: Arc<HostInfo>) {
+        self.host = host;
+    }
+
     /// Number of live contexts.
     pub fn context_count(&self) -> usize {
         self.contexts.len()
@@ -224,7 +232,7 @@ impl Aggregator {
             service_checks: std::mem::take(&mut self.service_checks),
             ..Flush::default()
         };
-        let (globals, hostname, shape) = (&self.global_tags, &self.hostname, &self.shape);
+        let (globals, hostname, shape) = (&self.global_tags, self.host.hostname(), &self.shape);
         self.contexts.retain(|ctx| {
             if ctx.has_due(now, final_flush) {
                 let id = identity(ctx, globals, hostname);
@@ -453,7 +461,7 @@ impl Aggregator {
             prefixed: !self.contexts.namespace().is_empty()
                 && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
             name,
-            host: host.filter(|h| *h != self.hostname),
+            host: host.filter(|h| *h != self.host.hostname()),
             tags: buf,
         }
     }
@@ -464,7 +472,7 @@ impl Aggregator {
         let key = self.line_key(Class::Gauge, "", self::tags(tags));
         let host = hostname
             .or(key.host)
-            .unwrap_or(self.hostname.as_str())
+            .unwrap_or(self.host.hostname())
             .to_owned();
         let mut out: Vec<String> = key.tags.iter().map(|(_, t)| (*t).to_owned()).collect();
         out.extend(self.global_tags.iter().cloned());

@@ -7,7 +7,7 @@
 
 use super::key::{AnySetting, Default, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
-use super::{aggregate, fallback, forward, ingest, lambda, ops, parse};
+use super::{TagCardinality, aggregate, fallback, forward, host, ingest, lambda, ops, parse};
 use crate::auth::{ApiKey, SecretArn};
 
 use std::net::{IpAddr, SocketAddr};
@@ -65,7 +65,45 @@ keys! {
         "Disable TLS certificate verification (logged as a warning; never in production).");
     /// `DD_HOSTNAME`.
     HOSTNAME: String = Setting::new(&["DD_HOSTNAME"], "hostname", NONE, parse::text,
-        "Host set on every metric unless a host: tag overrides it.");
+        "Host set on every metric unless a host: tag overrides it. Unset: the sidecar resolves one as \
+         the Datadog Agent does (hostname_file, none on ECS Fargate, the FQDN with hostname_fqdn, the \
+         OS hostname, the EC2 instance id when that is an EC2 default); offpath check shows it.");
+    /// `DD_HOSTNAME_FILE`.
+    HOSTNAME_FILE: PathBuf = Setting::new(&["DD_HOSTNAME_FILE"], "hostname_file", NONE,
+        parse::path, "File whose content is the hostname, used when DD_HOSTNAME is unset.");
+    /// `DD_HOSTNAME_FQDN`.
+    HOSTNAME_FQDN: bool = Setting::new(&["DD_HOSTNAME_FQDN"], "hostname_fqdn", Value("false"),
+        parse::boolean,
+        "Use the fully qualified name (what hostname -f prints) rather than the OS hostname.");
+    /// `DD_HOSTNAME_TRUST_UTS_NAMESPACE`.
+    HOSTNAME_TRUST_UTS_NAMESPACE: bool = Setting::new(&["DD_HOSTNAME_TRUST_UTS_NAMESPACE"],
+        "hostname_trust_uts_namespace", Value("false"), parse::boolean,
+        "Use the OS hostname even in a container's own UTS namespace (where it names the container).");
+    /// `DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME`.
+    EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME: bool = Setting::new(
+        &["DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME"], "ec2_prioritize_instance_id_as_hostname",
+        Value("false"), parse::boolean,
+        "On EC2, use the instance id as the hostname whatever the OS hostname.");
+    /// `DD_EC2_METADATA_TIMEOUT`.
+    EC2_METADATA_TIMEOUT: Duration = Setting::new(&["DD_EC2_METADATA_TIMEOUT"],
+        "ec2_metadata_timeout", Value("300"), host::ec2_timeout,
+        "Milliseconds (1 to 60000) per request to the EC2 instance metadata service \
+         (AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254; AWS_EC2_METADATA_DISABLED=true \
+         turns it off).");
+    /// `DD_CLOUD_PROVIDER_METADATA`.
+    CLOUD_PROVIDER_METADATA: bool = Setting::new(&["DD_CLOUD_PROVIDER_METADATA"],
+        "cloud_provider_metadata", Value("aws gcp azure alibaba oracle ibm"), host::aws_metadata,
+        "Cloud metadata services offpath may ask; without aws the EC2 instance metadata service is \
+         never contacted (offpath asks no other).").list();
+    /// `DD_DOGSTATSD_TAG_CARDINALITY`.
+    DOGSTATSD_TAG_CARDINALITY: TagCardinality = Setting::new(&["DD_DOGSTATSD_TAG_CARDINALITY"],
+        "dogstatsd_tag_cardinality", Value("low"), host::tag_cardinality,
+        "ECS task tags on every metric: low, or orchestrator (adds task_arn); high is orchestrator \
+         here.");
+    /// `DD_DISABLE_CLUSTER_NAME_TAG_KEY`.
+    DISABLE_CLUSTER_NAME_TAG_KEY: bool = Setting::new(&["DD_DISABLE_CLUSTER_NAME_TAG_KEY"],
+        "disable_cluster_name_tag_key", Value("false"), parse::boolean,
+        "Leave cluster_name out of the ECS task tags (ecs_cluster_name stays).");
 
     // Listeners.
 

@@ -19,6 +19,7 @@
 mod aggregate;
 mod fallback;
 mod forward;
+mod host;
 mod ingest;
 pub mod key;
 pub mod keys;
@@ -39,6 +40,7 @@ pub use aggregate::{
 };
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
 pub use forward::{ForwardConfig, KNOWN_SITES, MAX_RETRY_QUEUE_BYTES};
+pub use host::{HostConfig, HostnameConfig, TagCardinality};
 pub use ingest::{
     IngestConfig, MAX_BUFFER_SIZE, MAX_QUEUE_SIZE, MAX_RECEIVE_THREADS, MAX_SO_RCVBUF,
 };
@@ -117,6 +119,8 @@ fn key_named(env: &str) -> Option<&'static Key> {
 /// The whole configuration, validated, for one deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The hostname's resolution and the ECS task tags.
+    pub host: HostConfig,
     /// Listeners.
     pub ingest: IngestConfig,
     /// Aggregation.
@@ -185,6 +189,7 @@ impl Config {
     pub fn load_for(deployment: Deployment, src: &dyn Source) -> Result<Self, ConfigError> {
         let r = Reader::new(src, deployment);
         Ok(Self {
+            host: HostConfig::load(&r)?,
             ingest: IngestConfig::load(&r)?,
             aggregate: AggregateConfig::load(&r)?,
             forward: ForwardConfig::load(&r)?,

@@ -435,3 +435,45 @@ fn the_fallback_sink_follows_offpath_fallback_in_each_deployment() {
         assert_eq!(c.fallback.sink, want, "{mode} {group:?} {deployment:?}");
     }
 }
+
+#[test]
+fn host_settings_use_the_agents_names_and_defaults() {
+    let c = load(&[]).unwrap();
+    let h = &c.host.hostname;
+    assert!(c.host.resolve);
+    assert_eq!(h.ec2_timeout, Duration::from_millis(300));
+    assert!(h.ec2_enabled && !h.fqdn && !h.prioritize_instance_id && !h.trust_uts_namespace);
+    assert_eq!(c.host.tag_cardinality, TagCardinality::Low);
+    assert!(c.host.cluster_name_tag);
+    let c = load(&[
+        ("DD_HOSTNAME", "web-1"),
+        ("DD_HOSTNAME_FILE", "/etc/dd-hostname"),
+        ("DD_HOSTNAME_FQDN", "true"),
+        ("DD_EC2_PRIORITIZE_INSTANCE_ID_AS_HOSTNAME", "true"),
+        ("DD_EC2_METADATA_TIMEOUT", "1000"),
+        ("DD_CLOUD_PROVIDER_METADATA", "gcp azure"),
+        ("DD_DOGSTATSD_TAG_CARDINALITY", "Orchestrator"),
+        ("DD_DISABLE_CLUSTER_NAME_TAG_KEY", "true"),
+    ])
+    .unwrap();
+    let h = &c.host.hostname;
+    assert_eq!(h.hostname, "web-1");
+    assert_eq!(
+        h.hostname_file.as_deref(),
+        Some(std::path::Path::new("/etc/dd-hostname"))
+    );
+    assert!(h.fqdn && h.prioritize_instance_id && !h.ec2_enabled);
+    assert_eq!(h.ec2_timeout, Duration::from_millis(1000));
+    assert_eq!(c.host.tag_cardinality, TagCardinality::Orchestrator);
+    assert!(!c.host.cluster_name_tag);
+    for (key, bad) in [
+        ("DD_DOGSTATSD_TAG_CARDINALITY", "none"),
+        ("DD_EC2_METADATA_TIMEOUT", "fast"),
+        ("DD_EC2_METADATA_TIMEOUT", "0"),
+        ("DD_EC2_METADATA_TIMEOUT", "60001"),
+    ] {
+        assert_eq!(load(&[(key, bad)]).unwrap_err().key, key, "{bad}");
+    }
+    // Lambda sends no host of its own: nothing is resolved there.
+    assert!(!load_for(Deployment::Lambda, &[]).unwrap().host.resolve);
+}

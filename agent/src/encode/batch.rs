@@ -6,6 +6,8 @@
 //! whose compressed size still exceeds the limit is cut in halves at item boundaries and compressed
 //! again, so no payload ever leaves here over a limit unless it holds one item that cannot be split.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::{EncodeError, Limits, Payload, PayloadKind};
@@ -26,28 +28,28 @@ pub(super) trait Item: Sized {
 }
 
 /// How items are framed into a body.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Framing {
     /// Bytes before the first item.
-    pub open: &'static [u8],
+    pub open: Cow<'static, [u8]>,
     /// Bytes between two items.
     pub sep: &'static [u8],
     /// Bytes after the last item.
-    pub close: &'static [u8],
+    pub close: Cow<'static, [u8]>,
 }
 
 impl Framing {
     /// Protobuf repeated fields: items are concatenated.
     pub const PROTOBUF: Framing = Framing {
-        open: b"",
+        open: Cow::Borrowed(b""),
         sep: b"",
-        close: b"",
+        close: Cow::Borrowed(b""),
     };
     /// A JSON array.
     pub const JSON_ARRAY: Framing = Framing {
-        open: b"[",
+        open: Cow::Borrowed(b"["),
         sep: b",",
-        close: b"]",
+        close: Cow::Borrowed(b"]"),
     };
 }
 
@@ -89,7 +91,7 @@ impl<'z> Batcher<'z> {
     ) -> Self {
         let limits = kind.limits();
         let mut buf = Vec::with_capacity(size_hint.min(limits.raw));
-        buf.extend_from_slice(framing.open);
+        buf.extend_from_slice(&framing.open);
         Self {
             kind,
             limits,
@@ -196,14 +198,14 @@ impl<'z> Batcher<'z> {
         if self.spans.is_empty() {
             return Ok(());
         }
-        self.buf.extend_from_slice(self.framing.close);
+        self.buf.extend_from_slice(&self.framing.close);
         let buf = std::mem::take(&mut self.buf);
         let spans = std::mem::take(&mut self.spans);
         let result = self.emit(&buf, &spans, true);
         // Reuse the allocation for the next payload.
         self.buf = buf;
         self.buf.clear();
-        self.buf.extend_from_slice(self.framing.open);
+        self.buf.extend_from_slice(&self.framing.open);
         self.spans = spans;
         self.spans.clear();
         self.points = 0;
@@ -224,9 +226,9 @@ impl<'z> Batcher<'z> {
             let mut v = Vec::with_capacity(
                 self.framing.open.len() + last.end - first.start + self.framing.close.len(),
             );
-            v.extend_from_slice(self.framing.open);
+            v.extend_from_slice(&self.framing.open);
             v.extend_from_slice(&buf[first.start..last.end]);
-            v.extend_from_slice(self.framing.close);
+            v.extend_from_slice(&self.framing.close);
             owned = v;
             &owned
         };

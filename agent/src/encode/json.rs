@@ -1,21 +1,34 @@
-//! Events (`POST /api/v1/events`, one JSON object per request) and service checks
-//! (`POST /api/v1/check_run`, a JSON array).
+//! Events (`POST /intake/`, many per request, as the Datadog Agent sends DogStatsD events) and service
+//! checks (`POST /api/v1/check_run`, a JSON array).
+//!
+//! The events body (docs/protocols.md, "Events"): one JSON object
+//! `{"apiKey":"","events":{"<source type>":[<event>,…]},"internalHostname":"<host>"}`, where each event
+//! is `{"msg_title","msg_text","timestamp","priority","host","tags","alert_type","aggregation_key",
+//! "source_type_name"}` and the group key is the events' source type name (`api` when they have none).
+//! offpath puts one group per payload: the events of one source type and host, so `internalHostname`
+//! is their host.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::EncodeError;
-use super::batch::Item;
+use super::batch::{Framing, Item};
 use crate::model::{AlertType, Event, Priority, ServiceCheck};
 
-/// `EventCreateRequest` as the public events API takes it.
+/// The group key of events without a source type name (as the Agent).
+const DEFAULT_SOURCE: &str = "api";
+
+/// One event of the `/intake/` body.
 #[derive(Serialize)]
 struct EventOut<'a> {
-    title: &'a str,
-    text: &'a str,
-    date_happened: i64,
+    msg_title: &'a str,
+    msg_text: &'a str,
+    timestamp: i64,
     priority: &'static str,
-    #[serde(skip_serializing_if = "str::is_empty")]
     host: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     tags: &'a [String],
     alert_type: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -26,11 +39,11 @@ struct EventOut<'a> {
 
 #[derive(Deserialize)]
 struct EventIn {
-    title: String,
+    msg_title: String,
     #[serde(default)]
-    text: String,
+    msg_text: String,
     #[serde(default)]
-    date_happened: i64,
+    timestamp: i64,
     #[serde(default)]
     priority: Option<String>,
     #[serde(default)]
@@ -43,6 +56,34 @@ struct EventIn {
     aggregation_key: String,
     #[serde(default)]
     source_type_name: String,
+}
+
+/// The `/intake/` events body.
+#[derive(Deserialize)]
+struct EventsIn {
+    events: BTreeMap<String, Vec<EventIn>>,
+}
+
+/// The framing of one `/intake/` events body: the events of one source type (`source_type_name`) and
+/// one host.
+pub(super) fn events_framing(source_type_name: &str, host: &str) -> Framing {
+    let key = if source_type_name.is_empty() {
+        DEFAULT_SOURCE
+    } else {
+        source_type_name
+    };
+    let mut open = b"{\"apiKey\":\"\",\"events\":{".to_vec();
+    // Serializing a string cannot fail; an empty key would only be refused by the intake.
+    open.extend(serde_json::to_vec(key).unwrap_or_default());
+    open.extend_from_slice(b":[");
+    let mut close = b"]},\"internalHostname\":".to_vec();
+    close.extend(serde_json::to_vec(host).unwrap_or_default());
+    close.push(b'}');
+    Framing {
+        open: Cow::Owned(open),
+        sep: b",",
+        close: Cow::Owned(close),
+    }
 }
 
 /// One entry of the `check_run` array.
@@ -93,15 +134,15 @@ impl Item for JsonItem {
     }
 }
 
-/// Serialize an event for `/api/v1/events`.
+/// Serialize one event of an `/intake/` body (frame it with [`events_framing`]).
 ///
 /// # Errors
 /// Serialization failed (it does not for these types; the error is kept typed rather than unwrapped).
 pub(super) fn event(e: &Event) -> Result<JsonItem, EncodeError> {
     serde_json::to_vec(&EventOut {
-        title: &e.title,
-        text: &e.text,
-        date_happened: e.ts,
+        msg_title: &e.title,
+        msg_text: &e.text,
+        timestamp: e.ts,
         priority: e.priority.as_str(),
         host: &e.host,
         tags: &e.tags,
@@ -146,23 +187,28 @@ fn alert_type(s: Option<&str>) -> AlertType {
     }
 }
 
-/// Decode an `/api/v1/events` body.
+/// Decode an `/intake/` events body, group after group.
 ///
 /// # Errors
-/// The body is not an event object.
-pub(super) fn decode_event(raw: &[u8]) -> Result<Event, EncodeError> {
-    let e: EventIn = serde_json::from_slice(raw).map_err(EncodeError::Json)?;
-    Ok(Event {
-        title: e.title,
-        text: e.text,
-        ts: e.date_happened,
-        priority: priority(e.priority.as_deref()),
-        alert_type: alert_type(e.alert_type.as_deref()),
-        aggregation_key: e.aggregation_key,
-        source_type_name: e.source_type_name,
-        host: e.host,
-        tags: e.tags,
-    })
+/// The body is not an events body.
+pub(super) fn decode_events(raw: &[u8]) -> Result<Vec<Event>, EncodeError> {
+    let body: EventsIn = serde_json::from_slice(raw).map_err(EncodeError::Json)?;
+    Ok(body
+        .events
+        .into_values()
+        .flatten()
+        .map(|e| Event {
+            title: e.msg_title,
+            text: e.msg_text,
+            ts: e.timestamp,
+            priority: priority(e.priority.as_deref()),
+            alert_type: alert_type(e.alert_type.as_deref()),
+            aggregation_key: e.aggregation_key,
+            source_type_name: e.source_type_name,
+            host: e.host,
+            tags: e.tags,
+        })
+        .collect())
 }
 
 /// Decode an `/api/v1/check_run` body.
@@ -189,7 +235,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_has_the_fields_of_the_public_events_api() {
+    fn an_event_has_the_fields_the_agent_sends_to_the_intake_and_reads_back() {
         let e = Event {
             title: "deploy".into(),
             text: "line 1\nline 2".into(),
@@ -205,10 +251,33 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"title":"deploy","text":"line 1\nline 2","date_happened":1_700_000_000,
+            serde_json::json!({"msg_title":"deploy","msg_text":"line 1\nline 2","timestamp":1_700_000_000,
                 "priority":"low","host":"h","tags":["a:b"],"alert_type":"warning","aggregation_key":"agg"})
         );
-        assert_eq!(decode_event(&bytes).unwrap(), e);
+        let framing = events_framing("", "h");
+        let mut body = framing.open.to_vec();
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(&framing.close);
+        let whole: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(whole["apiKey"], "");
+        assert_eq!(whole["internalHostname"], "h");
+        assert_eq!(whole["events"]["api"][0], v);
+        assert_eq!(decode_events(&body).unwrap(), vec![e]);
+    }
+
+    #[test]
+    fn events_are_grouped_under_their_source_type_name() {
+        let framing = events_framing("jenkins \"ci\"", "");
+        let mut body = framing.open.to_vec();
+        body.extend_from_slice(
+            b"{\"msg_title\":\"t\",\"source_type_name\":\"jenkins \\\"ci\\\"\"}",
+        );
+        body.extend_from_slice(&framing.close);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["events"]["jenkins \"ci\""][0]["msg_title"], "t");
+        let back = decode_events(&body).unwrap();
+        assert_eq!(back[0].source_type_name, "jenkins \"ci\"");
+        assert_eq!(back[0].priority, Priority::Normal);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Protobuf series and sketches, JSON events and service checks, intake size limits, zstd.
+//! Protobuf series and sketches, JSON events (batched, as the Agent sends them) and service checks,
+//! intake size limits, zstd.
 //!
 //! [`Encoder::encode`] turns one aggregator [`Flush`] into compressed [`Payload`]s, each within the
 //! intake limits of its endpoint ([`PayloadKind::limits`]): the request builder packs items while an
@@ -18,7 +19,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use crate::model::{Flush, Series, SketchSeries};
+use crate::model::{Event, Flush, Series, SketchSeries};
 use batch::{Batcher, Framing, Item};
 
 /// Size limits of one intake endpoint.
@@ -28,7 +29,7 @@ pub struct Limits {
     pub compressed: usize,
     /// Largest uncompressed body, bytes.
     pub raw: usize,
-    /// Most points (series points; one event per request); `usize::MAX` when the endpoint has no limit.
+    /// Most points (series points); `usize::MAX` when the endpoint has no limit.
     pub points: usize,
 }
 
@@ -54,7 +55,8 @@ pub enum PayloadKind {
     Series,
     /// `POST /api/beta/sketches`, protobuf `SketchPayload`.
     Sketches,
-    /// `POST /api/v1/events`, one JSON event.
+    /// `POST /intake/`, a JSON body of events grouped by source type (the Agent's events route), as
+    /// many per request as the generic limits allow.
     Events,
     /// `POST /api/v1/check_run`, a JSON array of service checks.
     ServiceChecks,
@@ -66,7 +68,7 @@ impl PayloadKind {
         match self {
             Self::Series => "/api/v2/series",
             Self::Sketches => "/api/beta/sketches",
-            Self::Events => "/api/v1/events",
+            Self::Events => "/intake/",
             Self::ServiceChecks => "/api/v1/check_run",
         }
     }
@@ -83,12 +85,7 @@ impl PayloadKind {
     pub const fn limits(self) -> Limits {
         match self {
             Self::Series => SERIES_LIMITS,
-            Self::Sketches => GENERIC_LIMITS,
-            Self::Events => Limits {
-                points: 1,
-                ..GENERIC_LIMITS
-            },
-            Self::ServiceChecks => GENERIC_LIMITS,
+            Self::Sketches | Self::Events | Self::ServiceChecks => GENERIC_LIMITS,
         }
     }
 
@@ -203,31 +200,41 @@ impl Encoder {
             out.extend(encode_items(
                 &mut z,
                 PayloadKind::ServiceChecks,
-                Framing::JSON_ARRAY,
+                &Framing::JSON_ARRAY,
                 &items,
             )?);
         }
-        if !flush.events.is_empty() {
-            let items = flush
-                .events
-                .iter()
-                .map(json::event)
-                .collect::<Result<Vec<_>, _>>()?;
-            out.extend(encode_items(
-                &mut z,
-                PayloadKind::Events,
-                Framing::PROTOBUF,
-                &items,
-            )?);
-        }
+        out.extend(encode_events(&mut z, &flush.events)?);
         Ok(out)
     }
+}
+
+/// Events in as few `/intake/` payloads as the limits allow: one group per source type and host (in
+/// that order, each group's events in their order), each group packed and split like any other kind.
+fn encode_events(
+    z: &mut zstd::bulk::Compressor<'static>,
+    events: &[Event],
+) -> Result<Vec<Payload>, EncodeError> {
+    let mut order: Vec<&Event> = events.iter().collect();
+    order.sort_by(|a, b| (&a.source_type_name, &a.host).cmp(&(&b.source_type_name, &b.host)));
+    let mut out = Vec::new();
+    for group in order.chunk_by(|a, b| a.source_type_name == b.source_type_name && a.host == b.host)
+    {
+        let Some(first) = group.first() else { continue };
+        let items = group
+            .iter()
+            .map(|e| json::event(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let framing = json::events_framing(&first.source_type_name, &first.host);
+        out.extend(encode_items(z, PayloadKind::Events, &framing, &items)?);
+    }
+    Ok(out)
 }
 
 fn encode_items<T: Item>(
     z: &mut zstd::bulk::Compressor<'static>,
     kind: PayloadKind,
-    framing: Framing,
+    framing: &Framing,
     items: &[T],
 ) -> Result<Vec<Payload>, EncodeError> {
     if items.is_empty() {
@@ -235,7 +242,7 @@ fn encode_items<T: Item>(
     }
     let hint = items.iter().take(64).map(Item::encoded_len).sum::<usize>() * items.len()
         / items.len().min(64);
-    let mut b = Batcher::new(kind, framing, z, hint);
+    let mut b = Batcher::new(kind, framing.clone(), z, hint);
     for item in items {
         b.push(item)?;
     }
@@ -246,14 +253,14 @@ fn encode_series(
     z: &mut zstd::bulk::Compressor<'static>,
     series: &[Series],
 ) -> Result<Vec<Payload>, EncodeError> {
-    encode_items(z, PayloadKind::Series, Framing::PROTOBUF, series)
+    encode_items(z, PayloadKind::Series, &Framing::PROTOBUF, series)
 }
 
 fn encode_sketches(
     z: &mut zstd::bulk::Compressor<'static>,
     sketches: &[SketchSeries],
 ) -> Result<Vec<Payload>, EncodeError> {
-    encode_items(z, PayloadKind::Sketches, Framing::PROTOBUF, sketches)
+    encode_items(z, PayloadKind::Sketches, &Framing::PROTOBUF, sketches)
 }
 
 /// Split `total` in two parts in the proportion `part : whole - part`.
@@ -337,7 +344,7 @@ pub fn decode(payload: &Payload) -> Result<Flush, EncodeError> {
                 s.samples = n;
             }
         }
-        PayloadKind::Events => flush.events = vec![json::decode_event(&raw)?],
+        PayloadKind::Events => flush.events = json::decode_events(&raw)?,
         PayloadKind::ServiceChecks => flush.service_checks = json::decode_service_checks(&raw)?,
     }
     Ok(flush)
@@ -360,7 +367,7 @@ fn halves<T: Item>(mut items: Vec<T>, kind: PayloadKind) -> Result<(Vec<T>, Vec<
 fn encode_halves<T: Item>(
     enc: &Encoder,
     kind: PayloadKind,
-    framing: Framing,
+    framing: &Framing,
     items: Vec<T>,
 ) -> Result<Vec<Payload>, EncodeError> {
     let (a, b) = halves(items, kind)?;
@@ -381,9 +388,9 @@ fn encode_halves<T: Item>(
 pub fn split(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeError> {
     let flush = decode(payload)?;
     match payload.kind {
-        PayloadKind::Series => encode_halves(enc, payload.kind, Framing::PROTOBUF, flush.series),
+        PayloadKind::Series => encode_halves(enc, payload.kind, &Framing::PROTOBUF, flush.series),
         PayloadKind::Sketches => {
-            encode_halves(enc, payload.kind, Framing::PROTOBUF, flush.sketches)
+            encode_halves(enc, payload.kind, &Framing::PROTOBUF, flush.sketches)
         }
         PayloadKind::ServiceChecks => {
             let items = flush
@@ -391,11 +398,21 @@ pub fn split(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeErr
                 .iter()
                 .map(json::service_check)
                 .collect::<Result<Vec<_>, _>>()?;
-            encode_halves(enc, payload.kind, Framing::JSON_ARRAY, items)
+            encode_halves(enc, payload.kind, &Framing::JSON_ARRAY, items)
         }
-        PayloadKind::Events => Err(EncodeError::Unsplittable {
-            kind: payload.kind.as_str(),
-        }),
+        PayloadKind::Events => {
+            // A payload holds one group: one source type and host.
+            let framing = match flush.events.first() {
+                Some(e) => json::events_framing(&e.source_type_name, &e.host),
+                None => json::events_framing("", ""),
+            };
+            let items = flush
+                .events
+                .iter()
+                .map(json::event)
+                .collect::<Result<Vec<_>, _>>()?;
+            encode_halves(enc, payload.kind, &framing, items)
+        }
     }
 }
 

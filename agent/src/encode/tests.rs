@@ -119,11 +119,10 @@ fn a_mixed_flush_decodes_back_to_exactly_what_was_encoded() {
             PayloadKind::Series,
             PayloadKind::Sketches,
             PayloadKind::ServiceChecks,
-            PayloadKind::Events,
-            PayloadKind::Events,
             PayloadKind::Events
         ]
     );
+    assert_eq!(payloads[3].items, 3, "the three events travel together");
     let total: u64 = payloads.iter().map(|p| p.samples).sum();
     assert_eq!(total, flush.samples());
     assert_eq!(
@@ -287,7 +286,7 @@ fn split_cuts_a_single_series_by_points_and_refuses_a_single_point() {
 }
 
 #[test]
-fn split_refuses_an_event_and_halves_service_checks() {
+fn split_refuses_a_single_event_and_halves_service_checks() {
     let enc = Encoder::new(1);
     let flush = Flush {
         events: vec![event(0)],
@@ -309,6 +308,51 @@ fn split_refuses_an_event_and_halves_service_checks() {
         split(ev, &enc),
         Err(EncodeError::Unsplittable { .. })
     ));
+}
+
+#[test]
+fn events_go_in_one_payload_per_source_type_and_host_and_split_in_halves() {
+    let enc = Encoder::new(1);
+    let mut events: Vec<Event> = (0..6).map(event).collect();
+    events[1].source_type_name = String::new();
+    events[2].host = "other".into();
+    events[4].source_type_name = String::new();
+    let flush = Flush {
+        events,
+        ..Flush::default()
+    };
+    let payloads = enc.encode(&flush).unwrap();
+    let items: Vec<usize> = payloads.iter().map(|p| p.items).collect();
+    assert_eq!(
+        items,
+        [2, 3, 1],
+        "no source type, offpath on h, offpath on other"
+    );
+    assert_eq!(payloads.iter().map(|p| p.samples).sum::<u64>(), 6);
+    let mut back = reassemble(&payloads).events;
+    back.sort_by(|a, b| a.title.cmp(&b.title));
+    assert_eq!(back, flush.events);
+
+    let parts = split(&payloads[1], &enc).unwrap();
+    assert_eq!(parts.iter().map(|p| p.items).collect::<Vec<_>>(), [1, 2]);
+    let halves = reassemble(&parts).events;
+    assert!(
+        halves
+            .iter()
+            .all(|e| e.host == "h" && e.source_type_name == "offpath")
+    );
+}
+
+#[test]
+fn ten_thousand_events_fit_in_one_payload_within_the_generic_limits() {
+    let flush = Flush {
+        events: (0..10_000).map(event).collect(),
+        ..Flush::default()
+    };
+    let payloads = Encoder::new(1).encode(&flush).unwrap();
+    assert_eq!(payloads.len(), 1);
+    assert_eq!(payloads[0].items, 10_000);
+    assert!(!payloads[0].exceeds_limits());
 }
 
 #[test]
@@ -345,7 +389,7 @@ fn kinds_name_their_endpoint_and_content_type() {
             "/api/beta/sketches",
             "application/x-protobuf",
         ),
-        (PayloadKind::Events, "/api/v1/events", "application/json"),
+        (PayloadKind::Events, "/intake/", "application/json"),
         (
             PayloadKind::ServiceChecks,
             "/api/v1/check_run",

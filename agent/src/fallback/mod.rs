@@ -31,18 +31,22 @@
 mod cloudwatch;
 pub mod records;
 pub mod replay;
+mod stdout;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(feature = "cloudwatch")]
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 #[cfg(feature = "cloudwatch")]
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
 #[cfg(feature = "cloudwatch")]
 use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 
 #[cfg(feature = "cloudwatch")]
@@ -50,6 +54,8 @@ use crate::config::FallbackFormat;
 use crate::config::{FallbackConfig, FallbackSink};
 use crate::encode::{Payload, decode};
 use crate::errors::Chain;
+use crate::forward::Deadline;
+use crate::lifecycle::status::Stall;
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 #[cfg(feature = "cloudwatch")]
@@ -59,13 +65,15 @@ pub use cloudwatch::{
 #[cfg(feature = "cloudwatch")]
 use cloudwatch::{Backoff, Buffer, CallError, Destination, Pending};
 use records::{Formatter, Record};
+pub use stdout::BUFFER_MAX_BYTES as STDOUT_BUFFER_MAX_BYTES;
+use stdout::StdoutSink;
 
 /// How often the [`spawn`]ed task pushes buffered records out.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Time a periodic flush of the [`spawn`]ed task may take (including backoff waits).
 pub const PERIODIC_FLUSH_BUDGET: Duration = Duration::from_secs(5);
-/// Time the [`spawn`]ed task gives its last flush once its channel closes; abort the task to cut it
-/// shorter (what is still held is then counted as `shutdown_deadline`).
+/// Time the [`spawn`]ed task gives its last flush once its channel closes, unless
+/// [`FallbackTask::finish`] gave it a deadline.
 pub const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
 
 /// An error setting up the fallback; the message names the setting to fix.
@@ -87,6 +95,9 @@ pub enum FallbackError {
         "no AWS region for the CloudWatch fallback: set AWS_REGION (or use OFFPATH_FALLBACK=stdout)"
     )]
     NoRegion,
+    /// The stdout writer thread could not be started.
+    #[error("cannot start the stdout writer thread of the fallback: {0}")]
+    Thread(String),
     /// A CloudWatch sink was asked of a build without the `cloudwatch` feature.
     #[error(
         "OFFPATH_FALLBACK=cloudwatch (or OFFPATH_FALLBACK_LOG_GROUP) is set, but this build of offpath has no \
@@ -96,33 +107,15 @@ pub enum FallbackError {
     NoCloudWatch,
 }
 
-/// Records written to a writer but not yet flushed.
-#[derive(Debug, Default)]
-struct Unflushed {
-    records: u64,
-    bytes: u64,
-    samples: u64,
-}
-
-struct StdoutSink {
-    out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
-    unflushed: Unflushed,
-}
-
-impl std::fmt::Debug for StdoutSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdoutSink")
-            .field("unflushed", &self.unflushed)
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(feature = "cloudwatch")]
 #[derive(Debug)]
 struct CloudWatchSink {
     dest: Destination,
     buffer: Buffer,
     backoff: Backoff,
+    /// Samples of the batch whose PutLogEvents call is under way (0 between calls): taken out of the
+    /// buffer, so a fallback dropped mid-call (its task aborted at the shutdown deadline) counts them.
+    in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -140,6 +133,8 @@ pub struct Fallback {
     formatter: Formatter,
     telemetry: Arc<Telemetry>,
     scratch: Vec<Record>,
+    /// The shutdown deadline once known: no wait of the sink goes past it.
+    stop_by: Option<Instant>,
 }
 
 #[cfg(feature = "cloudwatch")]
@@ -171,9 +166,7 @@ impl Fallback {
     fn without_aws(cfg: &FallbackConfig, telemetry: Arc<Telemetry>) -> Result<Self, FallbackError> {
         let sink = match cfg.sink {
             FallbackSink::Off => Sink::Off,
-            FallbackSink::Stdout => {
-                return Ok(Self::with_writer(cfg, telemetry, tokio::io::stdout()));
-            }
+            FallbackSink::Stdout => return Self::with_writer(cfg, telemetry, stdout_writer()),
             FallbackSink::CloudWatch if cfg!(feature = "cloudwatch") => {
                 return Err(FallbackError::NoRegion);
             }
@@ -184,6 +177,7 @@ impl Fallback {
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            stop_by: None,
         })
     }
 
@@ -230,30 +224,56 @@ impl Fallback {
                 dest: Destination::new(client, group, stream, cfg.format == FallbackFormat::Emf),
                 buffer: Buffer::new(BUFFER_MAX_BYTES),
                 backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+                in_flight: 0,
             })),
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            stop_by: None,
         })
     }
 
     /// A fallback that writes records, one per line, to `writer` (stdout in the product; any writer in
-    /// tests). The record format comes from `cfg`; its mode is not consulted.
+    /// tests) on a thread of its own, so a writer that blocks holds up nothing else (see
+    /// `fallback/stdout.rs`). The record format comes from `cfg`; its mode is not consulted.
+    ///
+    /// # Errors
+    /// [`FallbackError::Thread`] when the writer thread cannot be started.
     pub fn with_writer(
         cfg: &FallbackConfig,
         telemetry: Arc<Telemetry>,
-        writer: impl AsyncWrite + Send + Unpin + 'static,
-    ) -> Self {
-        let boxed: Box<dyn AsyncWrite + Send + Unpin> = Box::new(writer);
-        Self {
-            sink: Sink::Stdout(StdoutSink {
-                out: BufWriter::with_capacity(64 * 1024, boxed),
-                unflushed: Unflushed::default(),
-            }),
+        writer: impl std::io::Write + Send + 'static,
+    ) -> Result<Self, FallbackError> {
+        let sink = StdoutSink::start(Box::new(writer), Arc::clone(&telemetry))
+            .map_err(|e| FallbackError::Thread(e.to_string()))?;
+        Ok(Self {
+            sink: Sink::Stdout(sink),
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            stop_by: None,
+        })
+    }
+
+    /// What `/health` watches for this sink: the stdout writer's waits (`None` for the other sinks).
+    pub fn stall(&self) -> Option<Arc<Stall>> {
+        match &self.sink {
+            Sink::Stdout(s) => Some(s.stall()),
+            Sink::Off => None,
+            #[cfg(feature = "cloudwatch")]
+            Sink::CloudWatch(_) => None,
         }
+    }
+
+    /// From now on no wait of the sink goes past `deadline` (the shutdown deadline).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.stop_by = Some(deadline);
+    }
+
+    /// `now + budget`, or the shutdown deadline when that comes first.
+    fn within(&self, budget: Duration) -> Instant {
+        let at = Instant::now() + budget;
+        self.stop_by.map_or(at, |d| d.min(at))
     }
 
     /// Bound the CloudWatch buffer to `bytes` instead of [`BUFFER_MAX_BYTES`].
@@ -348,34 +368,18 @@ impl Fallback {
                 let samples = records.drain(..).map(|r| r.samples).sum();
                 t.points.drop_points(PointDrop::FallbackOff, samples);
             }
-            Sink::Stdout(s) => {
-                for r in records.drain(..) {
-                    let res = match s.out.write_all(r.line.as_bytes()).await {
-                        Ok(()) => s.out.write_all(b"\n").await,
-                        Err(e) => Err(e),
-                    };
-                    match res {
-                        Ok(()) => {
-                            s.unflushed.records += 1;
-                            s.unflushed.bytes += r.line.len() as u64 + 1;
-                            s.unflushed.samples += r.samples;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot write fallback records to stdout");
-                            t.points.drop_points(PointDrop::FallbackRejected, r.samples);
-                        }
-                    }
-                }
-            }
+            Sink::Stdout(s) => s.push(records),
             #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
+                let stop_by = self.stop_by;
                 for r in records.drain(..) {
                     if cw.buffer.would_overflow(r.line.len()) && cw.backoff.not_before().is_none() {
                         // Make room by sending rather than dropping while CloudWatch answers; once a
                         // call fails (backoff running) the oldest records give way instead.
-                        flush_cloudwatch(cw, t, Instant::now() + PERIODIC_FLUSH_BUDGET, false)
-                            .await;
+                        let at = Instant::now() + PERIODIC_FLUSH_BUDGET;
+                        let budget = stop_by.map_or(at, |d| d.min(at));
+                        flush_cloudwatch(cw, t, budget, false).await;
                     }
                     let dropped = cw.buffer.push(Pending::new(r.ts, r.line, r.samples, now));
                     t.points.drop_points(PointDrop::FallbackOverflow, dropped);
@@ -384,29 +388,22 @@ impl Fallback {
         }
     }
 
-    /// Push buffered records out before `deadline`: flush stdout, or send CloudWatch batches (retrying
-    /// with backoff while the deadline allows). What is left stays buffered for the next call.
-    #[cfg_attr(not(feature = "cloudwatch"), allow(unused_variables))]
-    pub async fn flush(&mut self, deadline: Instant) {
+    /// Push buffered records out before `deadline` (an `Instant`, or a movable [`Deadline`]): wait for
+    /// the stdout writer, or send CloudWatch batches (retrying with backoff while the deadline allows).
+    /// What is left stays buffered for the next call; nothing waits past the shutdown deadline
+    /// ([`Fallback::set_deadline`]).
+    pub async fn flush(&mut self, deadline: impl Into<Deadline>) {
+        let deadline = match (deadline.into(), self.stop_by) {
+            (d, Some(stop_by)) if stop_by < d.at() => Deadline::from(stop_by),
+            (d, _) => d,
+        };
+        #[cfg(feature = "cloudwatch")]
         let t = Arc::clone(&self.telemetry);
         match &mut self.sink {
             Sink::Off => {}
-            Sink::Stdout(s) => {
-                let u = std::mem::take(&mut s.unflushed);
-                match s.out.flush().await {
-                    Ok(()) => {
-                        t.points.fell_back.fetch_add(u.samples, Relaxed);
-                        t.forward.fallback_records.fetch_add(u.records, Relaxed);
-                        t.forward.fallback_bytes.fetch_add(u.bytes, Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot flush fallback records to stdout");
-                        t.points.drop_points(PointDrop::FallbackRejected, u.samples);
-                    }
-                }
-            }
+            Sink::Stdout(s) => s.flush(&deadline).await,
             #[cfg(feature = "cloudwatch")]
-            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline, true).await,
+            Sink::CloudWatch(cw) => flush_cloudwatch(cw, &t, deadline.at(), true).await,
         }
     }
 }
@@ -427,7 +424,9 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
             return;
         }
         let batch = cw.buffer.next_batch();
+        cw.in_flight = batch.iter().map(|p| p.samples).sum();
         let result = tokio::time::timeout_at(deadline, cw.dest.put(&batch)).await;
+        cw.in_flight = 0;
         match result {
             Ok(Ok(rejected)) => {
                 cw.backoff.succeed();
@@ -485,41 +484,134 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
     }
 }
 
+/// The fallback running as a task ([`spawn`]). Awaiting it waits for the task to end (every sender of
+/// its channel dropped, then a last flush); [`FallbackTask::finish`] bounds that by a deadline.
+#[derive(Debug)]
+pub struct FallbackTask {
+    handle: JoinHandle<()>,
+    /// Hands the task the shutdown deadline.
+    stop_by: Option<oneshot::Sender<Instant>>,
+}
+
+impl FallbackTask {
+    /// Let the task finish by `deadline`: it writes what is still in its channel and pushes its records
+    /// out, waiting no later than `deadline`; if it is still running then, it is aborted. Either way,
+    /// what its sink has not written is counted as `shutdown_deadline` when this returns. Call it once
+    /// every sender of the channel is dropped.
+    pub async fn finish(mut self, deadline: Instant) {
+        if let Some(tx) = self.stop_by.take() {
+            let _ = tx.send(deadline);
+        }
+        if tokio::time::timeout_at(deadline, &mut self.handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the fallback did not finish before the shutdown deadline");
+            self.handle.abort();
+            // The aborted task drops its `Fallback`, which counts what it still held.
+            let _ = (&mut self.handle).await;
+        }
+    }
+}
+
+impl Future for FallbackTask {
+    type Output = Result<(), JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.handle).poll(cx)
+    }
+}
+
 /// Run the fallback as a task: write payloads as they arrive on `rx`, push records out every
 /// [`FLUSH_EVERY`] or as soon as a full CloudWatch batch waits, and when `rx` closes (every sender
-/// dropped) flush everything within [`FINAL_FLUSH_BUDGET`] and return.
-pub fn spawn(mut fb: Fallback, mut rx: mpsc::Receiver<Payload>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// dropped) flush everything within [`FINAL_FLUSH_BUDGET`] (or by the deadline that
+/// [`FallbackTask::finish`] gives) and return.
+pub fn spawn(fb: Fallback, rx: mpsc::Receiver<Payload>) -> FallbackTask {
+    let (stop_tx, mut stop_rx) = oneshot::channel::<Instant>();
+    let mut inbox = Inbox {
+        fb,
+        rx,
+        batch: Vec::with_capacity(64),
+    };
+    let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut batch = Vec::with_capacity(64);
+        let mut told = false;
         loop {
+            let Inbox { fb, rx, batch } = &mut inbox;
             tokio::select! {
-                n = rx.recv_many(&mut batch, 64) => {
+                n = rx.recv_many(batch, 64) => {
                     if n == 0 {
                         break;
                     }
-                    for p in batch.drain(..) {
+                    // One at a time, so an abort finds the rest still in `batch` (and counts it).
+                    while !batch.is_empty() {
+                        let p = batch.remove(0);
                         fb.write_payloads(vec![p]).await;
                         if fb.wants_flush() {
-                            fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await;
+                            fb.flush(fb.within(PERIODIC_FLUSH_BUDGET)).await;
                         }
                     }
                 }
-                _ = tick.tick() => fb.flush(Instant::now() + PERIODIC_FLUSH_BUDGET).await,
+                _ = tick.tick() => fb.flush(fb.within(PERIODIC_FLUSH_BUDGET)).await,
+                stop_by = &mut stop_rx, if !told => {
+                    told = true;
+                    if let Ok(at) = stop_by {
+                        fb.set_deadline(at);
+                    }
+                }
             }
         }
-        fb.flush(Instant::now() + FINAL_FLUSH_BUDGET).await;
-    })
+        let fb = &mut inbox.fb;
+        fb.flush(fb.within(FINAL_FLUSH_BUDGET)).await;
+    });
+    FallbackTask {
+        handle,
+        stop_by: Some(stop_tx),
+    }
+}
+
+/// What the [`spawn`]ed task owns. If the task is aborted (the shutdown deadline), the payloads still in
+/// its channel or its current batch are counted as `shutdown_deadline` here, and the fallback counts
+/// what its sink holds.
+struct Inbox {
+    fb: Fallback,
+    rx: mpsc::Receiver<Payload>,
+    batch: Vec<Payload>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut lost: u64 = self.batch.drain(..).map(|p| p.samples).sum();
+        while let Ok(p) = self.rx.try_recv() {
+            lost += p.samples;
+        }
+        self.fb
+            .telemetry
+            .points
+            .drop_points(PointDrop::ShutdownDeadline, lost);
+    }
+}
+
+/// Where the stdout sink writes: a duplicate of descriptor 1, written without Rust's `Stdout` lock and
+/// buffer (a write blocked on a full pipe then holds nothing the process needs at exit); `Stdout` itself
+/// when descriptor 1 cannot be duplicated.
+fn stdout_writer() -> Box<dyn std::io::Write + Send> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stdout()),
+    }
 }
 
 impl Drop for Fallback {
     fn drop(&mut self) {
         let held = match &mut self.sink {
-            Sink::Off => 0,
-            Sink::Stdout(s) => std::mem::take(&mut s.unflushed).samples,
+            // The stdout writer counts what it still holds when it drops.
+            Sink::Off | Sink::Stdout(_) => 0,
             #[cfg(feature = "cloudwatch")]
-            Sink::CloudWatch(cw) => cw.buffer.clear(),
+            Sink::CloudWatch(cw) => cw.buffer.clear() + std::mem::take(&mut cw.in_flight),
         };
         if held > 0 {
             self.telemetry

@@ -3,6 +3,8 @@
 //! - `GET /health`: `200 ok` when the listeners are up and the pipeline is alive (its heartbeat is
 //!   recent), `503 <reason>` otherwise. Container health checks call it through `offpath health`.
 //! - `GET /status`: the counters as JSON ([`Status`]); never the API key.
+//! - `GET /metrics`: the same counters in the Prometheus text format, named as the `offpath.*`
+//!   self-telemetry ([`crate::telemetry::prometheus`]).
 //!
 //! The pipeline owns a shared [`Health`] and updates it; [`serve`] takes an already-bound listener
 //! and a shutdown future. Connections are bounded and short (one request each, header timeout).
@@ -35,6 +37,45 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on one connection's life.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A write to a fallback sink waiting longer than this makes `/health` unhealthy.
+pub const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Since when a blocking operation (a write to a sink) has been waiting: set by the thread doing it,
+/// read by `/health` ([`Health::watch`]).
+#[derive(Debug, Default)]
+pub struct Stall {
+    /// Unix seconds when the operation began; 0 while none waits.
+    since: AtomicI64,
+}
+
+impl Stall {
+    /// An operation begins at `now` (unix seconds).
+    pub fn begin(&self, now: i64) {
+        self.since.store(now.max(1), Relaxed);
+    }
+
+    /// It is over.
+    pub fn end(&self) {
+        self.since.store(0, Relaxed);
+    }
+
+    /// Seconds the current operation has waited at `now`; `None` when none waits.
+    pub fn waited(&self, now: i64) -> Option<i64> {
+        match self.since.load(Relaxed) {
+            0 => None,
+            since => Some(now.saturating_sub(since).max(0)),
+        }
+    }
+}
+
+/// A watched [`Stall`] and how `/health` names it.
+#[derive(Debug)]
+struct Watched {
+    what: String,
+    hint: String,
+    stall: Arc<Stall>,
+}
+
 /// Liveness shared between the pipeline (which updates it) and `/health` (which reads it).
 #[derive(Debug)]
 pub struct Health {
@@ -46,6 +87,8 @@ pub struct Health {
     shutting_down: AtomicBool,
     /// A heartbeat older than this makes `/health` answer 503.
     stale_after: Duration,
+    /// Sinks whose blocked writes make `/health` answer 503 ([`Health::watch`]).
+    watched: std::sync::Mutex<Vec<Watched>>,
 }
 
 impl Health {
@@ -56,6 +99,19 @@ impl Health {
             heartbeat: AtomicI64::new(0),
             shutting_down: AtomicBool::new(false),
             stale_after,
+            watched: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Answer 503 while an operation of `stall` has waited [`STALL_LIMIT`] or longer, with the reason
+    /// `<what> blocked: a write has waited N s (limit 5 s); <hint>`.
+    pub fn watch(&self, what: impl Into<String>, hint: impl Into<String>, stall: Arc<Stall>) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.push(Watched {
+                what: what.into(),
+                hint: hint.into(),
+                stall,
+            });
         }
     }
 
@@ -90,6 +146,17 @@ impl Health {
         }
         if !self.listeners_up.load(Relaxed) {
             return Err("listeners are not up".to_owned());
+        }
+        let limit = i64::try_from(STALL_LIMIT.as_secs()).unwrap_or(i64::MAX);
+        if let Ok(watched) = self.watched.lock() {
+            for w in watched.iter() {
+                if let Some(age) = w.stall.waited(now).filter(|&a| a >= limit) {
+                    return Err(format!(
+                        "{} blocked: a write has waited {age} s (limit {limit} s); {}",
+                        w.what, w.hint
+                    ));
+                }
+            }
         }
         let beat = self.heartbeat.load(Relaxed);
         if beat == 0 {
@@ -355,8 +422,11 @@ fn respond(
     now: i64,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/health" | "/status") {
-        return text(StatusCode::NOT_FOUND, "not found: try /health or /status\n");
+    if !matches!(path, "/health" | "/status" | "/metrics") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /health, /status or /metrics\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -369,6 +439,14 @@ fn respond(
             Ok(()) => text(StatusCode::OK, "ok\n"),
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{reason}\n")),
         };
+    }
+    if path == "/metrics" {
+        let body = crate::telemetry::prometheus::render(telemetry, Default::default());
+        return build(
+            StatusCode::OK,
+            crate::telemetry::prometheus::CONTENT_TYPE,
+            Bytes::from(body),
+        );
     }
     let status = Status::snapshot(telemetry, health, now);
     match serde_json::to_vec_pretty(&status) {
@@ -475,6 +553,28 @@ mod tests {
     }
 
     #[test]
+    fn a_write_blocked_past_the_limit_makes_health_fail_with_the_reason() {
+        let h = Health::new(Duration::from_secs(30));
+        h.set_listeners_up(true);
+        h.heartbeat(1000);
+        let stall = Arc::new(Stall::default());
+        h.watch(
+            "fallback stdout",
+            "is anything reading it?",
+            Arc::clone(&stall),
+        );
+        assert_eq!(h.evaluate(1000), Ok(()));
+        stall.begin(1000);
+        assert_eq!(h.evaluate(1004), Ok(()), "a short wait is no problem");
+        assert_eq!(
+            h.evaluate(1005).unwrap_err(),
+            "fallback stdout blocked: a write has waited 5 s (limit 5 s); is anything reading it?"
+        );
+        stall.end();
+        assert_eq!(h.evaluate(1005), Ok(()));
+    }
+
+    #[test]
     fn staleness_is_three_flushes_and_at_least_thirty_seconds() {
         assert_eq!(
             Health::stale_after_for(Duration::from_secs(15)),
@@ -551,10 +651,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn metrics_serves_the_counters_in_the_prometheus_format() {
+        let t = Arc::new(Telemetry::default());
+        t.points.received.store(12, Relaxed);
+        let server = Server::start(t, healthy()).await;
+        let (code, body) = request(server.addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("offpath_points_received_total 12\n"),
+            "{body}"
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test]
     async fn other_paths_and_methods_are_refused() {
         let server = Server::start(Arc::new(Telemetry::default()), healthy()).await;
         assert_eq!(request(server.addr, "GET", "/").await.0, 404);
-        assert_eq!(request(server.addr, "GET", "/metrics").await.0, 404);
+        assert_eq!(request(server.addr, "GET", "/metric").await.0, 404);
         assert_eq!(request(server.addr, "POST", "/status").await.0, 405);
         server.stop().await;
     }

@@ -58,6 +58,13 @@ impl SelfMetrics {
         }
     }
 
+    /// Put `host` on the series from now on (the sidecar's hostname, once resolved).
+    pub fn set_host(&mut self, host: &str) {
+        if self.host != host {
+            host.clone_into(&mut self.host);
+        }
+    }
+
     /// The series for a flush at `now` (unix seconds): counters as the increase since the previous
     /// call (since the start on the first call), gauges as current values. `contexts` is the live
     /// context count when known.
