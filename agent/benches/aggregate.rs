@@ -61,6 +61,7 @@ fn config(limit: usize) -> AggregateConfig {
         context_limit: NonZeroUsize::new(limit).unwrap(),
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
+        own_names: Vec::new(),
     }
 }
 

@@ -7,7 +7,8 @@
 //!       no API key: Engine::flush ──Flush──> Fallback::write_flush (local stdout mode)
 //! ```
 //! The sidecar ([`run`]) flushes closed buckets every `OFFPATH_FLUSH_INTERVAL`; the Lambda extension
-//! calls [`Engine::flush`] itself around invocations. Both end with [`Engine::shutdown`].
+//! calls [`Engine::flush`] itself around invocations, and adds its enhanced metrics through
+//! [`Engine::own_points`] (a queue of its own to each worker). Both end with [`Engine::shutdown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::aggregate::{Aggregator, WorkerError, Workers};
+use crate::aggregate::{Aggregator, OwnPoints, WorkerError, Workers};
 use crate::auth;
 use crate::config::{Config, FallbackSink};
 use crate::encode::{Encoder, Payload};
@@ -210,6 +211,15 @@ impl Engine {
         tags.sort_unstable();
         tags.dedup();
         self.extra_tags = tags;
+    }
+
+    /// A handle for distribution values produced in this process rather than received (the Lambda
+    /// extension's enhanced metrics): they are aggregated and flushed with what the listeners receive, counted
+    /// in the same ledger, and delivered or fallen back like any point. `None` once the engine is shut down.
+    pub fn own_points(&self) -> Option<OwnPoints> {
+        self.workers
+            .as_ref()
+            .map(|w| w.own_points(Arc::clone(&self.telemetry)))
     }
 
     /// The bound UDP address, when UDP is enabled.

@@ -73,11 +73,16 @@ pub enum PointDrop {
     /// A histogram or timer value (`h`, `ms`) while `DD_HISTOGRAM_AGGREGATES` and
     /// `DD_HISTOGRAM_PERCENTILES` are both empty: nothing would be shipped for it (as in the Agent).
     HistogramNoOutput,
+    /// A received line named like a metric this process emits itself (the Lambda extension's
+    /// `aws.lambda.enhanced.invocations`), so the value is not counted twice.
+    OwnMetric,
+    /// A value produced inside the process found its aggregate worker's queue full.
+    OwnQueueFull,
 }
 
 impl PointDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PointDrop; 13] = [
+    pub const ALL: [PointDrop; 15] = [
         Self::NonFinite,
         Self::ContextLimit,
         Self::TimestampUnsupported,
@@ -91,6 +96,8 @@ impl PointDrop {
         Self::AggregateLimit,
         Self::FallbackOff,
         Self::HistogramNoOutput,
+        Self::OwnMetric,
+        Self::OwnQueueFull,
     ];
 
     /// The counter label.
@@ -109,6 +116,8 @@ impl PointDrop {
             Self::AggregateLimit => "aggregate_limit",
             Self::FallbackOff => "fallback_off",
             Self::HistogramNoOutput => "histogram_no_output",
+            Self::OwnMetric => "own_metric",
+            Self::OwnQueueFull => "own_queue_full",
         }
     }
 }

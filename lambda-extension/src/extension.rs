@@ -4,13 +4,23 @@
 //! The client keeps the `Lambda-Extension-Identifier` from the register response and sends it on every
 //! later call. `event/next` has no timeout: it blocks for as long as the sandbox is idle (and frozen).
 
+use std::path::Path;
+use std::time::Duration;
+
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
 use crate::http::{self, HttpError};
 
-/// The name the extension registers under: the file name in the layer (`extensions/offpath`).
+/// The name the extension registers under when its file name is unknown: the file name in offpath's own
+/// layer (`extensions/offpath`). See [`name_from_path`].
 pub const EXTENSION_NAME: &str = "offpath";
+
+/// Longest wait for the answer to `register`. The Runtime API answers at once; one that accepts the
+/// connection and never answers would otherwise hold the extension, and the sandbox's init, forever.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the answer to `init/error`, `exit/error` and the Telemetry API subscription.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 const REGISTER_PATH: &str = "/2020-01-01/extension/register";
 const NEXT_PATH: &str = "/2020-01-01/extension/event/next";
@@ -155,7 +165,8 @@ impl ExtensionClient {
     ) -> Result<(Self, Registration), ExtensionError> {
         let http = http::Client::new(runtime_api);
         let resp = http
-            .send(
+            .send_within(
+                REGISTER_TIMEOUT,
                 Method::POST,
                 REGISTER_PATH,
                 &[(NAME_HEADER, name), (FEATURE_HEADER, "accountId")],
@@ -240,7 +251,8 @@ impl ExtensionClient {
         });
         let resp = self
             .http
-            .send(
+            .send_within(
+                CALL_TIMEOUT,
                 Method::POST,
                 path,
                 &[(ID_HEADER, &self.id), (ERROR_TYPE_HEADER, error.error_type)],
@@ -249,6 +261,20 @@ impl ExtensionClient {
             .await?;
         check(call, &resp)
     }
+}
+
+/// The name to register under: the file name the extension was started from (Lambda runs every file in
+/// `/opt/extensions/`, and refuses `SHUTDOWN` to an extension whose registered name differs from its file,
+/// treating it as internal: every invocation then fails). `extensions/offpath` registers as `offpath`,
+/// offpath's Datadog-compatible layer's `extensions/datadog-agent` as `datadog-agent`. Without a usable
+/// file name, [`EXTENSION_NAME`].
+pub fn name_from_path(argv0: Option<&Path>) -> String {
+    argv0
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(EXTENSION_NAME)
+        .to_owned()
 }
 
 fn check(call: &'static str, resp: &http::Response) -> Result<(), ExtensionError> {
@@ -305,6 +331,21 @@ mod tests {
     fn a_body_that_is_not_an_event_is_an_error() {
         for body in [&b""[..], b"[]", b"{\"deadlineMs\":1}", b"not json"] {
             assert!(Event::parse(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn the_extension_registers_under_its_file_name() {
+        let cases = [
+            (Some("/opt/extensions/datadog-agent"), "datadog-agent"),
+            (Some("/opt/extensions/offpath"), "offpath"),
+            (Some("offpath-lambda"), "offpath-lambda"),
+            (Some("/"), "offpath"),
+            (Some(""), "offpath"),
+            (None, "offpath"),
+        ];
+        for (argv0, want) in cases {
+            assert_eq!(name_from_path(argv0.map(Path::new)), want, "{argv0:?}");
         }
     }
 

@@ -34,6 +34,15 @@ pub enum HttpError {
     /// The response body was larger than [`MAX_RESPONSE_BYTES`] or could not be read.
     #[error("unreadable response body from the Runtime API: {0}")]
     Body(String),
+    /// No complete answer within the call's time limit (the Runtime API accepted the connection, or
+    /// not, but did not answer).
+    #[error("the Runtime API at {addr} (AWS_LAMBDA_RUNTIME_API) did not answer within {limit:?}")]
+    Timeout {
+        /// `host:port` that was dialled.
+        addr: String,
+        /// The limit.
+        limit: std::time::Duration,
+    },
 }
 
 /// A response with its whole body.
@@ -62,6 +71,26 @@ impl Client {
     /// The `host:port` this client talks to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// [`Client::send`], given up after `limit` (every call but `event/next`, which blocks by design).
+    ///
+    /// # Errors
+    /// [`HttpError::Timeout`] after `limit`, else as [`Client::send`].
+    pub async fn send_within(
+        &self,
+        limit: std::time::Duration,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, HttpError> {
+        tokio::time::timeout(limit, self.send(method, path, headers, body))
+            .await
+            .map_err(|_| HttpError::Timeout {
+                addr: self.addr.clone(),
+                limit,
+            })?
     }
 
     /// Send one request and read the whole response. No timeout: `event/next` blocks by design.

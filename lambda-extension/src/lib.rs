@@ -7,9 +7,12 @@
 //!
 //! [`lifecycle::run`] is the whole extension; the metrics pipeline ([`pipeline::LambdaPipeline`]) plugs
 //! in through [`lifecycle::Flusher`]. [`flush_policy`] decides when to flush, [`tags`] what every metric is tagged
-//! with.
+//! with, [`enhanced`] computes Datadog's `aws.lambda.enhanced.*` metrics from the events, and [`api`] answers
+//! the Datadog libraries on 127.0.0.1:8124.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod enhanced;
 pub mod extension;
 pub mod flush_policy;
 pub mod http;

@@ -8,15 +8,20 @@
 //! In Lambda every flush emits open buckets too: the sandbox may freeze or be reclaimed right after.
 //! The Lambda tags known at registration become global tags; those learned later (the `runtime`, at
 //! the first invocation) are added to everything flushed from then on ([`Engine::set_extra_tags`]).
-//! `OFFPATH_LAMBDA_METRICS` selects the type mapping (distributions by default).
+//! `OFFPATH_LAMBDA_METRICS` selects the type mapping (distributions by default). With
+//! `DD_ENHANCED_METRICS` the enhanced metrics enter through [`Engine::own_points`], and the
+//! `aws.lambda.enhanced.invocations` and `.errors` lines Datadog's libraries send are dropped (counted as
+//! `own_metric`): offpath counts both itself, once per request id.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use offpath::aggregate::OwnPoints;
 use offpath::pipeline::{Engine, PipelineError};
 use offpath::telemetry::Telemetry;
 use tokio::time::Instant;
 
+use crate::enhanced;
 use crate::lifecycle::{FlushKind, FlushOutcome, Flusher, Startup};
 
 /// The Lambda pipeline: an [`Engine`] until the final flush shuts it down.
@@ -38,8 +43,15 @@ impl LambdaPipeline {
     /// A [`PipelineError`] when a listener cannot bind (`DD_DOGSTATSD_PORT` in use), the intake
     /// client or the fallback cannot be built.
     pub async fn start(startup: Startup) -> Result<Self, PipelineError> {
+        let mut config = startup.config;
+        if config.lambda.enhanced_metrics {
+            config
+                .aggregate
+                .own_names
+                .extend(enhanced::LIBRARY_SENT.map(str::to_owned));
+        }
         let telemetry = Arc::new(Telemetry::default());
-        let engine = Engine::start(&startup.config, Arc::clone(&telemetry)).await?;
+        let engine = Engine::start(&config, Arc::clone(&telemetry)).await?;
         Ok(Self {
             udp_addr: engine.udp_addr(),
             engine: Some(engine),
@@ -88,6 +100,10 @@ impl Flusher for LambdaPipeline {
                 None => FlushOutcome::Complete,
             },
         }
+    }
+
+    fn own_points(&self) -> Option<OwnPoints> {
+        self.engine.as_ref().and_then(Engine::own_points)
     }
 
     fn set_tags(&mut self, tags: Vec<String>) {

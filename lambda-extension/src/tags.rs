@@ -4,11 +4,12 @@
 //! | --- | --- |
 //! | `functionname` | register response `functionName` (else `AWS_LAMBDA_FUNCTION_NAME`) |
 //! | `region` | `AWS_REGION` (else the invoked ARN) |
-//! | `account_id` | register response `accountId` (else the invoked ARN) |
+//! | `account_id`, `aws_account` | register response `accountId` (else the invoked ARN) |
 //! | `memorysize` | `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` |
 //! | `architecture` | the binary's own architecture: `x86_64` or `arm64` |
 //! | `function_arn` | `arn:<partition>:lambda:<region>:<account>:function:<name>`, unqualified |
 //! | `executedversion` | register response `functionVersion`, unless `$LATEST` |
+//! | `resource` | `<functionname>`, or `<functionname>:<executedversion>` for a published version |
 //! | `runtime` | see below |
 //!
 //! **Runtime.** `AWS_EXECUTION_ENV` (e.g. `AWS_Lambda_python3.12`) is set for the runtime but is one of
@@ -136,10 +137,19 @@ impl LambdaTags {
     /// The tags as `key:value` strings, in a stable order, known ones only.
     pub fn to_tags(&self) -> Vec<String> {
         let arn = self.function_arn();
+        let resource =
+            self.function_name
+                .as_deref()
+                .map(|name| match self.executed_version.as_deref() {
+                    Some(version) => format!("{name}:{version}"),
+                    None => name.to_owned(),
+                });
         [
             ("functionname", self.function_name.as_deref()),
             ("region", self.region.as_deref()),
             ("account_id", self.account_id.as_deref()),
+            ("aws_account", self.account_id.as_deref()),
+            ("resource", resource.as_deref()),
             ("memorysize", self.memory_size.as_deref()),
             ("architecture", self.architecture.as_deref()),
             ("runtime", self.runtime.as_deref()),
@@ -249,6 +259,8 @@ mod tests {
                 "functionname:my-function",
                 "region:eu-west-1",
                 "account_id:123456789012",
+                "aws_account:123456789012",
+                "resource:my-function:7",
                 "memorysize:1024",
                 "architecture:arm64",
                 "function_arn:arn:aws:lambda:eu-west-1:123456789012:function:my-function",
@@ -260,7 +272,10 @@ mod tests {
     #[test]
     fn latest_is_not_an_executed_version_and_unknown_tags_are_left_out() {
         let t = LambdaTags::from_registration(&reg("f", "$LATEST", None), env_of(&[]), "x86_64");
-        assert_eq!(t.to_tags(), ["functionname:f", "architecture:x86_64"]);
+        assert_eq!(
+            t.to_tags(),
+            ["functionname:f", "resource:f", "architecture:x86_64"]
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the Lambda layer zips offpath-layer-x86_64.zip and offpath-layer-arm64.zip, each holding
-# extensions/offpath: the offpath-lambda binary, built with the `layer` profile (size-optimised,
-# stripped) and linked statically (+crt-static), so it runs on every Lambda runtime whatever its
-# glibc (Amazon Linux 2 has 2.26, Amazon Linux 2023 has 2.34).
+# Build the Lambda layer zips, per architecture (x86_64, arm64):
+#   offpath-layer-<arch>.zip                  extensions/offpath
+#   offpath-datadog-compat-layer-<arch>.zip   extensions/datadog-agent (Datadog's extension file name: the
+#                                             Datadog libraries find it and send DogStatsD to it)
+# Both hold the same offpath-lambda binary, built with the `layer` profile (size-optimised, stripped)
+# and linked statically (+crt-static), so it runs on every Lambda runtime whatever its glibc (Amazon
+# Linux 2 has 2.26, Amazon Linux 2023 has 2.34). The binary registers under its file name.
 #
 # Usage: bash packaging/lambda/build.sh [x86_64] [arm64]      (default: both)
 # Output: $OFFPATH_LAYER_OUT (default target/lambda-layer/). Installs what it needs: the Rust targets
@@ -34,6 +37,31 @@ need() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# write_zip <binary> <name in the zip> <zip path>: one executable file, fixed date (reproducible).
+write_zip() {
+  local bin="$1" name="$2" zip_path="$3"
+  rm -f "$zip_path"
+  if command -v python3 >/dev/null 2>&1; then
+    python3 - "$bin" "$name" "$zip_path" <<'PY'
+import sys, zipfile
+src, name, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+info.external_attr = (0o100755 << 16)  # a regular file, executable: Lambda runs every file in extensions/
+info.compress_type = zipfile.ZIP_DEFLATED
+with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
+    z.writestr(info, f.read(), compresslevel=9)
+PY
+  else
+    need zip zip
+    local stage
+    stage="$(mktemp -d)"
+    mkdir -p "$stage/extensions"
+    install -m 0755 "$bin" "$stage/$name"
+    (cd "$stage" && TZ=UTC touch -t 202401010000 "$name" && zip -q -X -9 "$zip_path" "$name")
+    rm -rf "$stage"
+  fi
+}
+
 mkdir -p "$out"
 for arch in "${arches[@]}"; do
   case "$arch" in
@@ -61,25 +89,11 @@ for arch in "${arches[@]}"; do
   cargo build --locked --quiet --profile layer --target "$triple" -p offpath-lambda --bin offpath-lambda
   bin="$target_dir/$triple/layer/offpath-lambda"
 
-  zip_path="$(cd "$out" && pwd)/offpath-layer-$arch.zip"
-  rm -f "$zip_path"
-  if command -v python3 >/dev/null 2>&1; then
-    python3 - "$bin" "$zip_path" <<'PY'
-import sys, zipfile
-src, dst = sys.argv[1], sys.argv[2]
-info = zipfile.ZipInfo("extensions/offpath", date_time=(2024, 1, 1, 0, 0, 0))
-info.external_attr = (0o100755 << 16)  # a regular file, executable: Lambda runs every file in extensions/
-info.compress_type = zipfile.ZIP_DEFLATED
-with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
-    z.writestr(info, f.read(), compresslevel=9)
-PY
-  else
-    need zip zip
-    stage="$(mktemp -d)"
-    mkdir -p "$stage/extensions"
-    install -m 0755 "$bin" "$stage/extensions/offpath"
-    (cd "$stage" && TZ=UTC touch -t 202401010000 extensions/offpath && zip -q -X -9 "$zip_path" extensions/offpath)
-    rm -rf "$stage"
-  fi
-  printf 'build.sh: %s  binary %s bytes, zip %s bytes\n' "$zip_path" "$(stat -c %s "$bin")" "$(stat -c %s "$zip_path")"
+  out_abs="$(cd "$out" && pwd)"
+  write_zip "$bin" extensions/offpath "$out_abs/offpath-layer-$arch.zip"
+  write_zip "$bin" extensions/datadog-agent "$out_abs/offpath-datadog-compat-layer-$arch.zip"
+  printf 'build.sh: binary %s bytes\n' "$(stat -c %s "$bin")"
+  for zip_path in "$out_abs/offpath-layer-$arch.zip" "$out_abs/offpath-datadog-compat-layer-$arch.zip"; do
+    printf 'build.sh: %s  zip %s bytes\n' "$zip_path" "$(stat -c %s "$zip_path")"
+  done
 done

@@ -1,5 +1,5 @@
-//! A fake AWS Lambda Runtime API (Extensions API + Telemetry API) on port 0, and a runner for the real
-//! `offpath-lambda` binary against it.
+//! A fake AWS Lambda Runtime API (Extensions API + Telemetry API + the runtime's invocation API) on port 0,
+//! and a runner for the real `offpath-lambda` binary against it.
 //!
 //! The test scripts the sandbox: [`FakeRuntime::invoke`] hands an `INVOKE` to the pending (or next)
 //! `event/next`, [`FakeRuntime::finish`] POSTs `platform.runtimeDone` to the subscribed listener as
@@ -101,6 +101,29 @@ pub enum CallKind {
     },
     /// A mark recorded by the test itself (e.g. by a test flusher), on the same timeline.
     Mark(String),
+    /// The runtime's `GET /2018-06-01/runtime/invocation/next` arrived (it is done with the last event).
+    RuntimeNext,
+    /// An event was answered to the runtime's pending `invocation/next` (its request id).
+    RuntimeEventDelivered(String),
+    /// `POST /2018-06-01/runtime/invocation/<id>/response`.
+    RuntimeResponse {
+        /// The request id.
+        request_id: String,
+        /// The response body.
+        body: Value,
+    },
+    /// `POST /2018-06-01/runtime/invocation/<id>/error`.
+    RuntimeError {
+        /// The request id.
+        request_id: String,
+        /// The error body.
+        body: Value,
+    },
+    /// `POST /2018-06-01/runtime/init/error`.
+    RuntimeInitError {
+        /// The error body.
+        body: Value,
+    },
 }
 
 /// A recorded call.
@@ -116,6 +139,8 @@ struct Shared {
     calls: Mutex<Vec<Call>>,
     changed: watch::Sender<usize>,
     events: tokio::sync::Mutex<mpsc::Receiver<Value>>,
+    /// Invocations for the runtime: request id, deadline (epoch ms), event.
+    runtime_events: tokio::sync::Mutex<mpsc::Receiver<(String, u64, Value)>>,
     telemetry: TelemetryMode,
     destination: Mutex<Option<String>>,
 }
@@ -138,6 +163,7 @@ pub struct FakeRuntime {
     addr: SocketAddr,
     shared: Arc<Shared>,
     events: mpsc::Sender<Value>,
+    runtime_events: mpsc::Sender<(String, u64, Value)>,
     server: JoinHandle<()>,
 }
 
@@ -168,10 +194,12 @@ impl FakeRuntime {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel(64);
+        let (runtime_tx, runtime_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
             calls: Mutex::new(Vec::new()),
             changed: watch::Sender::new(0),
             events: tokio::sync::Mutex::new(rx),
+            runtime_events: tokio::sync::Mutex::new(runtime_rx),
             telemetry,
             destination: Mutex::new(None),
         });
@@ -194,8 +222,24 @@ impl FakeRuntime {
             addr,
             shared,
             events: tx,
+            runtime_events: runtime_tx,
             server,
         }
+    }
+
+    /// Hand `event` to the runtime's pending (or next) `invocation/next` as request `request_id`, with a
+    /// deadline `timeout` from now. (The extension's `INVOKE` is [`FakeRuntime::invoke`].)
+    pub async fn invoke_runtime(&self, request_id: &str, event: Value, timeout: Duration) {
+        let deadline = epoch_ms() + timeout.as_millis() as u64;
+        self.runtime_events
+            .send((request_id.to_owned(), deadline, event))
+            .await
+            .unwrap();
+    }
+
+    /// Whether the extension subscribed to the Telemetry API (and it was accepted).
+    pub fn subscribed(&self) -> bool {
+        self.shared.destination.lock().unwrap().is_some()
     }
 
     /// The value for `AWS_LAMBDA_RUNTIME_API`.
@@ -362,6 +406,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let call = format!("{} {}", req.method(), req.uri().path());
     let path = req.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") {
+        return Ok(runtime_call(req.method().clone(), rest.to_owned(), req, &shared).await);
+    }
     if path != "/2020-01-01/extension/register"
         && header(&req, "lambda-extension-identifier").as_deref() != Some(EXTENSION_ID)
     {
@@ -479,6 +526,78 @@ async fn handle(
     })
 }
 
+/// The runtime's side of the API (`/2018-06-01/runtime/...`, no identifier), as a real runtime client
+/// (awslambdaric) calls it.
+async fn runtime_call(
+    method: hyper::Method,
+    rest: String,
+    req: Request<Incoming>,
+    shared: &Shared,
+) -> Response<Full<Bytes>> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parts: Vec<&str> = rest.split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["invocation", "next"]) => {
+            shared.record(CallKind::RuntimeNext);
+            let mut events = shared.runtime_events.lock().await;
+            match events.recv().await {
+                Some((id, deadline, event)) => {
+                    shared.record(CallKind::RuntimeEventDelivered(id.clone()));
+                    let mut resp = reply(200, event.to_string());
+                    let h = resp.headers_mut();
+                    h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+                    h.insert("lambda-runtime-deadline-ms", deadline.into());
+                    h.insert(
+                        "lambda-runtime-invoked-function-arn",
+                        format!("arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{FUNCTION_NAME}")
+                            .parse()
+                            .unwrap(),
+                    );
+                    h.insert(
+                        "lambda-runtime-trace-id",
+                        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0"
+                            .parse()
+                            .unwrap(),
+                    );
+                    h.insert("content-type", "application/json".parse().unwrap());
+                    resp
+                }
+                None => reply(500, r#"{"errorType":"Runtime.Gone"}"#),
+            }
+        }
+        ("POST", ["invocation", id, "response"]) => {
+            shared.record(CallKind::RuntimeResponse {
+                request_id: (*id).to_owned(),
+                body: json_body,
+            });
+            reply(202, r#"{"status":"OK"}"#)
+        }
+        ("POST", ["invocation", id, "error"]) => {
+            shared.record(CallKind::RuntimeError {
+                request_id: (*id).to_owned(),
+                body: json_body,
+            });
+            reply(202, r#"{"status":"OK"}"#)
+        }
+        ("POST", ["init", "error"]) => {
+            shared.record(CallKind::RuntimeInitError { body: json_body });
+            reply(202, r#"{"status":"OK"}"#)
+        }
+        _ => {
+            shared.record(CallKind::Other {
+                call: format!("{method} /2018-06-01/runtime/{rest}"),
+            });
+            reply(404, "")
+        }
+    }
+}
+
 /// A running `offpath-lambda` process with its output captured.
 #[derive(Debug)]
 pub struct Extension {
@@ -490,8 +609,9 @@ pub struct Extension {
     readers: Vec<JoinHandle<()>>,
 }
 
-/// The environment the extension starts with: the fake's address, a telemetry listener on a free port
-/// reachable at 127.0.0.1, function settings, debug logs; `extra` adds or overrides.
+/// The environment the extension starts with: the fake's address, a telemetry listener and the Datadog
+/// libraries' endpoints on free ports reachable at 127.0.0.1, function settings, debug logs; `extra` adds or
+/// overrides.
 pub fn extension_env(rt: &FakeRuntime, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("AWS_LAMBDA_RUNTIME_API", rt.runtime_api().as_str()),
@@ -504,6 +624,8 @@ pub fn extension_env(rt: &FakeRuntime, extra: &[(&str, &str)]) -> HashMap<String
         ("DD_LOG_LEVEL", "debug"),
         ("OFFPATH_STATUS_ADDR", ""),
         ("DD_DOGSTATSD_PORT", "__random__"),
+        ("OFFPATH_LAMBDA_API_PORT", "0"),
+        ("OFFPATH_LAMBDA_TRACE_PORT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -647,6 +769,19 @@ impl Extension {
             .unwrap_or_else(|| panic!("no addr= in the listener log line:\n{logs}"))
     }
 
+    /// The address of the Datadog libraries' endpoints, from the extension's debug log line.
+    pub async fn api_addr(&self) -> SocketAddr {
+        const LINE: &str = "listening for the Datadog libraries";
+        let logs = self
+            .wait_stderr("the libraries' endpoints", |l| l.contains(LINE))
+            .await;
+        logs.lines()
+            .find(|l| l.contains(LINE))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in the endpoints' log line:\n{logs}"))
+    }
+
     /// Wait for the process to exit (failing the test after [`WAIT`]); its output is then complete.
     pub async fn wait_exit(&mut self) -> ExitStatus {
         let status = match tokio::time::timeout(WAIT, self.child.wait()).await {
@@ -681,6 +816,33 @@ pub fn send_lines(to: SocketAddr, lines: &[&str]) {
     for line in lines {
         sock.send_to(line.as_bytes(), to).unwrap();
     }
+}
+
+/// Post `platform.report` for `request_id`: `duration_ms` in all, `billed_ms`, `memory_mb` of which
+/// `max_used_mb` were used.
+pub async fn report(
+    rt: &FakeRuntime,
+    request_id: &str,
+    duration_ms: f64,
+    billed_ms: u64,
+    memory_mb: u64,
+    max_used_mb: u64,
+) -> Option<u16> {
+    rt.post_telemetry(&json!([{
+        "time": "2024-01-01T00:00:00.100Z",
+        "type": "platform.report",
+        "record": {
+            "requestId": request_id,
+            "status": "success",
+            "metrics": {
+                "durationMs": duration_ms,
+                "billedDurationMs": billed_ms,
+                "memorySizeMB": memory_mb,
+                "maxMemoryUsedMB": max_used_mb,
+            },
+        },
+    }]))
+    .await
 }
 
 /// One invocation whose handler sends `lines` to `udp`; returns when the extension has made its `n`-th

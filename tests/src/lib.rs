@@ -6,6 +6,7 @@
 pub mod cloudwatch;
 pub mod fake_intake;
 pub mod lambda_runtime;
+pub mod lambda_sandbox;
 pub mod metadata;
 pub mod secrets_manager;
 pub mod support;

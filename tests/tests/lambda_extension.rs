@@ -37,11 +37,11 @@ async fn the_extension_registers_subscribes_and_answers_invocations_until_shutdo
     assert!(status.success(), "{status:?}; stderr:\n{}", ext.stderr());
 
     let kinds = rt.kinds();
-    // Register first, as `offpath`, for INVOKE and SHUTDOWN, asking for the account id.
+    // Register first, under its file name, for INVOKE and SHUTDOWN, asking for the account id.
     assert_eq!(
         kinds[0],
         CallKind::Register {
-            name: "offpath".into(),
+            name: "offpath-lambda".into(),
             accept_feature: Some("accountId".into()),
             events: vec!["INVOKE".into(), "SHUTDOWN".into()],
         }
@@ -186,8 +186,69 @@ async fn a_timeout_shutdown_in_the_middle_of_the_life_exits_cleanly() {
     let status = ext.wait_exit().await;
     assert!(status.success(), "{status:?}");
     assert_eq!(rt.count(|k| *k == CallKind::NextEvent), 2);
+    // Without an API key the enhanced metrics are written to stdout, as records and nothing else.
+    for line in ext.stdout().lines() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout is for records only: {line}: {e}"));
+        assert!(
+            record["metric"]
+                .as_str()
+                .unwrap()
+                .starts_with("aws.lambda.enhanced."),
+            "{line}"
+        );
+    }
+}
+
+/// Lambda refuses SHUTDOWN to an extension registered under another name than its file's: the binary
+/// registers under the name it was started as, `datadog-agent` in the Datadog-compatible layer.
+#[tokio::test]
+async fn the_extension_registers_under_its_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["datadog-agent", "offpath"] {
+        let file = dir.path().join(name);
+        std::fs::copy(offpath_tests::support::binary("offpath-lambda"), &file).unwrap();
+        let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+        let mut ext = Extension::start_binary(
+            &file,
+            offpath_tests::lambda_runtime::extension_env(&rt, &[]),
+        );
+        rt.wait_next_event(1).await;
+        assert!(shutdown_and_exit(&rt, &mut ext).await.success());
+        let CallKind::Register {
+            name: registered, ..
+        } = &rt.kinds()[0]
+        else {
+            panic!("{:#?}", rt.kinds())
+        };
+        assert_eq!(registered, name);
+    }
+}
+
+/// A Runtime API that accepts the connection and never answers `register`: the extension gives up, says
+/// why, and exits (Lambda then fails the init) instead of hanging the sandbox.
+#[tokio::test]
+async fn a_runtime_api_that_never_answers_register_ends_the_extension_with_an_error() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let rt = FakeRuntime::start(TelemetryMode::Accept).await;
+    let mut env = offpath_tests::lambda_runtime::extension_env(&rt, &[]);
+    env.insert("AWS_LAMBDA_RUNTIME_API".into(), addr);
+    let started = std::time::Instant::now();
+    let mut ext = Extension::start_binary(&offpath_tests::support::binary("offpath-lambda"), env);
+    let status = ext.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "{}", ext.stderr());
+    let logs = ext.stderr();
     assert!(
-        ext.stdout().is_empty(),
-        "stdout is for fallback records only"
+        logs.contains("register") && logs.contains("did not answer within 5s"),
+        "{logs}"
     );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    held.abort();
 }

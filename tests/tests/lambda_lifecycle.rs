@@ -74,6 +74,8 @@ async fn start(mode: TelemetryMode, env: &[(&str, &str)], behaviour: Option<Beha
         ("AWS_REGION", "us-east-1"),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
         ("OFFPATH_STATUS_ADDR", ""),
+        ("OFFPATH_LAMBDA_API_PORT", "0"),
+        ("OFFPATH_LAMBDA_TRACE_PORT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -90,10 +92,9 @@ async fn start(mode: TelemetryMode, env: &[(&str, &str)], behaviour: Option<Beha
     )
     .unwrap();
     let opts = Options {
-        runtime_api: rt.runtime_api(),
-        env: Arc::new(move |k| vars.get(k).cloned()),
         proc_root: dir.path().join("proc"),
         os_release: dir.path().join("os-release"),
+        ..Options::new(rt.runtime_api(), Arc::new(move |k| vars.get(k).cloned()))
     };
     let startup = Arc::new(Mutex::new(None));
     let tags = Arc::new(Mutex::new(Vec::new()));
@@ -432,6 +433,8 @@ async fn tags_known_at_registration_go_to_the_pipeline_start_and_the_runtime_fol
             "functionname:offpath-test-fn",
             "region:us-east-1",
             "account_id:123456789012",
+            "aws_account:123456789012",
+            "resource:offpath-test-fn",
             "memorysize:256",
             &format!(
                 "architecture:{}",

@@ -247,10 +247,9 @@ async fn the_runtime_learned_at_the_first_invocation_tags_every_metric_flushed_a
     vars.remove("AWS_LAMBDA_RUNTIME_API");
     let vars: HashMap<String, String> = vars;
     let opts = Options {
-        runtime_api: rt.runtime_api(),
-        env: Arc::new(move |k| vars.get(k).cloned()),
         proc_root: dir.path().join("proc"),
         os_release: dir.path().join("os-release"),
+        ..Options::new(rt.runtime_api(), Arc::new(move |k| vars.get(k).cloned()))
     };
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let run = tokio::spawn(lifecycle::run(opts, move |s: Startup| async move {

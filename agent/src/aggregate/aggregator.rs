@@ -10,7 +10,9 @@ use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
 use crate::config::{AggregateConfig, MetricMapping};
-use crate::dogstatsd::{self, Message, MetricKind, MetricSample, MetricValue, ParseError, Tags};
+use crate::dogstatsd::{
+    self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
+};
 use crate::host::HostInfo;
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
@@ -113,6 +115,24 @@ pub struct Aggregator {
     events: Vec<model::Event>,
     service_checks: Vec<model::ServiceCheck>,
     telemetry: Arc<Telemetry>,
+    /// [`AggregateConfig::own_names`].
+    own_names: Vec<String>,
+}
+
+/// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
+/// extension's enhanced metrics): aggregated, tagged, counted, delivered and fallen back like a received `d`
+/// value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnPoint {
+    /// Metric name, used as is (no namespace).
+    pub name: String,
+    /// The value; a NaN or an infinity is dropped and counted like a received one.
+    pub value: f64,
+    /// Tags separated by commas, as in a DogStatsD line (`cold_start:true,init_type:on-demand`); the global tags
+    /// are added at flush as to every metric.
+    pub tags: String,
+    /// When the value was measured (unix seconds): the 10 s bucket it goes in.
+    pub ts: i64,
 }
 
 impl Aggregator {
@@ -159,6 +179,7 @@ impl Aggregator {
             events: Vec::new(),
             service_checks: Vec::new(),
             telemetry,
+            own_names: cfg.own_names.clone(),
         }
     }
 
@@ -243,22 +264,47 @@ impl Aggregator {
 
     fn insert_counted(&mut self, msg: &Message<'_>, now: i64, tally: &mut Tally) {
         match msg {
-            Message::Metric(m) => self.insert_metric(m, now, tally),
+            Message::Metric(m) => self.insert_metric(m, now, false, tally),
             Message::Event(e) => self.insert_event(e, now, tally),
             Message::ServiceCheck(sc) => self.insert_service_check(sc, now, tally),
         }
     }
 
-    fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, tally: &mut Tally) {
+    /// Insert a distribution value produced inside the process ([`OwnPoint`]) into the bucket of its `ts`:
+    /// counted in the ledger like a received `d` value, never prefixed with the namespace, never dropped as
+    /// one of the `own_names`.
+    pub fn insert_own(&mut self, point: &OwnPoint) {
+        let sample = MetricSample {
+            name: &point.name,
+            kind: MetricKind::Distribution,
+            value: MetricValue::Single(point.value),
+            sample_rate: 1.0,
+            tags: Tags { raw: &point.tags },
+            timestamp: None,
+            origin: Origin::default(),
+        };
+        let mut tally = Tally::default();
+        self.insert_metric(&sample, point.ts, true, &mut tally);
+        tally.commit(&self.telemetry);
+    }
+
+    /// Insert one metric line received (or, when `own`, produced) at `now`.
+    fn insert_metric(&mut self, m: &MetricSample<'_>, now: i64, own: bool, tally: &mut Tally) {
         let n = match m.value {
             MetricValue::Single(_) | MetricValue::Set(_) => 1,
             MetricValue::Packed(p) => p.len() as u64,
         };
         tally.received += n;
         let lambda = self.mapping == MetricMapping::LambdaDistribution;
-        if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
-            tally.drop_points(PointDrop::ClientTelemetry, n);
-            return;
+        if !own {
+            if lambda && m.name.starts_with(CLIENT_TELEMETRY_PREFIX) {
+                tally.drop_points(PointDrop::ClientTelemetry, n);
+                return;
+            }
+            if self.own_names.iter().any(|own| own == m.name) {
+                tally.drop_points(PointDrop::OwnMetric, n);
+                return;
+            }
         }
         let class = match (m.timestamp.is_some(), m.kind) {
             (true, MetricKind::Count) => Class::TimestampedCount,
@@ -290,7 +336,8 @@ impl Aggregator {
         if finite == 0 {
             return;
         }
-        let key = self.line_key(class, m.name, tags(&m.tags));
+        let mut key = self.line_key(class, m.name, tags(&m.tags));
+        key.prefixed &= !own;
         let now_bucket = bucket_start(now);
         let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
             Ok(ctx) => ctx,

@@ -36,5 +36,5 @@ pub mod sketch;
 mod tests;
 mod worker;
 
-pub use aggregator::Aggregator;
-pub use worker::{Collected, Control, WorkerError, Workers, spawn_worker};
+pub use aggregator::{Aggregator, OwnPoint};
+pub use worker::{Collected, Control, OwnPoints, WorkerError, Workers, spawn_worker};

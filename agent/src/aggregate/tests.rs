@@ -4,8 +4,8 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::Aggregator;
 use super::sketch::AgentSketch;
+use super::{Aggregator, OwnPoint};
 use crate::config::{AggregateConfig, HistogramAggregate, MetricMapping};
 use crate::dogstatsd::{self, Message, ParseError, Tags};
 use crate::model::{AlertType, Flush, Priority, Series, SeriesKind, SketchSeries};
@@ -29,6 +29,7 @@ fn config() -> AggregateConfig {
         context_limit: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
+        own_names: Vec::new(),
     }
 }
 
@@ -720,6 +721,71 @@ fn a_packet_is_parsed_and_counted_once_per_kind_and_error() {
     h.assert_ledger_balances();
 }
 
+#[test]
+fn own_points_are_distributions_in_the_bucket_of_their_time_counted_like_received_ones() {
+    let mut cfg = config();
+    cfg.namespace = "ns.".to_owned();
+    cfg.tags = vec!["functionname:f".to_owned()];
+    let mut h = Harness::new(cfg);
+    let own = |value: f64, ts: i64| OwnPoint {
+        name: "aws.lambda.enhanced.duration".to_owned(),
+        value,
+        tags: "cold_start:true".to_owned(),
+        ts,
+    };
+    h.agg.insert_own(&own(0.25, T0 + 3));
+    h.agg.insert_own(&own(0.75, T0 + 5));
+    // A point measured earlier than what the context holds goes in its own, older bucket.
+    h.agg.insert_own(&own(1.0, T0 - 20));
+    h.agg.insert_own(&own(f64::NAN, T0 + 5));
+    let f = h.flush(T0 + 30, true);
+    let s = only_sketch(&f);
+    // No namespace: the name is used as is; the global tags are added.
+    assert_eq!(s.name, "aws.lambda.enhanced.duration");
+    assert_eq!(s.tags, ["cold_start:true", "functionname:f"]);
+    let buckets: Vec<(i64, i64, f64)> = s.sketches.iter().map(|d| (d.ts, d.cnt, d.sum)).collect();
+    assert_eq!(buckets, [(T0 - 20, 1, 1.0), (T0, 2, 1.0)]);
+    assert_eq!(h.dropped(PointDrop::NonFinite), 1);
+    h.assert_ledger_balances();
+}
+
+#[test]
+fn a_received_line_named_like_an_own_metric_is_dropped_and_counted() {
+    let mut cfg = config();
+    cfg.own_names = vec!["aws.lambda.enhanced.invocations".to_owned()];
+    let mut h = Harness::new(cfg);
+    h.send(
+        &[
+            "aws.lambda.enhanced.invocations:1|d|#runtime:nodejs20.x",
+            "aws.lambda.enhanced.invocations_other:1|d",
+            "aws.lambda.enhanced.errors:1|d",
+        ],
+        T0,
+    );
+    h.agg.insert_own(&OwnPoint {
+        name: "aws.lambda.enhanced.invocations".to_owned(),
+        value: 1.0,
+        tags: String::new(),
+        ts: T0,
+    });
+    let f = h.flush(T0 + 20, true);
+    assert_eq!(h.dropped(PointDrop::OwnMetric), 1);
+    let names: Vec<&str> = f.sketches.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "aws.lambda.enhanced.errors",
+            "aws.lambda.enhanced.invocations",
+            "aws.lambda.enhanced.invocations_other"
+        ]
+    );
+    assert!(
+        f.sketches[1].tags.is_empty(),
+        "the own point, not the client's line"
+    );
+    h.assert_ledger_balances();
+}
+
 mod worker {
     use super::*;
     use crate::aggregate::{Control, spawn_worker};
@@ -762,6 +828,52 @@ mod worker {
         drop(control);
         assert!(worker.join().is_ok());
         assert_eq!(telemetry.points.received.load(Relaxed), 20);
+    }
+
+    #[test]
+    fn own_points_reach_the_worker_of_their_name_and_are_in_the_next_flush() {
+        use crate::aggregate::{Aggregator, Workers};
+        let telemetry = Arc::new(Telemetry::default());
+        let (workers, _queues) =
+            Workers::start::<Vec<u8>>(Aggregator::sharded(&config(), &telemetry, 3), 16, clock)
+                .unwrap();
+        let own = workers.own_points(Arc::clone(&telemetry));
+        let points: Vec<OwnPoint> = (0..30)
+            .map(|i| OwnPoint {
+                name: format!("own.{}", i % 5),
+                value: f64::from(i),
+                tags: String::new(),
+                ts: T0,
+            })
+            .collect();
+        own.send(points);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let collected = rt.block_on(workers.flush(true, deadline));
+        assert_eq!(collected.answered, 3);
+        let f = collected.flush;
+        assert_eq!(
+            f.sketches.len(),
+            5,
+            "one context per name, in one worker each"
+        );
+        assert_eq!(f.samples(), 30);
+        workers.join();
+        // The workers are gone: what is sent now is counted as dropped, never lost silently.
+        own.send(vec![OwnPoint {
+            name: "own.late".to_owned(),
+            value: 1.0,
+            tags: String::new(),
+            ts: T0,
+        }]);
+        assert_eq!(telemetry.points.received.load(Relaxed), 31);
+        assert_eq!(
+            telemetry.points.dropped[PointDrop::ShutdownDeadline as usize].load(Relaxed),
+            1
+        );
     }
 
     #[test]

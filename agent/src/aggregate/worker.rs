@@ -5,17 +5,21 @@
 //! one worker and a flush is the concatenation of the workers' flushes, equal to what one aggregator fed
 //! the same stream would emit (series in another order).
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use tokio::sync::oneshot;
 
-use super::Aggregator;
+use super::{Aggregator, OwnPoint};
 use crate::model::Flush;
-use crate::telemetry::PointDrop;
+use crate::telemetry::{PointDrop, Telemetry};
 
 /// Flush requests waiting for one worker.
 const CONTROL_QUEUE: usize = 4;
+/// Batches of [`OwnPoint`]s waiting for one worker (the Lambda extension sends a few per invocation).
+const OWN_QUEUE: usize = 64;
 
 /// A request to the aggregation thread.
 #[derive(Debug)]
@@ -46,30 +50,43 @@ pub fn spawn_worker<P>(
 where
     P: AsRef<[u8]> + Send + 'static,
 {
-    std::thread::spawn(move || serve(agg, packets, control, clock))
+    std::thread::spawn(move || serve(agg, packets, crossbeam_channel::never(), control, clock))
 }
 
-/// The worker loop of [`spawn_worker`].
+/// The worker loop of [`spawn_worker`]; `own` brings [`OwnPoint`]s.
 fn serve<P: AsRef<[u8]>>(
     mut agg: Aggregator,
     packets: Receiver<P>,
+    own: Receiver<Vec<OwnPoint>>,
     control: Receiver<Control>,
     clock: fn() -> i64,
 ) {
     let mut packets = Some(packets);
+    let mut own = Some(own);
     loop {
         let never = crossbeam_channel::never();
+        let never_own = crossbeam_channel::never();
         let queue = packets.as_ref().unwrap_or(&never);
+        let own_queue = own.as_ref().unwrap_or(&never_own);
         select! {
             recv(queue) -> packet => match packet {
                 Ok(p) => agg.insert_packet(p.as_ref(), clock()),
                 Err(_) => packets = None,
+            },
+            recv(own_queue) -> points => match points {
+                Ok(points) => points.iter().for_each(|p| agg.insert_own(p)),
+                Err(_) => own = None,
             },
             recv(control) -> msg => match msg {
                 Ok(Control::Flush { final_flush, reply }) => {
                     if let Some(queue) = &packets {
                         for p in queue.try_iter().take(queue.len()) {
                             agg.insert_packet(p.as_ref(), clock());
+                        }
+                    }
+                    if let Some(queue) = &own {
+                        for points in queue.try_iter().take(queue.len()) {
+                            points.iter().for_each(|p| agg.insert_own(p));
                         }
                     }
                     let flush = agg.flush(clock(), final_flush);
@@ -109,6 +126,7 @@ pub struct Collected {
 #[derive(Debug)]
 pub struct Workers {
     controls: Vec<Sender<Control>>,
+    own: Vec<Sender<Vec<OwnPoint>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -134,17 +152,20 @@ impl Workers {
     {
         let mut workers = Workers {
             controls: Vec::with_capacity(aggregators.len()),
+            own: Vec::with_capacity(aggregators.len()),
             threads: Vec::with_capacity(aggregators.len()),
         };
         let mut queues = Vec::with_capacity(aggregators.len());
         for (i, agg) in aggregators.into_iter().enumerate() {
             let (packet_tx, packet_rx) = crossbeam_channel::bounded(queue_size.max(1));
+            let (own_tx, own_rx) = crossbeam_channel::bounded(OWN_QUEUE);
             let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             let thread = std::thread::Builder::new()
                 .name(format!("offpath-aggregate-{i}"))
-                .spawn(move || serve(agg, packet_rx, control_rx, clock))
+                .spawn(move || serve(agg, packet_rx, own_rx, control_rx, clock))
                 .map_err(WorkerError::Thread)?;
             workers.controls.push(control_tx);
+            workers.own.push(own_tx);
             workers.threads.push(thread);
             queues.push(packet_tx);
         }
@@ -154,6 +175,14 @@ impl Workers {
     /// How many workers run.
     pub fn count(&self) -> usize {
         self.controls.len()
+    }
+
+    /// A handle that adds [`OwnPoint`]s to these workers; `telemetry` counts what it has to drop.
+    pub fn own_points(&self, telemetry: Arc<Telemetry>) -> OwnPoints {
+        OwnPoints {
+            queues: self.own.clone(),
+            telemetry,
+        }
     }
 
     /// Ask every worker for a flush ([`Control::Flush`]: each first inserts what its queue holds) and
@@ -211,6 +240,56 @@ impl Workers {
                 tracing::error!("an aggregate worker thread panicked");
             }
         }
+    }
+}
+
+/// Adds [`OwnPoint`]s to the aggregate workers, each to the worker of its name (as a received line would go),
+/// without waiting: usable from async code, and while the engine is flushing. The workers insert queued points
+/// before they answer a flush. Points that find a worker's queue full, or the workers stopped, are counted as
+/// received and dropped ([`PointDrop::OwnQueueFull`], [`PointDrop::ShutdownDeadline`]). Holding a handle does
+/// not keep the workers running.
+#[derive(Debug, Clone)]
+pub struct OwnPoints {
+    queues: Vec<Sender<Vec<OwnPoint>>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl OwnPoints {
+    /// Queue `points` for aggregation.
+    pub fn send(&self, points: Vec<OwnPoint>) {
+        if points.is_empty() {
+            return;
+        }
+        let n = self.queues.len();
+        if n <= 1 {
+            if let Some(queue) = self.queues.first() {
+                self.send_to(queue, points);
+            }
+            return;
+        }
+        let mut shards: Vec<Vec<OwnPoint>> = (0..n).map(|_| Vec::new()).collect();
+        for p in points {
+            let shard = crate::ingest::shard_of(p.name.as_bytes(), n);
+            if let Some(batch) = shards.get_mut(shard) {
+                batch.push(p);
+            }
+        }
+        for (queue, batch) in self.queues.iter().zip(shards) {
+            if !batch.is_empty() {
+                self.send_to(queue, batch);
+            }
+        }
+    }
+
+    fn send_to(&self, queue: &Sender<Vec<OwnPoint>>, batch: Vec<OwnPoint>) {
+        let (lost, reason) = match queue.try_send(batch) {
+            Ok(()) => return,
+            Err(TrySendError::Full(b)) => (b.len(), PointDrop::OwnQueueFull),
+            Err(TrySendError::Disconnected(b)) => (b.len(), PointDrop::ShutdownDeadline),
+        };
+        let lost = lost as u64;
+        self.telemetry.points.received.fetch_add(lost, Relaxed);
+        self.telemetry.points.drop_points(reason, lost);
     }
 }
 

@@ -74,6 +74,10 @@ pub struct AggregateConfig {
     /// Aggregate worker threads, each with the contexts of its share of metric names
     /// (`OFFPATH_AGGREGATE_WORKERS`; its 0 resolved at load: one per core up to 4, one in Lambda).
     pub workers: NonZeroUsize,
+    /// Metric names the embedding program emits itself (not a key: the Lambda extension's
+    /// `aws.lambda.enhanced.invocations` and `.errors` when it ships enhanced metrics). A received line with
+    /// one of these names is dropped, counted as `own_metric`, so the value is not counted twice.
+    pub own_names: Vec<String>,
 }
 
 impl AggregateConfig {
@@ -109,6 +113,7 @@ impl AggregateConfig {
                 Some(n) => n,
                 None => default_workers(r.deployment()),
             },
+            own_names: Vec::new(),
         })
     }
 }

@@ -273,4 +273,27 @@ keys! {
     LAMBDA_TELEMETRY_HOST: String = Setting::new(&["OFFPATH_LAMBDA_TELEMETRY_HOST"],
         "offpath.lambda_telemetry_host", Value("sandbox.localdomain"), parse::text,
         "Lambda: host name Lambda posts telemetry to (the listener binds 0.0.0.0).");
+    /// `DD_ENHANCED_METRICS`.
+    ENHANCED_METRICS: bool = Setting::new(&["DD_ENHANCED_METRICS"], "enhanced_metrics",
+        Value("true"), parse::boolean,
+        "Lambda: ship Datadog's enhanced metrics (aws.lambda.enhanced.*: invocations, errors, \
+         durations, memory, estimated cost) as distributions; the aws.lambda.enhanced.invocations and \
+         .errors lines Datadog's libraries send over DogStatsD are then dropped (own_metric): offpath \
+         counts both once per request id.");
+    /// `DD_LAMBDA_PROC_ENHANCED_METRICS`.
+    LAMBDA_PROC_ENHANCED_METRICS: bool = Setting::new(&["DD_LAMBDA_PROC_ENHANCED_METRICS"],
+        "lambda_proc_enhanced_metrics", Value("true"), parse::boolean,
+        "Lambda: with DD_ENHANCED_METRICS, also the resource metrics from /proc and /tmp (CPU time \
+         and utilization, network bytes, /tmp, file descriptors, threads).");
+    /// `OFFPATH_LAMBDA_API_PORT`.
+    LAMBDA_API_PORT: u16 = Setting::new(&["OFFPATH_LAMBDA_API_PORT"],
+        "offpath.lambda_api_port", Value("8124"), lambda::port,
+        "Lambda: port on 127.0.0.1 of the endpoints the Datadog libraries call (/lambda/hello, \
+         /lambda/flush, /lambda/start-invocation, /lambda/end-invocation); 0 picks a free port.");
+    /// `OFFPATH_LAMBDA_TRACE_PORT`.
+    LAMBDA_TRACE_PORT: u16 = Setting::new(&["OFFPATH_LAMBDA_TRACE_PORT"],
+        "offpath.lambda_trace_port", Value("8126"), lambda::port,
+        "Lambda: port on 127.0.0.1 where Datadog tracers send traces (they do when they find the \
+         Datadog-compatible layer); offpath answers at once and drops them, counted and logged once: \
+         it ships metrics, not traces. 0 picks a free port.");
 }

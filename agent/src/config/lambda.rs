@@ -44,6 +44,14 @@ pub struct LambdaConfig {
     pub telemetry_port: u16,
     /// Host name in the Telemetry API destination (`OFFPATH_LAMBDA_TELEMETRY_HOST`, `sandbox.localdomain`).
     pub telemetry_host: String,
+    /// Ship Datadog's enhanced metrics (`DD_ENHANCED_METRICS`, true).
+    pub enhanced_metrics: bool,
+    /// With them, the resource metrics from `/proc` and `/tmp` (`DD_LAMBDA_PROC_ENHANCED_METRICS`, true).
+    pub proc_enhanced_metrics: bool,
+    /// Port on 127.0.0.1 of the Datadog libraries' endpoints (`OFFPATH_LAMBDA_API_PORT`, 8124; 0 picks one).
+    pub api_port: u16,
+    /// Port on 127.0.0.1 of the trace intake that drops traces (`OFFPATH_LAMBDA_TRACE_PORT`, 8126).
+    pub trace_port: u16,
 }
 
 impl LambdaConfig {
@@ -53,6 +61,10 @@ impl LambdaConfig {
             flush_budget: r.value(&k::LAMBDA_FLUSH_BUDGET)?,
             telemetry_port: r.value(&k::LAMBDA_TELEMETRY_PORT)?,
             telemetry_host: r.value(&k::LAMBDA_TELEMETRY_HOST)?,
+            enhanced_metrics: r.value(&k::ENHANCED_METRICS)?,
+            proc_enhanced_metrics: r.value(&k::LAMBDA_PROC_ENHANCED_METRICS)?,
+            api_port: r.value(&k::LAMBDA_API_PORT)?,
+            trace_port: r.value(&k::LAMBDA_TRACE_PORT)?,
         })
     }
 }
@@ -87,6 +99,11 @@ pub(super) fn flush_budget(v: &str) -> Result<Duration, &'static str> {
 }
 
 pub(super) fn telemetry_port(v: &str) -> Result<u16, &'static str> {
+    port(v)
+}
+
+/// A TCP port, 0 picking a free one.
+pub fn port(v: &str) -> Result<u16, &'static str> {
     v.parse()
         .map_err(|_| "a TCP port 0-65535 (0 picks a free port)")
 }

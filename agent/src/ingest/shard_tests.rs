@@ -38,6 +38,7 @@ fn config(context_limit: usize) -> AggregateConfig {
         context_limit: NonZeroUsize::new(context_limit).unwrap(),
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
+        own_names: Vec::new(),
     }
 }
 

@@ -87,12 +87,7 @@ impl Flusher for NothingToFlush {
 async fn post_runtime(runs: usize) {
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
     let vars = extension_env(&rt, &[("DD_SERVERLESS_FLUSH_STRATEGY", "end")]);
-    let opts = Options {
-        runtime_api: rt.runtime_api(),
-        env: Arc::new(move |k| vars.get(k).cloned()),
-        proc_root: PathBuf::from("/proc"),
-        os_release: PathBuf::from("/etc/os-release"),
-    };
+    let opts = Options::new(rt.runtime_api(), Arc::new(move |k| vars.get(k).cloned()));
     let run = tokio::spawn(lifecycle::run(opts, |_| async {
         Ok::<_, BoxError>(NothingToFlush)
     }));

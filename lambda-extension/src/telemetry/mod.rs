@@ -1,8 +1,8 @@
 //! The Lambda Telemetry API: a local HTTP listener and the `platform` subscription.
 //!
 //! The listener is started first, then `PUT /2022-07-01/telemetry` asks Lambda to POST `platform`
-//! events to it in batches (`timeoutMs` 25, the minimum). The listener parses each batch and hands
-//! `platform.start`, `platform.runtimeDone` and `platform.report` to the lifecycle over a bounded
+//! events to it in batches (`timeoutMs` 25, the minimum). The listener parses each batch ([`events`])
+//! and hands the init, start, `runtimeDone` and report events to the lifecycle over a bounded
 //! channel; other events are ignored. If the subscription is refused (an error status, or a 202 whose
 //! body says `Telemetry.NotSupported`, as some emulators answer), the lifecycle runs without
 //! `runtimeDone` and flushes at the next event instead.
@@ -19,13 +19,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::extension::ExtensionClient;
 use crate::http::HttpError;
+
+mod events;
+pub use events::{InitReport, Report, RuntimeDone, TelemetryEvent, parse_batch};
 
 const SUBSCRIBE_PATH: &str = "/2022-07-01/telemetry";
 /// Largest batch accepted; Lambda's own `maxBytes` ceiling is 1 MiB.
@@ -34,72 +36,6 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const MAX_CONNECTIONS: usize = 16;
 /// Telemetry events queued for the lifecycle; at most a few arrive per invocation.
 pub const EVENT_QUEUE: usize = 1024;
-
-/// One platform event the lifecycle cares about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TelemetryEvent {
-    /// `platform.start`: an invocation began.
-    Start {
-        /// The invocation's request id.
-        request_id: String,
-    },
-    /// `platform.runtimeDone`: the runtime has sent the response (or failed); the caller is served.
-    RuntimeDone {
-        /// The invocation's request id.
-        request_id: String,
-        /// `success`, `failure`, `error` or `timeout`.
-        status: String,
-    },
-    /// `platform.report`: the invocation's final report.
-    Report {
-        /// The invocation's request id.
-        request_id: String,
-        /// `success`, `failure`, `error` or `timeout`.
-        status: String,
-    },
-}
-
-#[derive(Deserialize)]
-struct RawEvent {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    record: serde_json::Value,
-}
-
-fn field(record: &serde_json::Value, name: &str) -> String {
-    record
-        .get(name)
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Parse one POSTed batch (a JSON array of `{time, type, record}`) into the events that matter.
-///
-/// # Errors
-/// The JSON error when the body is not an array of telemetry events.
-pub fn parse_batch(body: &[u8]) -> Result<Vec<TelemetryEvent>, serde_json::Error> {
-    let raw: Vec<RawEvent> = serde_json::from_slice(body)?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|e| {
-            let request_id = field(&e.record, "requestId");
-            match e.kind.as_str() {
-                "platform.start" => Some(TelemetryEvent::Start { request_id }),
-                "platform.runtimeDone" => Some(TelemetryEvent::RuntimeDone {
-                    request_id,
-                    status: field(&e.record, "status"),
-                }),
-                "platform.report" => Some(TelemetryEvent::Report {
-                    request_id,
-                    status: field(&e.record, "status"),
-                }),
-                _ => None,
-            }
-        })
-        .collect())
-}
 
 /// Counters of the telemetry listener.
 #[derive(Debug, Default)]
@@ -290,7 +226,8 @@ pub async fn subscribe(client: &ExtensionClient, destination: &str) -> Result<()
     let body = subscription_body(destination).to_string().into_bytes();
     let resp = client
         .http()
-        .send(
+        .send_within(
+            crate::extension::CALL_TIMEOUT,
             Method::PUT,
             SUBSCRIBE_PATH,
             &[("Lambda-Extension-Identifier", client.id())],
@@ -318,53 +255,6 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Result<(), TelemetryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_batch_yields_start_runtime_done_and_report_and_ignores_the_rest() {
-        let body = br#"[
-            {"time":"2024-01-01T00:00:00.000Z","type":"platform.initStart","record":{"initializationType":"on-demand","phase":"init"}},
-            {"time":"2024-01-01T00:00:00.001Z","type":"platform.start","record":{"requestId":"r1","version":"$LATEST"}},
-            {"time":"2024-01-01T00:00:00.050Z","type":"platform.runtimeDone","record":{"requestId":"r1","status":"success","metrics":{"durationMs":49.1,"producedBytes":12},"spans":[]}},
-            {"time":"2024-01-01T00:00:00.090Z","type":"platform.report","record":{"requestId":"r1","status":"success","metrics":{"durationMs":89.0,"billedDurationMs":90,"memorySizeMB":128,"maxMemoryUsedMB":30}}},
-            {"time":"2024-01-01T00:00:00.091Z","type":"platform.logsDropped","record":{"reason":"x","droppedRecords":1,"droppedBytes":3}}
-        ]"#;
-        assert_eq!(
-            parse_batch(body).unwrap(),
-            [
-                TelemetryEvent::Start {
-                    request_id: "r1".into()
-                },
-                TelemetryEvent::RuntimeDone {
-                    request_id: "r1".into(),
-                    status: "success".into()
-                },
-                TelemetryEvent::Report {
-                    request_id: "r1".into(),
-                    status: "success".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn a_function_log_record_that_is_a_string_does_not_spoil_the_batch() {
-        let body = br#"[{"time":"t","type":"function","record":"hello"},
-            {"time":"t","type":"platform.runtimeDone","record":{"requestId":"r2","status":"timeout"}}]"#;
-        assert_eq!(
-            parse_batch(body).unwrap(),
-            [TelemetryEvent::RuntimeDone {
-                request_id: "r2".into(),
-                status: "timeout".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn a_body_that_is_not_an_array_is_an_error() {
-        for body in [&b"{}"[..], b"", b"[1]"] {
-            assert!(parse_batch(body).is_err(), "{body:?}");
-        }
-    }
 
     #[test]
     fn the_subscription_asks_for_platform_events_buffered_25_ms() {
