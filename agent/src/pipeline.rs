@@ -150,7 +150,8 @@ impl Engine {
         }
         let (workers, queues) =
             Workers::start(aggregators, config.ingest.queue_size.get(), unix_now)?;
-        let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
+        let listeners =
+            Listeners::start_sharded(&config.ingest, &telemetry, queues, workers.route())?;
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
 

@@ -4,7 +4,7 @@
 //! [`Aggregator::insert_packet`] or [`Aggregator::insert`], and [`Aggregator::flush`] turns closed 10 s buckets
 //! into a [`Flush`](crate::model::Flush) (DESIGN.md §2). [`Workers`] runs one or more on their own threads
 //! (`OFFPATH_AGGREGATE_WORKERS`), each fed by its own ingest queue and driven by [`Control`] messages from the
-//! flush driver; the listeners route lines by metric name, so every context lives in one worker and the
+//! flush driver; the listeners route lines by metric name and tag set, so every context lives in one worker and the
 //! flushed output is the same whatever the number of workers. [`Aggregator::sharded`] makes the aggregators,
 //! which share one `DD_AGGREGATE_CONTEXT_LIMIT`.
 //!
