@@ -180,7 +180,7 @@ keys! {
     AGGREGATE_WORKERS: usize = Setting::new(&["OFFPATH_AGGREGATE_WORKERS"],
         "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, aggregate::workers,
         "Parse and aggregate threads, at most 64; 0 is one per core, at most 4. Lines go by metric \
-         name, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
+         name and tag set, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
     /// `OFFPATH_FLUSH_INTERVAL`.
     FLUSH_INTERVAL: Duration = Setting::new(&["OFFPATH_FLUSH_INTERVAL"], "offpath.flush_interval",
         Value("15"), parse::seconds,
