@@ -77,7 +77,10 @@ fn hot_line(n: usize, contexts: usize) -> String {
 fn packets(lines: &[String]) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = vec![Vec::new()];
     for l in lines {
-        if out.last().is_some_and(|c| !c.is_empty() && c.len() + 1 + l.len() > 8192) {
+        if out
+            .last()
+            .is_some_and(|c| !c.is_empty() && c.len() + 1 + l.len() > 8192)
+        {
             out.push(Vec::new());
         }
         let cur = out.last_mut().unwrap();
@@ -109,7 +112,10 @@ fn cpu_time() -> Duration {
 
 fn main() {
     // `cargo bench` passes `--bench`; take the numbers and the workload from what is left.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let contexts: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let passes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let hot = args.get(2).is_some_and(|a| a == "hot");
