@@ -51,6 +51,7 @@
 mod deadline;
 mod queue;
 mod retry;
+pub mod store;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
