@@ -86,6 +86,7 @@ impl Bound {
     }
 
     /// Whether file `seq` is held.
+    #[cfg(test)]
     pub fn contains(&self, seq: Seq) -> bool {
         self.files.contains_key(&seq)
     }

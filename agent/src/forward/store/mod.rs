@@ -189,16 +189,12 @@ impl Store {
             .mode(0o600)
             .open(&lock_path)
             .map_err(dir_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                return Err(StoreError::Locked {
-                    path: dir,
-                    holder: holder.trim().to_owned(),
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        if !try_lock(&lock).map_err(dir_err)? {
+            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(StoreError::Locked {
+                path: dir,
+                holder: holder.trim().to_owned(),
+            });
         }
         // Who holds it, for the error of a second process (best effort).
         let _ = lock.set_len(0);
@@ -366,6 +362,23 @@ impl Store {
             }
         }
         result
+    }
+}
+
+/// Take an exclusive `flock(2)` on `file` without waiting: `Ok(false)` when another open file
+/// description (another process) holds it. The lock goes with the file's last descriptor.
+fn try_lock(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor `file` owns and keeps open for the call; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 
