@@ -20,13 +20,13 @@ use tokio::time::Instant;
 use crate::aggregate::{Aggregator, OwnPoints, WorkerError, Workers};
 use crate::auth;
 use crate::config::{Config, FallbackSink};
+use crate::control::status::{Health, unix_now};
 use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::{Deadline, ForwardError, Forwarder};
 use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
-use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, SelfMetrics, Telemetry};
 
@@ -428,7 +428,7 @@ pub async fn run(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 status_addr = listener.local_addr().ok();
-                status_task = Some(tokio::spawn(crate::lifecycle::status::serve(
+                status_task = Some(tokio::spawn(crate::control::status::serve(
                     listener,
                     Arc::clone(&telemetry),
                     engine.health(),
