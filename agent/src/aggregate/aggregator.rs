@@ -94,7 +94,8 @@ impl Tally {
     }
 }
 
-/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (DESIGN.md §2).
+/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (see
+/// `docs/protocols.md`, "What the Agent ships per type").
 ///
 /// Memory is bounded: at most `context_limit` live contexts (new ones beyond are dropped and counted), contexts
 /// expire 20 s after their last bucket closed, a set remembers at most 16,384 members per bucket, a histogram
