@@ -243,7 +243,8 @@ keys! {
     STATUS_ADDR: Option<SocketAddr> = Setting::new(&["OFFPATH_STATUS_ADDR"], "offpath.status_addr",
         Value("127.0.0.1:8126"), ops::status_addr,
         "Address of /health and /status; empty disables. An address other than loopback is logged \
-         as a warning.").empty_is_a_value();
+         as a warning. Taken at start: an error when set, a warning (offpath runs without it) on the \
+         default.").empty_is_a_value();
     /// `OFFPATH_SELF_TELEMETRY`.
     SELF_TELEMETRY: bool = Setting::new(&["OFFPATH_SELF_TELEMETRY"], "offpath.self_telemetry",
         ByDeployment { sidecar: "true", lambda: "false" }, parse::boolean,
