@@ -97,7 +97,7 @@ fn normalise(line: &str, host: &str) -> String {
     }
     let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
     for i in 1..words.len() {
-        if words[i - 1] == "pid" {
+        if words[i - 1].ends_with("pid") {
             words[i] = words[i].trim_start_matches(char::is_numeric).to_owned();
             words[i].insert(0, 'N');
         }
@@ -144,18 +144,25 @@ fn run(block: &Block) {
     };
     let script_path = dir.path().join("block.sh");
     std::fs::write(&script_path, &script).unwrap();
-    let out = Command::new("unshare")
-        .args(["--net", "--", "bash", "-c", "ip link set lo up && exec bash \"$0\""])
-        .arg(&script_path)
-        .current_dir(&cwd)
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| {
-            matches!(k.as_str(), "PATH" | "HOME" | "CARGO_HOME" | "RUSTUP_HOME")
-        }))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run unshare (util-linux; needs root): {e}"));
+    let out =
+        Command::new("unshare")
+            .args([
+                "--net",
+                "--",
+                "bash",
+                "-c",
+                "ip link set lo up && exec bash \"$0\"",
+            ])
+            .arg(&script_path)
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| {
+                matches!(k.as_str(), "PATH" | "HOME" | "CARGO_HOME" | "RUSTUP_HOME")
+            }))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run unshare (util-linux; needs root): {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let shown_run = format!(
