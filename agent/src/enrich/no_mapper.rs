@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 
 /// Mapping profiles: always empty in this build.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MapperProfiles;
+pub struct MapperProfiles(());
 
 impl MapperProfiles {
     /// No profile configured (always, in this build).
@@ -20,7 +20,7 @@ impl MapperProfiles {
 /// Any profile: this build cannot map.
 pub fn parse_profiles(v: &str) -> Result<MapperProfiles, &'static str> {
     match serde_json::from_str::<Vec<serde_json::Value>>(v) {
-        Ok(list) if list.is_empty() => Ok(MapperProfiles),
+        Ok(list) if list.is_empty() => Ok(MapperProfiles(())),
         _ => Err(
             "no mapper profiles: this build of offpath has no mapper (it was built without \
                   the `mapper` feature, as the Lambda extension is); remove the key",

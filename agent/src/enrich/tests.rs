@@ -35,6 +35,7 @@ fn apply(f: &mut Filter, name: &str, namespace: &str) -> Option<(String, Vec<Str
     }
 }
 
+#[cfg(feature = "mapper")]
 fn kept(name: &str, tags: &[&str]) -> Option<(String, Vec<String>)> {
     let mut tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
     tags.sort();
@@ -431,7 +432,8 @@ fn without_the_mapper_feature_profiles_are_a_start_up_error_naming_the_key() {
 #[test]
 fn the_blocklist_matches_whole_names_or_prefixes() {
     let names = ["foo", "foo.bar", "foobar", "bar.baz", "ba", "qux"];
-    let cases: &[(&str, &[(&str, &str)], &[bool])] = &[
+    type Env = &'static [(&'static str, &'static str)];
+    let cases: &[(&str, Env, &[bool])] = &[
         (
             "statsd_metric_blocklist: [foo, bar.baz]\n",
             &[],
@@ -461,7 +463,6 @@ fn the_blocklist_matches_whole_names_or_prefixes() {
         ),
     ];
     for (yaml, env, want) in cases {
-        let env: &'static [(&'static str, &'static str)] = env;
         let mut f = filter(yaml, env);
         for (name, blocked) in names.iter().zip(*want) {
             assert_eq!(
