@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod dogstatsd;
 pub mod encode;
+pub mod enrich;
 pub mod errors;
 pub mod fallback;
 pub mod forward;
