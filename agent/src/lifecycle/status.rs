@@ -260,6 +260,8 @@ pub struct HealthStatus {
 pub struct Status {
     /// offpath's version.
     pub version: &'static str,
+    /// This process's id: with several offpaths on one machine, which one answered.
+    pub pid: u32,
     /// Seconds since the process started.
     pub uptime_seconds: u64,
     /// The `/health` verdict.
@@ -333,6 +335,7 @@ impl Status {
         let f = &t.forward;
         Self {
             version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
             uptime_seconds: t.started.elapsed().as_secs(),
             health: HealthStatus {
                 ok: verdict.is_ok(),
@@ -651,6 +654,7 @@ mod tests {
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(v["uptime_seconds"].is_u64());
+        assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["health"]["ok"], true);
         assert_eq!(v["listeners"][0]["name"], "udp 127.0.0.1:8125");
         assert_eq!(v["listeners"][0]["packets"], 7);
