@@ -176,12 +176,16 @@ impl Engine {
         }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let forwarder = Box::new(Forwarder::new(
+            let mut forwarder = Forwarder::new(
                 &config.forward,
                 key,
                 Arc::clone(&telemetry),
                 Some(overflow.clone()),
-            )?);
+            )?;
+            if let Some(storage) = &config.forward.storage {
+                forwarder = forwarder.with_storage(storage)?;
+            }
+            let forwarder = Box::new(forwarder);
             Delivery::Intake {
                 forwarder,
                 overflow,

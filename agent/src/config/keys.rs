@@ -232,6 +232,18 @@ keys! {
     /// `OFFPATH_ZSTD_LEVEL`.
     ZSTD_LEVEL: i32 = Setting::new(&["OFFPATH_ZSTD_LEVEL"], "offpath.zstd_level", Value("1"),
         forward::zstd_level, "zstd compression level for payloads, 1 to 22.");
+    /// `DD_FORWARDER_STORAGE_PATH`.
+    FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
+        "forwarder_storage_path", NONE, parse::path,
+        "Sidecar: directory of the on-disk retry storage (one sub-directory per intake, locked by \
+         one process): payloads that failed a first attempt are written there and sent at the next \
+         start after a crash. Used when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0; ignored in \
+         Lambda.");
+    /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
+    FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
+        "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
+        "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
+         Agent). Over it the oldest payloads go to the fallback.");
 
     // Fallback.
 

@@ -39,7 +39,7 @@ use tracing::level_filters::LevelFilter;
 pub(crate) use aggregate::percentile_name;
 pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
-pub use forward::ForwardConfig;
+pub use forward::{ForwardConfig, StorageConfig};
 pub use host::{HostConfig, HostnameConfig, TagCardinality};
 pub use ingest::IngestConfig;
 pub use key::{AnySetting, Key, KeyDefault};
