@@ -37,6 +37,7 @@ fn config() -> AggregateConfig {
         histogram_percentiles: vec![0.95],
         context_limit: NonZeroUsize::new(1_000_000).unwrap(),
         mapping: MetricMapping::Agent,
+        filter: offpath::enrich::FilterConfig::default(),
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
     }
