@@ -9,6 +9,7 @@ use super::bucket::{
 use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
+use super::raw::Spelling;
 use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
@@ -117,6 +118,9 @@ pub struct Aggregator {
     telemetry: Arc<Telemetry>,
     /// [`AggregateConfig::own_names`].
     own_names: Vec<String>,
+    /// The default host the remembered spellings were resolved with ([`super::raw`]): a line's `host:` tag
+    /// equal to it is no host, so when it changes the spellings are forgotten.
+    spelled_host: String,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -180,12 +184,14 @@ impl Aggregator {
             service_checks: Vec::new(),
             telemetry,
             own_names: cfg.own_names.clone(),
+            spelled_host: cfg.hostname.clone(),
         }
     }
 
     /// Parse a packet and insert every line, counting lines per kind, rejected lines per reason, received and
     /// dropped points into the telemetry once for the whole packet.
     pub fn insert_packet(&mut self, packet: &[u8], now: i64) {
+        self.watch_host();
         let mut tally = Tally::default();
         for line in dogstatsd::parse_packet(packet) {
             match line {
@@ -205,9 +211,19 @@ impl Aggregator {
 
     /// Insert one parsed message received at `now` (unix seconds), counting received and dropped points.
     pub fn insert(&mut self, msg: &Message<'_>, now: i64) {
+        self.watch_host();
         let mut tally = Tally::default();
         self.insert_counted(msg, now, &mut tally);
         tally.commit(&self.telemetry);
+    }
+
+    /// Forget the remembered spellings when the default host changed since they were made.
+    fn watch_host(&mut self) {
+        let hostname = self.host.hostname();
+        if self.spelled_host != hostname {
+            hostname.clone_into(&mut self.spelled_host);
+            self.contexts.spellings.clear();
+        }
     }
 
     /// Take the default host from `host` (the sidecar's resolved hostname) instead of `DD_HOSTNAME`.
@@ -289,6 +305,7 @@ impl Aggregator {
             timestamp: None,
             origin: Origin::default(),
         };
+        self.watch_host();
         let mut tally = Tally::default();
         self.insert_metric(&sample, point.ts, true, &mut tally);
         tally.commit(&self.telemetry);
@@ -342,10 +359,29 @@ impl Aggregator {
         if finite == 0 {
             return;
         }
-        let mut key = self.line_key(class, m.name, tags(&m.tags));
-        key.prefixed &= !own;
         let now_bucket = bucket_start(now);
-        let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
+        let spelling = Spelling {
+            class,
+            own,
+            name: m.name,
+            tags: m.tags.raw,
+        };
+        let (globals, global_hashes, hostname) =
+            (&self.global_tags, &self.global_hashes, self.host.hostname());
+        let make_key = |namespace: &str| {
+            let mut key = line_key(
+                globals,
+                global_hashes,
+                namespace,
+                hostname,
+                class,
+                m.name,
+                tags(&m.tags),
+            );
+            key.prefixed &= !own;
+            key
+        };
+        let ctx = match self.contexts.resolve(&spelling, make_key, now_bucket) {
             Ok(ctx) => ctx,
             Err(Refused::Limit) => {
                 tally.drop_points(PointDrop::ContextLimit, finite);
@@ -440,36 +476,22 @@ impl Aggregator {
         });
     }
 
-    /// The context key of a metric line: special tags out, tags sorted and de-duplicated, global tags out (they
-    /// are the same for every context and come back at flush).
+    /// The context key of a metric line ([`line_key`]).
     fn line_key<'a>(
         &self,
         class: Class,
         name: &'a str,
         tags: impl Iterator<Item = &'a str>,
     ) -> LineKey<'a> {
-        let mut buf = TagBuf::new();
-        let mut host = None;
-        for t in tags {
-            match special_tag(t) {
-                Special::Host(h) => host = Some(h),
-                Special::Metadata => {}
-                Special::No => buf.push((tag_hash(t), t)),
-            }
-        }
-        canonicalize(&mut buf);
-        if !self.global_hashes.is_empty() {
-            let (hashes, globals) = (&self.global_hashes, &self.global_tags);
-            buf.retain(|(h, t)| hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t));
-        }
-        LineKey {
+        line_key(
+            &self.global_tags,
+            &self.global_hashes,
+            self.contexts.namespace(),
+            self.host.hostname(),
             class,
-            prefixed: !self.contexts.namespace().is_empty()
-                && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
             name,
-            host: host.filter(|h| *h != self.host.hostname()),
-            tags: buf,
-        }
+            tags,
+        )
     }
 
     /// Host and tags of an event or service check: `h:` wins over a `host:` tag, which wins over the configured
@@ -484,6 +506,42 @@ impl Aggregator {
         out.extend(self.global_tags.iter().cloned());
         out.sort_unstable();
         (host, out)
+    }
+}
+
+/// The context key of a metric line: special tags out, tags sorted and de-duplicated, global tags (sorted,
+/// with their sorted hashes) out (they are the same for every context and come back at flush), a host equal
+/// to `hostname` is no host.
+fn line_key<'a>(
+    globals: &[String],
+    global_hashes: &[u64],
+    namespace: &str,
+    hostname: &str,
+    class: Class,
+    name: &'a str,
+    tags: impl Iterator<Item = &'a str>,
+) -> LineKey<'a> {
+    let mut buf = TagBuf::new();
+    let mut host = None;
+    for t in tags {
+        match special_tag(t) {
+            Special::Host(h) => host = Some(h),
+            Special::Metadata => {}
+            Special::No => buf.push((tag_hash(t), t)),
+        }
+    }
+    canonicalize(&mut buf);
+    if !global_hashes.is_empty() {
+        buf.retain(|(h, t)| {
+            global_hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t)
+        });
+    }
+    LineKey {
+        class,
+        prefixed: !namespace.is_empty() && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
+        name,
+        host: host.filter(|h| *h != hostname),
+        tags: buf,
     }
 }
 

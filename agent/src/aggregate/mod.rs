@@ -31,6 +31,7 @@
 mod aggregator;
 mod bucket;
 mod context;
+mod raw;
 pub mod sketch;
 #[cfg(test)]
 mod tests;
