@@ -9,6 +9,7 @@ use super::bucket::{
 use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
+use super::raw::Spelling;
 use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
@@ -121,6 +122,9 @@ pub struct Aggregator {
     own_names: Vec<String>,
     /// The mapper and the blocklist (`AggregateConfig::filter`); `None` when neither is configured.
     filter: Option<Box<Filter>>,
+    /// The default host the remembered spellings were resolved with ([`super::raw`]): a line's `host:` tag
+    /// equal to it is no host, so when it changes the spellings are forgotten.
+    spelled_host: String,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -185,12 +189,14 @@ impl Aggregator {
             telemetry,
             own_names: cfg.own_names.clone(),
             filter: Filter::new(&cfg.filter, &cfg.namespace),
+            spelled_host: cfg.hostname.clone(),
         }
     }
 
     /// Parse a packet and insert every line, counting lines per kind, rejected lines per reason, received and
     /// dropped points into the telemetry once for the whole packet.
     pub fn insert_packet(&mut self, packet: &[u8], now: i64) {
+        self.watch_host();
         let mut tally = Tally::default();
         for line in dogstatsd::parse_packet(packet) {
             match line {
@@ -210,9 +216,19 @@ impl Aggregator {
 
     /// Insert one parsed message received at `now` (unix seconds), counting received and dropped points.
     pub fn insert(&mut self, msg: &Message<'_>, now: i64) {
+        self.watch_host();
         let mut tally = Tally::default();
         self.insert_counted(msg, now, &mut tally);
         tally.commit(&self.telemetry);
+    }
+
+    /// Forget the remembered spellings when the default host changed since they were made.
+    fn watch_host(&mut self) {
+        let hostname = self.host.hostname();
+        if self.spelled_host != hostname {
+            hostname.clone_into(&mut self.spelled_host);
+            self.contexts.spellings.clear();
+        }
     }
 
     /// Take the default host from `host` (the sidecar's resolved hostname) instead of `DD_HOSTNAME`.
@@ -294,6 +310,7 @@ impl Aggregator {
             timestamp: None,
             origin: Origin::default(),
         };
+        self.watch_host();
         let mut tally = Tally::default();
         self.insert_metric(&sample, point.ts, true, &mut tally);
         tally.commit(&self.telemetry);
@@ -367,11 +384,31 @@ impl Aggregator {
         if finite == 0 {
             return;
         }
+        // The spelling is the name as sent: the mapping is a function of it, so it names one context.
         let line_tags = tags(&m.tags).chain(mapped_tags.iter().map(String::as_str));
-        let mut key = self.line_key(class, name, line_tags);
-        key.prefixed &= !own;
         let now_bucket = bucket_start(now);
-        let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
+        let spelling = Spelling {
+            class,
+            own,
+            name: m.name,
+            tags: m.tags.raw,
+        };
+        let (globals, global_hashes, hostname) =
+            (&self.global_tags, &self.global_hashes, self.host.hostname());
+        let make_key = |namespace: &str| {
+            let mut key = line_key(
+                globals,
+                global_hashes,
+                namespace,
+                hostname,
+                class,
+                name,
+                line_tags,
+            );
+            key.prefixed &= !own;
+            key
+        };
+        let ctx = match self.contexts.resolve(&spelling, make_key, now_bucket) {
             Ok(ctx) => ctx,
             Err(Refused::Limit) => {
                 tally.drop_points(PointDrop::ContextLimit, finite);
@@ -466,35 +503,22 @@ impl Aggregator {
         });
     }
 
-    /// The context key of a metric line: special tags out, tags sorted and de-duplicated, global tags out (they
-    /// are the same for every context and come back at flush).
+    /// The context key of a metric line ([`line_key`]).
     fn line_key<'a>(
         &self,
         class: Class,
         name: &'a str,
         tags: impl Iterator<Item = &'a str>,
     ) -> LineKey<'a> {
-        let mut buf = TagBuf::new();
-        let mut host = None;
-        for t in tags {
-            match special_tag(t) {
-                Special::Host(h) => host = Some(h),
-                Special::Metadata => {}
-                Special::No => buf.push((tag_hash(t), t)),
-            }
-        }
-        canonicalize(&mut buf);
-        if !self.global_hashes.is_empty() {
-            let (hashes, globals) = (&self.global_hashes, &self.global_tags);
-            buf.retain(|(h, t)| hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t));
-        }
-        LineKey {
+        line_key(
+            &self.global_tags,
+            &self.global_hashes,
+            self.contexts.namespace(),
+            self.host.hostname(),
             class,
-            prefixed: namespaced(self.contexts.namespace(), name),
             name,
-            host: host.filter(|h| *h != self.host.hostname()),
-            tags: buf,
-        }
+            tags,
+        )
     }
 
     /// Host and tags of an event or service check: `h:` wins over a `host:` tag, which wins over the configured
@@ -515,6 +539,42 @@ impl Aggregator {
 /// Whether `namespace` goes in front of `name`: there is one and the name is not under an exempt prefix.
 fn namespaced(namespace: &str, name: &str) -> bool {
     !namespace.is_empty() && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p))
+}
+
+/// The context key of a metric line: special tags out, tags sorted and de-duplicated, global tags (sorted,
+/// with their sorted hashes) out (they are the same for every context and come back at flush), a host equal
+/// to `hostname` is no host.
+fn line_key<'a>(
+    globals: &[String],
+    global_hashes: &[u64],
+    namespace: &str,
+    hostname: &str,
+    class: Class,
+    name: &'a str,
+    tags: impl Iterator<Item = &'a str>,
+) -> LineKey<'a> {
+    let mut buf = TagBuf::new();
+    let mut host = None;
+    for t in tags {
+        match special_tag(t) {
+            Special::Host(h) => host = Some(h),
+            Special::Metadata => {}
+            Special::No => buf.push((tag_hash(t), t)),
+        }
+    }
+    canonicalize(&mut buf);
+    if !global_hashes.is_empty() {
+        buf.retain(|(h, t)| {
+            global_hashes.binary_search(h).is_err() || globals.iter().all(|g| g != t)
+        });
+    }
+    LineKey {
+        class,
+        prefixed: namespaced(namespace, name),
+        name,
+        host: host.filter(|h| *h != hostname),
+        tags: buf,
+    }
 }
 
 /// A context's name, host and tags (its own and the global ones, sorted) as shipped.

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::bucket::{BUCKET_SECS, Bucket};
 pub(super) use super::class::Class;
+use super::raw::Spellings;
 
 /// Tags of one line with their hashes, while the key is built; lines with more tags spill to the heap.
 pub(super) type TagBuf<'a> = SmallVec<[(u64, &'a str); 16]>;
@@ -161,6 +162,22 @@ impl Context {
             current: Bucket::idle(now_bucket),
             older: None,
         })
+    }
+
+    /// What tells this context from every other live one wherever it moves in the table: the address of its
+    /// identity buffer; 0 (no identity) for an empty one, which has no address of its own.
+    pub fn id(&self) -> usize {
+        if self.text.is_empty() {
+            0
+        } else {
+            self.text.as_ptr() as usize
+        }
+    }
+
+    /// Samples in the newest bucket.
+    #[cfg(test)]
+    pub fn current_samples(&self) -> u32 {
+        self.current.samples
     }
 
     /// The metric name, namespace applied.
@@ -352,7 +369,9 @@ impl Budget {
 /// The live contexts, stored in the hash table itself.
 #[derive(Debug)]
 pub(super) struct Contexts {
-    table: HashTable<Context>,
+    pub(super) table: HashTable<Context>,
+    /// How the live contexts were spelled ([`super::raw`]).
+    pub(super) spellings: Spellings,
     /// The namespace (with its `.`), prepended to names that are not exempt.
     namespace: String,
     budget: Arc<Budget>,
@@ -369,6 +388,7 @@ impl Contexts {
     pub fn sharing(namespace: String, budget: Arc<Budget>) -> Self {
         Self {
             table: HashTable::new(),
+            spellings: Spellings::default(),
             namespace,
             budget,
         }
@@ -383,27 +403,39 @@ impl Contexts {
     }
 
     /// The context of a line, created when new and under the limit.
+    #[cfg(test)]
     pub fn get_or_insert(
         &mut self,
         key: &LineKey<'_>,
         now_bucket: i64,
     ) -> Result<&mut Context, Refused> {
+        let (slot, _) = self.find_or_insert(key, now_bucket)?;
+        self.table.get_bucket_mut(slot).ok_or(Refused::TooLong)
+    }
+
+    /// The table slot and [`Context::id`] of a line's context, created when new and under the limit.
+    pub(super) fn find_or_insert(
+        &mut self,
+        key: &LineKey<'_>,
+        now_bucket: i64,
+    ) -> Result<(usize, usize), Refused> {
         let hash = key.hash();
         let ns = self.namespace.as_str();
-        match self
+        let entry = match self
             .table
             .entry(hash, |c| c.matches(key, ns), |c| c.rehash(ns))
         {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(_) if !self.budget.take() => Err(Refused::Limit),
+            Entry::Occupied(e) => e,
+            Entry::Vacant(_) if !self.budget.take() => return Err(Refused::Limit),
             Entry::Vacant(e) => match Context::new(key, ns, now_bucket) {
-                Ok(ctx) => Ok(e.insert(ctx).into_mut()),
+                Ok(ctx) => e.insert(ctx),
                 Err(refused) => {
                     self.budget.give(1);
-                    Err(refused)
+                    return Err(refused);
                 }
             },
-        }
+        };
+        Ok((entry.bucket_index(), entry.get().id()))
     }
 
     /// Visit every live context; remove those for which `keep` answers false.
@@ -415,12 +447,20 @@ impl Contexts {
         if self.table.len() < self.table.capacity() / 4 {
             let ns = self.namespace.as_str();
             self.table.shrink_to(self.table.len() * 2, |c| c.rehash(ns));
+            // Every slot moved.
+            self.spellings.clear();
+        } else if self.table.len() < before {
+            let table = &self.table;
+            self.spellings
+                .retain(|slot, id| table.get_bucket(slot).is_some_and(|c| c.id() == id));
         }
     }
 
     /// Heap bytes held for the contexts: the table (contexts and their current buckets) and each identity.
     pub fn heap_bytes(&self) -> usize {
-        self.table.allocation_size() + self.table.iter().map(|c| c.text.len()).sum::<usize>()
+        self.table.allocation_size()
+            + self.table.iter().map(|c| c.text.len()).sum::<usize>()
+            + self.spellings.heap_bytes()
     }
 
     /// Iterate the live contexts.

@@ -32,6 +32,7 @@ mod aggregator;
 mod bucket;
 mod class;
 mod context;
+mod raw;
 pub mod sketch;
 #[cfg(test)]
 mod tests;

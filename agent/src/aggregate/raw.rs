@@ -1,0 +1,259 @@
+//! Finding a line's context from its bytes as sent, before any tag is split, hashed or sorted.
+//!
+//! A context's canonical key (tags without the special and global ones, sorted, de-duplicated) costs a pass
+//! over every tag, a hash per tag and a sort. Clients send the same context spelled the same way line after
+//! line, so each spelling seen (type class, whether the point was produced in-process, the name and the tag
+//! list exactly as sent) is remembered with the table slot of the context it resolved to: a line whose
+//! spelling is known hashes its raw name and tags once, compares them with the remembered bytes and goes
+//! straight to its context's slot. A new spelling (a new context, or a known one with its tags in another
+//! order) takes the canonical path and is remembered.
+//!
+//! Slots move when the context table grows or shrinks, and are reused after a context is forgotten: both
+//! clear or prune the spellings ([`Contexts`]), and every hit also checks the identity of the context in
+//! the slot, so a spelling never reaches another context.
+
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
+
+use super::context::{Class, Context, Contexts, LineKey, Refused};
+
+/// How a line spells its context: everything its canonical key is computed from, as sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Spelling<'a> {
+    pub class: Class,
+    /// Produced in-process ([`OwnPoint`](super::OwnPoint)): never prefixed by the namespace.
+    pub own: bool,
+    pub name: &'a str,
+    /// The tag list as sent (the text after `#`).
+    pub tags: &'a str,
+}
+
+impl Spelling<'_> {
+    fn hash(&self) -> u64 {
+        let mut h = FxHasher::default();
+        h.write_u8(self.class as u8);
+        h.write_u8(u8::from(self.own));
+        h.write(self.name.as_bytes());
+        // 0xff never occurs in UTF-8: it separates the name from the tags.
+        h.write_u8(0xff);
+        h.write(self.tags.as_bytes());
+        h.finish()
+    }
+
+    fn head(&self) -> [u8; 2] {
+        [self.class as u8, u8::from(self.own)]
+    }
+}
+
+/// One remembered spelling.
+#[derive(Debug)]
+struct Alias {
+    hash: u64,
+    /// The context's slot in the context table, and its identity there ([`Context::id`]).
+    slot: usize,
+    id: usize,
+    name_len: usize,
+    /// [`Spelling::head`], the name, the tags.
+    bytes: Box<[u8]>,
+}
+
+impl Alias {
+    fn is(&self, hash: u64, s: &Spelling<'_>) -> bool {
+        self.hash == hash
+            && self.name_len == s.name.len()
+            && self.bytes.len() == 2 + s.name.len() + s.tags.len()
+            && self.bytes.get(..2) == Some(&s.head()[..])
+            && self.bytes.get(2..2 + s.name.len()) == Some(s.name.as_bytes())
+            && self.bytes.get(2 + s.name.len()..) == Some(s.tags.as_bytes())
+    }
+}
+
+/// The spellings of live contexts.
+#[derive(Debug, Default)]
+pub(super) struct Spellings {
+    table: HashTable<Alias>,
+}
+
+impl Spellings {
+    fn find(&self, hash: u64, s: &Spelling<'_>) -> Option<(usize, usize)> {
+        self.table
+            .find(hash, |a| a.is(hash, s))
+            .map(|a| (a.slot, a.id))
+    }
+
+    fn remember(&mut self, hash: u64, s: &Spelling<'_>, slot: usize, id: usize) {
+        let mut bytes = Vec::with_capacity(2 + s.name.len() + s.tags.len());
+        bytes.extend_from_slice(&s.head());
+        bytes.extend_from_slice(s.name.as_bytes());
+        bytes.extend_from_slice(s.tags.as_bytes());
+        let alias = Alias {
+            hash,
+            slot,
+            id,
+            name_len: s.name.len(),
+            bytes: bytes.into_boxed_slice(),
+        };
+        self.table.insert_unique(hash, alias, |a| a.hash);
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Forget every spelling (the default host changed: `host:` tags may now mean another context).
+    pub fn clear(&mut self) {
+        self.table = HashTable::new();
+    }
+
+    /// Keep the spellings for which `live(slot, id)` holds.
+    pub fn retain(&mut self, mut live: impl FnMut(usize, usize) -> bool) {
+        self.table.retain(|a| live(a.slot, a.id));
+        if self.table.len() < self.table.capacity() / 4 {
+            self.table.shrink_to(self.table.len() * 2, |a| a.hash);
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.table.allocation_size() + self.table.iter().map(|a| a.bytes.len()).sum::<usize>()
+    }
+}
+
+/// Spellings remembered at most per live context (plus a constant): a client that shuffles its tags
+/// cannot grow them without bound; past it they are forgotten and relearned.
+const SPELLINGS_PER_CONTEXT: usize = 2;
+const SPELLINGS_SLACK: usize = 1024;
+
+impl Contexts {
+    /// The context of a line spelled `s`: by its spelling when known, else by its canonical key (`key`,
+    /// given the namespace, is only called then), created when new and under the limit.
+    pub fn resolve<'a>(
+        &mut self,
+        s: &Spelling<'a>,
+        key: impl FnOnce(&str) -> LineKey<'a>,
+        now_bucket: i64,
+    ) -> Result<&mut Context, Refused> {
+        let hash = s.hash();
+        if let Some((slot, id)) = self.spellings.find(hash, s)
+            && self.table.get_bucket(slot).is_some_and(|c| c.id() == id)
+        {
+            // Just checked: the slot holds the context.
+            return self.table.get_bucket_mut(slot).ok_or(Refused::TooLong);
+        }
+        let key = key(self.namespace());
+        let capacity = self.table.capacity();
+        let (slot, id) = self.find_or_insert(&key, now_bucket)?;
+        if self.table.capacity() != capacity {
+            // The table was rebuilt: every remembered slot moved.
+            self.spellings.clear();
+        }
+        if id != 0 {
+            if self.spellings.len() >= SPELLINGS_PER_CONTEXT * self.table.len() + SPELLINGS_SLACK {
+                self.spellings.clear();
+            }
+            self.spellings.remember(hash, s, slot, id);
+        }
+        // `find_or_insert` just answered this slot.
+        self.table.get_bucket_mut(slot).ok_or(Refused::TooLong)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::context::{TagBuf, canonicalize, tag_hash};
+    use super::*;
+
+    fn key<'a>(name: &'a str, tags: &'a str) -> LineKey<'a> {
+        let mut buf: TagBuf<'a> = tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| (tag_hash(t), t))
+            .collect();
+        canonicalize(&mut buf);
+        LineKey {
+            class: Class::Count,
+            prefixed: false,
+            name,
+            host: None,
+            tags: buf,
+        }
+    }
+
+    fn spelling<'a>(name: &'a str, tags: &'a str) -> Spelling<'a> {
+        Spelling {
+            class: Class::Count,
+            own: false,
+            name,
+            tags,
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_context_reaches_it_and_only_it() {
+        let mut contexts = Contexts::new(String::new(), 100_000);
+        // Enough contexts for the table to grow several times while spellings are remembered.
+        let names: Vec<String> = (0..3000).map(|i| format!("m{}", i % 300)).collect();
+        let tags: Vec<String> = (0..3000).map(|i| format!("a:{i},b:{}", i % 7)).collect();
+        let swapped: Vec<String> = (0..3000)
+            .map(|i| format!("b:{},a:{i},a:{i}", i % 7))
+            .collect();
+        for round in 0..3 {
+            for i in 0..3000 {
+                let t = if round == 1 { &swapped[i] } else { &tags[i] };
+                let ctx = contexts
+                    .resolve(&spelling(&names[i], t), |_| key(&names[i], t), 0)
+                    .unwrap();
+                assert_eq!(ctx.name(), names[i]);
+                let mut got: Vec<&str> = ctx.tags().collect();
+                got.sort_unstable();
+                let mut want: Vec<&str> = tags[i].split(',').collect();
+                want.sort_unstable();
+                assert_eq!(got, want);
+                ctx.bucket_mut(0).count(1);
+            }
+        }
+        assert_eq!(contexts.len(), 3000);
+        assert!(contexts.iter().all(|c| c.current_samples() == 3));
+        // Forgotten contexts take their spellings along; new ones reuse the slots safely.
+        contexts.retain(|c| c.name() != "m1");
+        assert_eq!(contexts.len(), 2990);
+        for i in (0..3000).filter(|i| i % 300 == 1) {
+            let t = format!("other:{i}");
+            let ctx = contexts
+                .resolve(&spelling("fresh", &t), |_| key("fresh", &t), 0)
+                .unwrap();
+            assert_eq!(ctx.name(), "fresh");
+            let ctx = contexts
+                .resolve(
+                    &spelling(&names[i], &tags[i]),
+                    |_| key(&names[i], &tags[i]),
+                    0,
+                )
+                .unwrap();
+            assert_eq!(ctx.name(), names[i]);
+            assert_eq!(ctx.current_samples(), 0);
+        }
+    }
+
+    #[test]
+    fn spellings_stay_bounded_when_tags_come_in_ever_new_orders() {
+        let mut contexts = Contexts::new(String::new(), 100);
+        let tags: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        for shift in 0..5000 {
+            let mut order = tags.clone();
+            order.rotate_left(shift % 20);
+            if shift % 40 >= 20 {
+                order.reverse();
+            }
+            let t = order.join(",");
+            assert!(
+                contexts
+                    .resolve(&spelling("m", &t), |_| key("m", &t), 0)
+                    .is_ok()
+            );
+        }
+        assert_eq!(contexts.len(), 1);
+        assert!(contexts.spellings.len() <= SPELLINGS_PER_CONTEXT + SPELLINGS_SLACK);
+    }
+}
