@@ -51,6 +51,9 @@ pub struct Key {
     /// Set to the empty string, the key is given to its parser as `""` instead of counting as unset
     /// (`OFFPATH_STATUS_ADDR=` disables the endpoint).
     pub empty_is_a_value: bool,
+    /// The value is structured (the mapper profiles): the YAML file's value arrives as JSON text, as
+    /// the environment gives it.
+    pub json: bool,
     /// The default.
     pub default: KeyDefault,
     /// One or two sentences for the README table.
@@ -91,6 +94,7 @@ impl<T> Setting<T> {
                 yaml,
                 list: false,
                 empty_is_a_value: false,
+                json: false,
                 default,
                 doc,
             },
@@ -101,6 +105,12 @@ impl<T> Setting<T> {
     /// The same key, read as a list (a YAML sequence is accepted).
     pub const fn list(mut self) -> Self {
         self.key.list = true;
+        self
+    }
+
+    /// The same key, structured: a YAML value of any shape is handed to the parser as JSON.
+    pub const fn json(mut self) -> Self {
+        self.key.json = true;
         self
     }
 

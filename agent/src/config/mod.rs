@@ -18,6 +18,7 @@
 
 mod aggregate;
 mod fallback;
+mod filter;
 mod forward;
 mod host;
 mod ingest;
