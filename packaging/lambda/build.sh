@@ -76,7 +76,17 @@ for arch in "${arches[@]}"; do
     cc="$cpu-linux-gnu-gcc"
     need "$cc" "gcc-$gnu-linux-gnu" "libc6-dev-$( [ "$cpu" = aarch64 ] && echo arm64 || echo amd64 )-cross"
   fi
-  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  if ! command -v rustup >/dev/null 2>&1; then
+    if ! rustc --print target-libdir --target "$triple" >/dev/null 2>&1 \
+      || [ ! -d "$(rustc --print target-libdir --target "$triple")" ]; then
+      echo "build.sh: the Rust standard library for $triple is missing and rustup is not installed;" \
+        "install rustup (https://rustup.rs) and run: rustup target add $triple" >&2
+      exit 1
+    fi
+  elif ! rustup target list --installed | grep -qx "$triple"; then
+    echo "build.sh: rustup target add $triple"
+    rustup target add "$triple"
+  fi
 
   upper="$(echo "$triple" | tr 'a-z-' 'A-Z_')"
   lower="$(echo "$triple" | tr '-' '_')"
