@@ -31,10 +31,18 @@ fn status(offpath: &Offpath) -> Value {
 
 /// Poll `cond` every 20 ms until it holds; fail with `what` after [`WAIT`].
 #[track_caller]
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_with(what, cond, String::new);
+}
+
+/// [`wait_for`], and on failure also says what `state` reports (what was seen instead).
+#[track_caller]
+fn wait_for_with(what: &str, mut cond: impl FnMut() -> bool, state: impl FnOnce() -> String) {
     let deadline = Instant::now() + WAIT;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}: {}", state());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -109,9 +117,17 @@ async fn a_sigkill_during_a_hung_intake_outage_loses_no_point_with_retry_storage
         });
         // Everything received has failed at least once and sits on disk (the one request in flight
         // hangs, so nothing was delivered).
-        wait_for("every point on disk", || {
-            stored_points(root.path()) == expected
-        });
+        wait_for_with(
+            "every point on disk",
+            || stored_points(root.path()) == expected,
+            || {
+                format!(
+                    "{} of {expected} points on disk; /status: {}",
+                    stored_points(root.path()),
+                    status(&first)
+                )
+            },
+        );
         expected
     });
     assert!(
