@@ -4,56 +4,12 @@ use std::num::NonZeroUsize;
 
 use super::key::Reader;
 use super::keys as k;
-use super::parse;
+use super::values::{HistogramAggregate, MetricMapping};
 use super::{ConfigError, Deployment};
 use crate::enrich::FilterConfig;
 
-/// Most aggregate workers `OFFPATH_AGGREGATE_WORKERS` accepts.
-pub const MAX_AGGREGATE_WORKERS: usize = 64;
 /// Aggregate workers at most when `OFFPATH_AGGREGATE_WORKERS=0` in the sidecar (one per core).
 pub const MAX_DEFAULT_WORKERS: usize = 4;
-/// Largest `DD_AGGREGATE_CONTEXT_LIMIT`: ten million live contexts (a few GiB of memory).
-pub const MAX_CONTEXT_LIMIT: usize = 10_000_000;
-
-/// Histogram aggregate names (`DD_HISTOGRAM_AGGREGATES`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistogramAggregate {
-    /// `.max`
-    Max,
-    /// `.min`
-    Min,
-    /// `.median`
-    Median,
-    /// `.avg`
-    Avg,
-    /// `.sum`
-    Sum,
-    /// `.count` (shipped as RATE)
-    Count,
-}
-
-impl HistogramAggregate {
-    /// The suffix without the dot.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Max => "max",
-            Self::Min => "min",
-            Self::Median => "median",
-            Self::Avg => "avg",
-            Self::Sum => "sum",
-            Self::Count => "count",
-        }
-    }
-}
-
-/// How DogStatsD types map to what is shipped; the deployment decides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricMapping {
-    /// The Datadog Agent's sidecar semantics (see `docs/architecture.md`, "Deployment profiles").
-    Agent,
-    /// Lambda: `c`, `h`, `ms`, `d` as distributions; `g`, `s` as gauges; client self-telemetry dropped.
-    LambdaDistribution,
-}
 
 /// Aggregator settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,58 +93,4 @@ fn default_workers(deployment: Deployment) -> NonZeroUsize {
 /// Name a percentile like the Agent: 0.95 → `95percentile`, 0.299 → `30percentile`.
 pub fn percentile_name(p: f64) -> String {
     format!("{}percentile", (p * 100.0).round() as i64)
-}
-
-pub(super) fn histogram_aggregates(v: &str) -> Result<Vec<HistogramAggregate>, &'static str> {
-    parse::split_list(v)
-        .iter()
-        .map(|a| match a.as_str() {
-            "max" => Ok(HistogramAggregate::Max),
-            "min" => Ok(HistogramAggregate::Min),
-            "median" => Ok(HistogramAggregate::Median),
-            "avg" => Ok(HistogramAggregate::Avg),
-            "sum" => Ok(HistogramAggregate::Sum),
-            "count" => Ok(HistogramAggregate::Count),
-            _ => Err("a list of max, min, median, avg, sum, count"),
-        })
-        .collect()
-}
-
-pub(super) fn histogram_percentiles(v: &str) -> Result<Vec<f64>, &'static str> {
-    parse::split_list(v)
-        .iter()
-        .map(|p| {
-            p.parse::<f64>()
-                .ok()
-                .filter(|p| *p > 0.0 && *p < 1.0)
-                .ok_or("a list of numbers between 0 and 1, such as 0.95")
-        })
-        .collect()
-}
-
-pub(super) fn context_limit(v: &str) -> Result<NonZeroUsize, &'static str> {
-    parse::usize_in_range(
-        v,
-        1,
-        MAX_CONTEXT_LIMIT,
-        "a number of contexts from 1 to 10000000",
-    )
-    .and_then(|n| NonZeroUsize::new(n).ok_or("a positive number"))
-}
-
-pub(super) fn workers(v: &str) -> Result<usize, &'static str> {
-    parse::usize_in_range(
-        v,
-        0,
-        MAX_AGGREGATE_WORKERS,
-        "a number of aggregate workers from 1 to 64, or 0 for one per core (at most 4)",
-    )
-}
-
-pub(super) fn lambda_metrics(v: &str) -> Result<MetricMapping, &'static str> {
-    match v {
-        "distribution" => Ok(MetricMapping::LambdaDistribution),
-        "agent" => Ok(MetricMapping::Agent),
-        _ => Err("distribution or agent"),
-    }
 }

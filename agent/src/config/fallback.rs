@@ -2,20 +2,8 @@
 
 use super::key::Reader;
 use super::keys as k;
+use super::values::{FallbackFormat, FallbackMode};
 use super::{ConfigError, Deployment};
-
-/// `OFFPATH_FALLBACK` as configured; [`FallbackConfig::sink`] is what it resolves to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackMode {
-    /// stdout in Lambda, CloudWatch where a log group is set, otherwise stdout.
-    Auto,
-    /// CloudWatch Logs (`OFFPATH_FALLBACK_LOG_GROUP` required).
-    CloudWatch,
-    /// One record per line on stdout.
-    Stdout,
-    /// No fallback: what cannot be delivered is dropped and counted.
-    Off,
-}
 
 /// Where fallback records go, resolved at load from `OFFPATH_FALLBACK` and the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,17 +14,6 @@ pub enum FallbackSink {
     Stdout,
     /// CloudWatch Logs.
     CloudWatch,
-}
-
-/// Record format of the fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackFormat {
-    /// offpath records (see `docs/protocols.md`, "offpath records"), replayable, lossless.
-    Offpath,
-    /// Datadog Forwarder `{"m","v","e","t"}` lines (exact only for distributions).
-    Forwarder,
-    /// CloudWatch Embedded Metric Format.
-    Emf,
 }
 
 /// Fallback settings.
@@ -56,13 +33,6 @@ pub struct FallbackConfig {
     pub emf_namespace: String,
 }
 
-/// What `OFFPATH_FALLBACK` accepts.
-#[cfg(feature = "cloudwatch")]
-const FALLBACK_MODES: &str = "auto, cloudwatch, stdout or off";
-/// What `OFFPATH_FALLBACK` accepts in a build without the CloudWatch sink.
-#[cfg(not(feature = "cloudwatch"))]
-const FALLBACK_MODES: &str = "auto, stdout or off (this build of offpath has no CloudWatch Logs sink: \
-     it was built without the `cloudwatch` feature, like the Lambda layer)";
 /// Why the CloudWatch keys are refused in a build without the CloudWatch sink.
 #[cfg(not(feature = "cloudwatch"))]
 const NO_CLOUDWATCH: &str = "no value: this build of offpath has no CloudWatch Logs sink (built \
@@ -103,24 +73,5 @@ impl FallbackConfig {
             emf_dimensions: r.value(&k::FALLBACK_EMF_DIMENSIONS)?,
             emf_namespace: r.value(&k::FALLBACK_EMF_NAMESPACE)?,
         })
-    }
-}
-
-pub(super) fn mode(v: &str) -> Result<FallbackMode, &'static str> {
-    match v {
-        "auto" => Ok(FallbackMode::Auto),
-        "cloudwatch" if cfg!(feature = "cloudwatch") => Ok(FallbackMode::CloudWatch),
-        "stdout" => Ok(FallbackMode::Stdout),
-        "off" => Ok(FallbackMode::Off),
-        _ => Err(FALLBACK_MODES),
-    }
-}
-
-pub(super) fn format(v: &str) -> Result<FallbackFormat, &'static str> {
-    match v {
-        "offpath" => Ok(FallbackFormat::Offpath),
-        "forwarder" => Ok(FallbackFormat::Forwarder),
-        "emf" => Ok(FallbackFormat::Emf),
-        _ => Err("offpath, forwarder or emf"),
     }
 }

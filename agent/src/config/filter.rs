@@ -1,16 +1,10 @@
 //! The mapper and blocklist settings (`dogstatsd_mapper_profiles`, `metric_filterlist`,
 //! `statsd_metric_blocklist`), read into the aggregate section's [`FilterConfig`].
 
-use std::num::NonZeroUsize;
-
 use super::ConfigError;
 use super::key::Reader;
 use super::keys as k;
-use super::parse;
-use crate::enrich::{FilterConfig, MapperProfiles};
-
-/// Largest `DD_DOGSTATSD_MAPPER_CACHE_SIZE`.
-pub const MAX_MAPPER_CACHE_SIZE: usize = 1_000_000;
+use crate::enrich::FilterConfig;
 
 /// Read the mapper and the blocklist: `metric_filterlist` when it is not empty, else
 /// `statsd_metric_blocklist`, each with its own `_match_prefix` (as the Agent does).
@@ -30,14 +24,4 @@ pub(super) fn load(r: &Reader<'_>) -> Result<FilterConfig, ConfigError> {
         blocklist,
         match_prefix,
     })
-}
-
-pub(super) fn mapper_profiles(v: &str) -> Result<MapperProfiles, &'static str> {
-    crate::enrich::parse_profiles(v)
-}
-
-pub(super) fn cache_size(v: &str) -> Result<NonZeroUsize, &'static str> {
-    const EXPECTED: &str = "a number of metric names from 1 to 1000000";
-    parse::usize_in_range(v, 1, MAX_MAPPER_CACHE_SIZE, EXPECTED)
-        .and_then(|n| NonZeroUsize::new(n).ok_or(EXPECTED))
 }

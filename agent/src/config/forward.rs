@@ -4,15 +4,8 @@ use std::time::Duration;
 
 use super::key::Reader;
 use super::keys as k;
-use super::parse;
 use super::{ConfigError, Deployment};
 use crate::auth::{ApiKey, AwsCredentialSource, SecretArn};
-
-/// Largest `DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`: 1 GiB.
-pub const MAX_RETRY_QUEUE_BYTES: usize = 1 << 30;
-
-/// Largest `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`: 1 TiB.
-pub const MAX_STORAGE_BYTES: u64 = 1 << 40;
 
 /// The Datadog sites (`DD_SITE`) as Datadog lists them (<https://docs.datadoghq.com/getting_started/site/>).
 /// Another value is accepted with a warning.
@@ -126,50 +119,6 @@ impl ForwardConfig {
     }
 }
 
-#[allow(clippy::unnecessary_wraps)]
-pub(super) fn api_key(v: &str) -> Result<ApiKey, &'static str> {
-    Ok(ApiKey::new(v))
-}
-
-pub(super) fn secret_arn(v: &str) -> Result<SecretArn, &'static str> {
-    SecretArn::parse(v).map_err(|_| {
-        "a Secrets Manager secret ARN such as \
-         arn:aws:secretsmanager:us-east-1:123456789012:secret:dd-api-key-AbCdEf"
-    })
-}
-
-/// `DD_SITE`: a host name (letters, digits, `.`, `-`; a port is allowed).
-pub(super) fn site(v: &str) -> Result<String, &'static str> {
-    if v.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
-    {
-        Ok(v.to_owned())
-    } else {
-        Err("a Datadog site such as datadoghq.eu")
-    }
-}
-
-/// `DD_DD_URL`: an http(s) URL with a host; a trailing `/` is removed.
-pub(super) fn intake_url(v: &str) -> Result<String, &'static str> {
-    let host = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"))
-        .map(|rest| rest.trim_end_matches('/'));
-    if host.is_none_or(str::is_empty) {
-        return Err("an http:// or https:// URL such as https://api.datadoghq.eu");
-    }
-    Ok(v.trim_end_matches('/').to_owned())
-}
-
-pub(super) fn retry_queue_bytes(v: &str) -> Result<usize, &'static str> {
-    parse::usize_in_range(
-        v,
-        0,
-        MAX_RETRY_QUEUE_BYTES,
-        "a size in bytes, at most 1073741824",
-    )
-}
-
 /// The retry storage: on in the sidecar when its size is above 0, which needs a path. Lambda has no
 /// disk that outlives the sandbox (a killed extension is a sandbox gone), so it never stores.
 fn storage(r: &Reader<'_>) -> Result<Option<StorageConfig>, ConfigError> {
@@ -186,17 +135,4 @@ fn storage(r: &Reader<'_>) -> Result<Option<StorageConfig>, ConfigError> {
             "a directory when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0",
         )),
     }
-}
-
-pub(super) fn storage_bytes(v: &str) -> Result<u64, &'static str> {
-    parse::in_range(
-        v,
-        0,
-        MAX_STORAGE_BYTES,
-        "a size in bytes, at most 1099511627776 (0 turns the storage off)",
-    )
-}
-
-pub(super) fn zstd_level(v: &str) -> Result<i32, &'static str> {
-    parse::in_range(v, 1, 22, "a zstd level from 1 to 22").map(|n| n as i32)
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::key::Reader;
 use super::keys as k;
-use super::{ConfigError, Deployment, parse};
+use super::values::TagCardinality;
+use super::{ConfigError, Deployment};
 
 /// How the hostname is resolved (`datadog.yaml` names; see `crate::host::hostname`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -26,18 +27,6 @@ pub struct HostnameConfig {
     pub ec2_timeout: Duration,
     /// `cloud_provider_metadata` includes `aws` (the default): the EC2 metadata service may be asked.
     pub ec2_enabled: bool,
-}
-
-/// `DD_DOGSTATSD_TAG_CARDINALITY`: which orchestrator tags DogStatsD metrics get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TagCardinality {
-    /// `low` (the default): tags shared by every task of a family.
-    #[default]
-    Low,
-    /// `orchestrator`: also the tags of one task (`task_arn`).
-    Orchestrator,
-    /// `high`: as `orchestrator` here (offpath adds no container-level tags).
-    High,
 }
 
 /// Host settings.
@@ -71,28 +60,5 @@ impl HostConfig {
             tag_cardinality: r.value(&k::DOGSTATSD_TAG_CARDINALITY)?,
             cluster_name_tag: !r.value(&k::DISABLE_CLUSTER_NAME_TAG_KEY)?,
         })
-    }
-}
-
-/// `DD_EC2_METADATA_TIMEOUT`: milliseconds, 1 to 60000.
-pub(super) fn ec2_timeout(v: &str) -> Result<Duration, &'static str> {
-    parse::in_range(v, 1, 60_000, "a number of milliseconds from 1 to 60000")
-        .map(Duration::from_millis)
-}
-
-/// `DD_CLOUD_PROVIDER_METADATA`: whether the list names `aws` (the only provider offpath asks).
-pub(super) fn aws_metadata(v: &str) -> Result<bool, &'static str> {
-    Ok(parse::split_list(v)
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case("aws")))
-}
-
-/// `DD_DOGSTATSD_TAG_CARDINALITY`: `low`, `orchestrator` or `high`, in any case.
-pub(super) fn tag_cardinality(v: &str) -> Result<TagCardinality, &'static str> {
-    match v.to_ascii_lowercase().as_str() {
-        "low" => Ok(TagCardinality::Low),
-        "orchestrator" => Ok(TagCardinality::Orchestrator),
-        "high" => Ok(TagCardinality::High),
-        _ => Err("low, orchestrator or high"),
     }
 }

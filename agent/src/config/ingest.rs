@@ -7,18 +7,6 @@ use std::path::PathBuf;
 use super::ConfigError;
 use super::key::Reader;
 use super::keys as k;
-use super::parse;
-
-/// Largest `DD_DOGSTATSD_BUFFER_SIZE`: 1 MiB (a datagram is at most 64 KiB; a stream frame larger than
-/// this is not DogStatsD).
-pub const MAX_BUFFER_SIZE: usize = 1 << 20;
-/// Largest `DD_DOGSTATSD_QUEUE_SIZE`: 256 Ki packets per aggregate worker (the queue's slots are
-/// allocated at start).
-pub const MAX_QUEUE_SIZE: usize = 1 << 18;
-/// Largest `DD_DOGSTATSD_SO_RCVBUF`: 1 GiB (the kernel takes a C int, doubled).
-pub const MAX_SO_RCVBUF: usize = 1 << 30;
-/// Most `OFFPATH_RECEIVE_THREADS`.
-pub const MAX_RECEIVE_THREADS: usize = 64;
 
 /// Listener settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,49 +45,4 @@ impl IngestConfig {
             receive_threads: r.value(&k::RECEIVE_THREADS)?,
         })
     }
-}
-
-/// `DD_DOGSTATSD_PORT`: a port, `0` to disable UDP (`None`), or `__random__` (as in the Agent) for an
-/// ephemeral port (`Some(0)`; the bound address is logged).
-pub(super) fn udp_port(v: &str) -> Result<Option<u16>, &'static str> {
-    match v {
-        "__random__" => Ok(Some(0)),
-        _ => match v.parse::<u16>() {
-            Ok(0) => Ok(None),
-            Ok(p) => Ok(Some(p)),
-            Err(_) => Err("a UDP port 0-65535 (0 disables UDP) or __random__"),
-        },
-    }
-}
-
-/// `DD_BIND_HOST`: an IP address; `localhost` is 127.0.0.1.
-pub(super) fn bind_host(v: &str) -> Result<IpAddr, &'static str> {
-    if v == "localhost" {
-        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    v.parse().map_err(|_| "an IP address such as 127.0.0.1")
-}
-
-pub(super) fn buffer_size(v: &str) -> Result<NonZeroUsize, &'static str> {
-    parse::usize_in_range(v, 1, MAX_BUFFER_SIZE, "a size in bytes from 1 to 1048576")
-        .and_then(|n| NonZeroUsize::new(n).ok_or("a positive size"))
-}
-
-pub(super) fn queue_size(v: &str) -> Result<NonZeroUsize, &'static str> {
-    parse::usize_in_range(v, 1, MAX_QUEUE_SIZE, "a number of packets from 1 to 262144")
-        .and_then(|n| NonZeroUsize::new(n).ok_or("a positive number"))
-}
-
-/// `DD_DOGSTATSD_SO_RCVBUF`: bytes; `0` keeps offpath's default.
-pub(super) fn so_rcvbuf(v: &str) -> Result<usize, &'static str> {
-    parse::usize_in_range(v, 0, MAX_SO_RCVBUF, "a size in bytes, at most 1073741824")
-}
-
-pub(super) fn receive_threads(v: &str) -> Result<usize, &'static str> {
-    parse::usize_in_range(
-        v,
-        0,
-        MAX_RECEIVE_THREADS,
-        "a number of threads from 1 to 64, or 0 for one per core (at most 4)",
-    )
 }

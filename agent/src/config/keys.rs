@@ -6,10 +6,9 @@
 //! `Reader`; `docs/architecture.md` says how to add one.
 
 use super::key::{AnySetting, KeyDefault, NONE, Setting};
-use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
-use super::{
-    TagCardinality, aggregate, fallback, filter, forward, host, ingest, lambda, ops, parse,
-};
+use super::parse;
+use super::values::{self as v, FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate};
+use super::values::{MetricMapping, TagCardinality};
 use crate::auth::{ApiKey, SecretArn};
 use crate::enrich::MapperProfiles;
 
@@ -36,12 +35,12 @@ keys! {
     // Delivery: the key, the site, the intake.
 
     /// `DD_API_KEY`.
-    API_KEY: ApiKey = Setting::new(&["DD_API_KEY"], "api_key", NONE, forward::api_key,
+    API_KEY: ApiKey = Setting::new(&["DD_API_KEY"], "api_key", NONE, v::api_key,
         "Datadog API key. Without it (and without DD_API_KEY_SECRET_ARN) offpath runs locally and \
          prints flushed metrics to stdout as offpath records.");
     /// `DD_API_KEY_SECRET_ARN`.
     API_KEY_SECRET_ARN: SecretArn = Setting::new(&["DD_API_KEY_SECRET_ARN"],
-        "api_key_secret_arn", NONE, forward::secret_arn,
+        "api_key_secret_arn", NONE, v::secret_arn,
         "AWS Secrets Manager secret ARN whose plain-text value is the API key, used when DD_API_KEY is \
          unset. Read at the first flush (payloads wait in the retry queue until then); needs \
          secretsmanager:GetSecretValue. Credentials: the sidecar uses the AWS default chain \
@@ -50,13 +49,13 @@ keys! {
          AWS_CONTAINER_CREDENTIALS_FULL_URI (SnapStart). Endpoint override: \
          AWS_ENDPOINT_URL_SECRETS_MANAGER, then AWS_ENDPOINT_URL.");
     /// `DD_SITE`.
-    SITE: String = Setting::new(&["DD_SITE"], "site", Value("datadoghq.com"), forward::site,
+    SITE: String = Setting::new(&["DD_SITE"], "site", Value("datadoghq.com"), v::site,
         "Datadog site; the intake is https://api.<site>. A site that is not one of Datadog's \
          (datadoghq.com, us3.datadoghq.com, us5.datadoghq.com, datadoghq.eu, ap1.datadoghq.com, \
          ap2.datadoghq.com, ddog-gov.com, us2.ddog-gov.com) is logged as a warning.");
     /// `DD_DD_URL`, `DD_URL`.
     DD_URL: String = Setting::new(&["DD_DD_URL", "DD_URL"], "dd_url", NONE,
-        forward::intake_url,
+        v::intake_url,
         "Intake URL override (scheme, host, port; no path). Wins over DD_SITE. A plain http:// URL is \
          logged as a warning (the API key travels unencrypted).");
     /// `DD_PROXY_HTTPS`, `HTTPS_PROXY`.
@@ -89,18 +88,18 @@ keys! {
         "On EC2, use the instance id as the hostname whatever the OS hostname.");
     /// `DD_EC2_METADATA_TIMEOUT`.
     EC2_METADATA_TIMEOUT: Duration = Setting::new(&["DD_EC2_METADATA_TIMEOUT"],
-        "ec2_metadata_timeout", Value("300"), host::ec2_timeout,
+        "ec2_metadata_timeout", Value("300"), v::ec2_timeout,
         "Milliseconds (1 to 60000) per request to the EC2 instance metadata service \
          (AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254; AWS_EC2_METADATA_DISABLED=true \
          turns it off).");
     /// `DD_CLOUD_PROVIDER_METADATA`.
     CLOUD_PROVIDER_METADATA: bool = Setting::new(&["DD_CLOUD_PROVIDER_METADATA"],
-        "cloud_provider_metadata", Value("aws gcp azure alibaba oracle ibm"), host::aws_metadata,
+        "cloud_provider_metadata", Value("aws gcp azure alibaba oracle ibm"), v::aws_metadata,
         "Cloud metadata services offpath may ask; without aws the EC2 instance metadata service is \
          never contacted (offpath asks no other).").list();
     /// `DD_DOGSTATSD_TAG_CARDINALITY`.
     DOGSTATSD_TAG_CARDINALITY: TagCardinality = Setting::new(&["DD_DOGSTATSD_TAG_CARDINALITY"],
-        "dogstatsd_tag_cardinality", Value("low"), host::tag_cardinality,
+        "dogstatsd_tag_cardinality", Value("low"), v::tag_cardinality,
         "ECS task tags on every metric: low, or orchestrator (adds task_arn); high is orchestrator \
          here.");
     /// `DD_DISABLE_CLUSTER_NAME_TAG_KEY`.
@@ -112,11 +111,11 @@ keys! {
 
     /// `DD_DOGSTATSD_PORT`.
     DOGSTATSD_PORT: Option<u16> = Setting::new(&["DD_DOGSTATSD_PORT"], "dogstatsd_port",
-        Value("8125"), ingest::udp_port,
+        Value("8125"), v::udp_port,
         "UDP port; 0 disables UDP, `__random__` binds a free port (logged).");
     /// `DD_BIND_HOST`.
     BIND_HOST: IpAddr = Setting::new(&["DD_BIND_HOST"], "bind_host", Value("127.0.0.1"),
-        ingest::bind_host, "Address the UDP listener binds to.");
+        v::bind_host, "Address the UDP listener binds to.");
     /// `DD_DOGSTATSD_NON_LOCAL_TRAFFIC`.
     DOGSTATSD_NON_LOCAL_TRAFFIC: bool = Setting::new(&["DD_DOGSTATSD_NON_LOCAL_TRAFFIC"],
         "dogstatsd_non_local_traffic", Value("false"), parse::boolean,
@@ -130,21 +129,21 @@ keys! {
         "Unix stream socket path (frames: u32 little-endian length + payload).");
     /// `DD_DOGSTATSD_BUFFER_SIZE`.
     DOGSTATSD_BUFFER_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_BUFFER_SIZE"],
-        "dogstatsd_buffer_size", Value("8192"), ingest::buffer_size,
+        "dogstatsd_buffer_size", Value("8192"), v::buffer_size,
         "Largest datagram or stream frame in bytes, at most 1048576; larger ones are counted as \
          truncated/oversize, never parsed.");
     /// `DD_DOGSTATSD_SO_RCVBUF`.
     DOGSTATSD_SO_RCVBUF: usize = Setting::new(&["DD_DOGSTATSD_SO_RCVBUF"],
-        "dogstatsd_so_rcvbuf", Unset("8388608 asked"), ingest::so_rcvbuf,
+        "dogstatsd_so_rcvbuf", Unset("8388608 asked"), v::so_rcvbuf,
         "Socket receive buffer in bytes, at most 1073741824; the size the kernel grants is logged.");
     /// `DD_DOGSTATSD_QUEUE_SIZE`.
     DOGSTATSD_QUEUE_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_QUEUE_SIZE"],
-        "dogstatsd_queue_size", Value("1024"), ingest::queue_size,
+        "dogstatsd_queue_size", Value("1024"), v::queue_size,
         "Packets queued between the listeners and each aggregate worker, at most 262144; a full \
          queue drops and counts.");
     /// `OFFPATH_RECEIVE_THREADS`.
     RECEIVE_THREADS: usize = Setting::new(&["OFFPATH_RECEIVE_THREADS"], "offpath.receive_threads",
-        Value("0"), ingest::receive_threads,
+        Value("0"), v::receive_threads,
         "UDP receive threads (SO_REUSEPORT sockets), at most 64; 0 is one per core, at most 4.");
 
     // Tags and aggregation.
@@ -169,14 +168,14 @@ keys! {
         "Prefix for every metric name (a trailing . is added).");
     /// `DD_DOGSTATSD_MAPPER_PROFILES`.
     DOGSTATSD_MAPPER_PROFILES: MapperProfiles = Setting::new(&["DD_DOGSTATSD_MAPPER_PROFILES"],
-        "dogstatsd_mapper_profiles", NONE, filter::mapper_profiles,
+        "dogstatsd_mapper_profiles", NONE, v::mapper_profiles,
         "Metric name mapping, before the namespace (a YAML list in the file, JSON in the \
          environment): the first profile whose prefix starts a name (or prefix *) maps it with its \
          first mapping that matches (match_type wildcard, the default, or regex) to name, plus tags, \
          with $1 and ${name} expanded. Not in the Lambda extension (a start-up error there).").json();
     /// `DD_DOGSTATSD_MAPPER_CACHE_SIZE`.
     DOGSTATSD_MAPPER_CACHE_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_MAPPER_CACHE_SIZE"],
-        "dogstatsd_mapper_cache_size", Value("1000"), filter::cache_size,
+        "dogstatsd_mapper_cache_size", Value("1000"), v::cache_size,
         "Metric names whose mapping each aggregate worker remembers, at most 1000000 (the cache is \
          emptied when full).");
     /// `DD_METRIC_FILTERLIST`.
@@ -198,19 +197,19 @@ keys! {
         Value("false"), parse::boolean, "statsd_metric_blocklist entries are name prefixes.");
     /// `DD_HISTOGRAM_AGGREGATES`.
     HISTOGRAM_AGGREGATES: Vec<HistogramAggregate> = Setting::new(&["DD_HISTOGRAM_AGGREGATES"],
-        "histogram_aggregates", Value("max,median,avg,count"), aggregate::histogram_aggregates,
+        "histogram_aggregates", Value("max,median,avg,count"), v::histogram_aggregates,
         "Histogram aggregates: max, min, median, avg, sum, count.").list();
     /// `DD_HISTOGRAM_PERCENTILES`.
     HISTOGRAM_PERCENTILES: Vec<f64> = Setting::new(&["DD_HISTOGRAM_PERCENTILES"],
-        "histogram_percentiles", Value("0.95"), aggregate::histogram_percentiles,
+        "histogram_percentiles", Value("0.95"), v::histogram_percentiles,
         "Histogram percentiles in (0, 1).").list();
     /// `DD_AGGREGATE_CONTEXT_LIMIT`.
     AGGREGATE_CONTEXT_LIMIT: NonZeroUsize = Setting::new(&["DD_AGGREGATE_CONTEXT_LIMIT"],
-        "aggregate_context_limit", Value("100000"), aggregate::context_limit,
+        "aggregate_context_limit", Value("100000"), v::context_limit,
         "Live contexts, at most 10000000; new contexts over the limit are dropped and counted.");
     /// `OFFPATH_AGGREGATE_WORKERS`.
     AGGREGATE_WORKERS: usize = Setting::new(&["OFFPATH_AGGREGATE_WORKERS"],
-        "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, aggregate::workers,
+        "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, v::workers,
         "Parse and aggregate threads, at most 64; 0 is one per core, at most 4. Lines go by metric \
          name and tag set, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
     /// `OFFPATH_FLUSH_INTERVAL`.
@@ -222,7 +221,7 @@ keys! {
 
     /// `DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`.
     RETRY_QUEUE_MAX_SIZE: usize = Setting::new(&["DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE"],
-        "forwarder_retry_queue_payloads_max_size", Value("15728640"), forward::retry_queue_bytes,
+        "forwarder_retry_queue_payloads_max_size", Value("15728640"), v::retry_queue_bytes,
         "Retry queue bound in bytes, at most 1073741824; the oldest payloads overflow to the \
          fallback.");
     /// `DD_FORWARDER_TIMEOUT`.
@@ -231,7 +230,7 @@ keys! {
         "Seconds before an intake request times out, at most 3600.");
     /// `OFFPATH_ZSTD_LEVEL`.
     ZSTD_LEVEL: i32 = Setting::new(&["OFFPATH_ZSTD_LEVEL"], "offpath.zstd_level", Value("1"),
-        forward::zstd_level, "zstd compression level for payloads, 1 to 22.");
+        v::zstd_level, "zstd compression level for payloads, 1 to 22.");
     /// `DD_FORWARDER_STORAGE_PATH`.
     FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
         "forwarder_storage_path", NONE, parse::path,
@@ -241,7 +240,7 @@ keys! {
          Lambda.");
     /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
     FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
-        "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
+        "forwarder_storage_max_size_in_bytes", Value("0"), v::storage_bytes,
         "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
          Agent). Over it the oldest payloads go to the fallback.");
 
@@ -249,7 +248,7 @@ keys! {
 
     /// `OFFPATH_FALLBACK`.
     FALLBACK: FallbackMode = Setting::new(&["OFFPATH_FALLBACK"], "offpath.fallback", Value("auto"),
-        fallback::mode,
+        v::mode,
         "auto (stdout in Lambda, CloudWatch when a log group is set, else stdout), cloudwatch, \
          stdout, off.");
     /// `OFFPATH_FALLBACK_LOG_GROUP`.
@@ -261,7 +260,7 @@ keys! {
         "CloudWatch Logs stream for the fallback.");
     /// `OFFPATH_FALLBACK_FORMAT`.
     FALLBACK_FORMAT: FallbackFormat = Setting::new(&["OFFPATH_FALLBACK_FORMAT"],
-        "offpath.fallback_format", Value("offpath"), fallback::format,
+        "offpath.fallback_format", Value("offpath"), v::format,
         "offpath (replayable), forwarder ({m,v,e,t} lines), emf (CloudWatch metrics).");
     /// `OFFPATH_FALLBACK_EMF_DIMENSIONS`.
     FALLBACK_EMF_DIMENSIONS: Vec<String> = Setting::new(&["OFFPATH_FALLBACK_EMF_DIMENSIONS"],
@@ -276,7 +275,7 @@ keys! {
 
     /// `DD_LOG_LEVEL`.
     LOG_LEVEL: LevelFilter = Setting::new(&["DD_LOG_LEVEL"], "log_level", Value("info"),
-        ops::log_level,
+        v::log_level,
         "Log level: trace, debug, info, warn (or warning), error, critical (as error) or off, in any \
          case; logs go to stderr.");
     /// `OFFPATH_SHUTDOWN_TIMEOUT`.
@@ -285,7 +284,7 @@ keys! {
         "Seconds to drain, flush and deliver on SIGTERM/SIGINT, at most 3600.");
     /// `OFFPATH_STATUS_ADDR`.
     STATUS_ADDR: Option<SocketAddr> = Setting::new(&["OFFPATH_STATUS_ADDR"], "offpath.status_addr",
-        Value("127.0.0.1:8126"), ops::status_addr,
+        Value("127.0.0.1:8126"), v::status_addr,
         "Address of /health and /status; empty disables. An address other than loopback is logged \
          as a warning. Taken at start: an error when set, a warning (offpath runs without it) on the \
          default.").empty_is_a_value();
@@ -299,20 +298,20 @@ keys! {
 
     /// `DD_SERVERLESS_FLUSH_STRATEGY`.
     SERVERLESS_FLUSH_STRATEGY: FlushStrategy = Setting::new(&["DD_SERVERLESS_FLUSH_STRATEGY"],
-        "serverless_flush_strategy", Value("adaptive"), lambda::flush_strategy,
+        "serverless_flush_strategy", Value("adaptive"), v::flush_strategy,
         "Lambda: end, end,<ms>, periodically,<ms>, continuously,<ms>, adaptive (ms at most \
          3600000).");
     /// `OFFPATH_LAMBDA_FLUSH_BUDGET_MS`.
     LAMBDA_FLUSH_BUDGET: Duration = Setting::new(&["OFFPATH_LAMBDA_FLUSH_BUDGET_MS"],
-        "offpath.lambda_flush_budget_ms", Value("200"), lambda::flush_budget,
+        "offpath.lambda_flush_budget_ms", Value("200"), v::flush_budget,
         "Lambda: milliseconds a flush at the end of an invocation may take, at most 3600000.");
     /// `OFFPATH_LAMBDA_METRICS`.
     LAMBDA_METRICS: MetricMapping = Setting::new(&["OFFPATH_LAMBDA_METRICS"],
-        "offpath.lambda_metrics", Value("distribution"), aggregate::lambda_metrics,
+        "offpath.lambda_metrics", Value("distribution"), v::lambda_metrics,
         "Lambda: distribution (c, h, ms, d as sketches) or agent (sidecar semantics).");
     /// `OFFPATH_LAMBDA_TELEMETRY_PORT`.
     LAMBDA_TELEMETRY_PORT: u16 = Setting::new(&["OFFPATH_LAMBDA_TELEMETRY_PORT"],
-        "offpath.lambda_telemetry_port", Value("8999"), lambda::telemetry_port,
+        "offpath.lambda_telemetry_port", Value("8999"), v::telemetry_port,
         "Lambda: port of the Telemetry API listener (0 picks a free port).");
     /// `OFFPATH_LAMBDA_TELEMETRY_HOST`.
     LAMBDA_TELEMETRY_HOST: String = Setting::new(&["OFFPATH_LAMBDA_TELEMETRY_HOST"],
@@ -332,12 +331,12 @@ keys! {
          and utilization, network bytes, /tmp, file descriptors, threads).");
     /// `OFFPATH_LAMBDA_API_PORT`.
     LAMBDA_API_PORT: u16 = Setting::new(&["OFFPATH_LAMBDA_API_PORT"],
-        "offpath.lambda_api_port", Value("8124"), lambda::port,
+        "offpath.lambda_api_port", Value("8124"), v::port,
         "Lambda: port on 127.0.0.1 of the endpoints the Datadog libraries call (/lambda/hello, \
          /lambda/flush, /lambda/start-invocation, /lambda/end-invocation); 0 picks a free port.");
     /// `OFFPATH_LAMBDA_TRACE_PORT`.
     LAMBDA_TRACE_PORT: u16 = Setting::new(&["OFFPATH_LAMBDA_TRACE_PORT"],
-        "offpath.lambda_trace_port", Value("8126"), lambda::port,
+        "offpath.lambda_trace_port", Value("8126"), v::port,
         "Lambda: port on 127.0.0.1 where Datadog tracers send traces (they do when they find the \
          Datadog-compatible layer); offpath answers at once and drops them, counted and logged once: \
          it ships metrics, not traces. 0 picks a free port.");

@@ -5,33 +5,7 @@ use std::time::Duration;
 use super::ConfigError;
 use super::key::Reader;
 use super::keys as k;
-use super::parse;
-
-/// The parsed `DD_SERVERLESS_FLUSH_STRATEGY` (the extension's flush policy acts on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushStrategy {
-    /// `adaptive` (default): `end` for quiet functions, periodic non-blocking for busy ones.
-    Adaptive,
-    /// `end`: after every `runtimeDone`.
-    End,
-    /// `end,<ms>`: after every `runtimeDone`, and every `<ms>` during long invocations.
-    EndPeriodically(Duration),
-    /// `periodically,<ms>`: non-blocking at invocation start, at most every `<ms>`.
-    Periodically(Duration),
-    /// `continuously,<ms>`: like `periodically`, without waiting for the flush before `event/next`.
-    Continuously(Duration),
-}
-
-impl FlushStrategy {
-    /// Parse a `DD_SERVERLESS_FLUSH_STRATEGY` value (case and surrounding blanks ignored; empty is
-    /// `adaptive`).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming `DD_SERVERLESS_FLUSH_STRATEGY` and the accepted forms.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        k::SERVERLESS_FLUSH_STRATEGY.parse_value(value)
-    }
-}
+use super::values::FlushStrategy;
 
 /// Lambda-only settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,41 +43,13 @@ impl LambdaConfig {
     }
 }
 
-/// Longest period in a flush strategy and longest flush budget, in milliseconds: one hour.
-const MAX_MS: u64 = 3_600_000;
-
-pub(super) fn flush_strategy(v: &str) -> Result<FlushStrategy, &'static str> {
-    const EXPECTED: &str = "adaptive, end, end,<ms>, periodically,<ms> or continuously,<ms> \
-                            (ms a positive integer, at most 3600000)";
-    let v = v.to_ascii_lowercase();
-    let (name, ms) = match v.split_once(',') {
-        None => (v.as_str(), None),
-        Some((name, ms)) => {
-            let ms = parse::in_range(ms.trim(), 1, MAX_MS, EXPECTED)?;
-            (name.trim(), Some(Duration::from_millis(ms)))
-        }
-    };
-    match (name, ms) {
-        ("adaptive" | "", None) => Ok(FlushStrategy::Adaptive),
-        ("end", None) => Ok(FlushStrategy::End),
-        ("end", Some(d)) => Ok(FlushStrategy::EndPeriodically(d)),
-        ("periodically", Some(d)) => Ok(FlushStrategy::Periodically(d)),
-        ("continuously", Some(d)) => Ok(FlushStrategy::Continuously(d)),
-        _ => Err(EXPECTED),
+impl FlushStrategy {
+    /// Parse a `DD_SERVERLESS_FLUSH_STRATEGY` value (case and surrounding blanks ignored; empty is
+    /// `adaptive`).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `DD_SERVERLESS_FLUSH_STRATEGY` and the accepted forms.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        k::SERVERLESS_FLUSH_STRATEGY.parse_value(value)
     }
-}
-
-pub(super) fn flush_budget(v: &str) -> Result<Duration, &'static str> {
-    parse::in_range(v, 0, MAX_MS, "a number of milliseconds, at most 3600000")
-        .map(Duration::from_millis)
-}
-
-pub(super) fn telemetry_port(v: &str) -> Result<u16, &'static str> {
-    port(v)
-}
-
-/// A TCP port, 0 picking a free one.
-pub fn port(v: &str) -> Result<u16, &'static str> {
-    v.parse()
-        .map_err(|_| "a TCP port 0-65535 (0 picks a free port)")
 }

@@ -30,23 +30,27 @@ mod parse;
 mod table;
 #[cfg(test)]
 mod tests;
+mod values;
 mod yaml;
 
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
 
+pub use aggregate::AggregateConfig;
 pub(crate) use aggregate::percentile_name;
-pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
-pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
+pub use fallback::{FallbackConfig, FallbackSink};
 pub use forward::{ForwardConfig, StorageConfig};
-pub use host::{HostConfig, HostnameConfig, TagCardinality};
+pub use host::{HostConfig, HostnameConfig};
 pub use ingest::IngestConfig;
 pub use key::{AnySetting, Key, KeyDefault};
 pub use keys::KEYS;
-pub use lambda::{FlushStrategy, LambdaConfig};
+pub use lambda::LambdaConfig;
 pub use ops::OpsConfig;
 pub use table::markdown_table;
+pub use values::{
+    FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping, TagCardinality,
+};
 pub use yaml::{EnvOverFile, FileError, YamlFile};
 
 use key::Reader;

@@ -53,27 +53,3 @@ impl OpsConfig {
         }
     }
 }
-
-/// `DD_LOG_LEVEL`: the Datadog Agent's level names, in any case: `trace`, `debug`, `info`, `warn` (or
-/// `warning`), `error`, `critical` (logged as error) or `off`.
-pub(super) fn log_level(v: &str) -> Result<LevelFilter, &'static str> {
-    match v.to_ascii_lowercase().as_str() {
-        "trace" => Ok(LevelFilter::TRACE),
-        "debug" => Ok(LevelFilter::DEBUG),
-        "info" => Ok(LevelFilter::INFO),
-        "warn" | "warning" => Ok(LevelFilter::WARN),
-        "error" | "critical" => Ok(LevelFilter::ERROR),
-        "off" => Ok(LevelFilter::OFF),
-        _ => Err("trace, debug, info, warn (or warning), error, critical or off"),
-    }
-}
-
-/// `OFFPATH_STATUS_ADDR`: an address, or the empty string to disable the endpoint.
-pub(super) fn status_addr(v: &str) -> Result<Option<SocketAddr>, &'static str> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    v.parse()
-        .map(Some)
-        .map_err(|_| "an address such as 127.0.0.1:8126, or empty to disable")
-}

@@ -1,8 +1,8 @@
 //! Tests of configuration loading: defaults, deployments, parsers, bounds, warnings, the README table.
 
-use super::aggregate::MAX_CONTEXT_LIMIT;
 use super::forward::KNOWN_SITES;
-use super::ingest::{MAX_BUFFER_SIZE, MAX_QUEUE_SIZE};
+use super::values::MAX_CONTEXT_LIMIT;
+use super::values::{MAX_BUFFER_SIZE, MAX_QUEUE_SIZE};
 use super::*;
 use crate::auth::SecretArn;
 use std::collections::HashMap;
