@@ -177,12 +177,12 @@ impl Engine {
         }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let mut forwarder = Forwarder::new(
-                &config.forward,
-                key,
-                Arc::clone(&telemetry),
-                Some(overflow.clone()),
-            )?;
+            // With OFFPATH_FALLBACK=off there is nowhere to divert to while the intake is down: payloads
+            // wait in the retry queue (and the retry storage) for it, and only what the queue evicts is
+            // dropped (`retry_queue_overflow`).
+            let divert = (config.fallback.sink != FallbackSink::Off).then(|| overflow.clone());
+            let mut forwarder =
+                Forwarder::new(&config.forward, key, Arc::clone(&telemetry), divert)?;
             if let Some(storage) = &config.forward.storage {
                 forwarder = forwarder.with_storage(storage)?;
             }
