@@ -128,6 +128,7 @@ impl Drop for Moto {
 /// AWS settings for a local endpoint: region us-east-1, fixed test credentials, no profile lookups.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(offpath::auth::sdk_https_client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             "test",

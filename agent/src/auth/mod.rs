@@ -176,12 +176,25 @@ pub async fn connect(
     }
 }
 
+/// The HTTP client of every AWS SDK call (credential providers, CloudWatch Logs): HTTPS (and plain HTTP
+/// for a local endpoint) through rustls with ring, the TLS stack reqwest uses for the intake, so the
+/// binary carries one.
+#[cfg(feature = "cloudwatch")]
+#[must_use]
+pub fn sdk_https_client() -> aws_sdk_cloudwatchlogs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// Load aws-config's configuration (credentials chain, region, endpoints). `region`: `None` for the
 /// standard region chain (what the CloudWatch Logs sink needs), `Some` to use that region (the secret
 /// alone: its ARN names the region, so nothing probes for one).
 #[cfg(feature = "cloudwatch")]
 pub async fn load_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(sdk_https_client());
     match region {
         Some(r) => loader.region(aws_config::Region::new(r.to_owned())),
         None => loader,

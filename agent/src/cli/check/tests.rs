@@ -438,6 +438,7 @@ fn cloudwatch_client(addr: SocketAddr) -> aws_sdk_cloudwatchlogs::Client {
     use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
     let conf = aws_sdk_cloudwatchlogs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(offpath::auth::sdk_https_client())
         .region(Region::new("eu-west-1"))
         .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
         .endpoint_url(format!("http://{addr}"))
