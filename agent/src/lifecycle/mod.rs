@@ -1,5 +1,6 @@
 //! Signals, flush triggers and shutdown under a deadline.
 
+mod server;
 pub mod status;
 
 pub use status::unix_now;
