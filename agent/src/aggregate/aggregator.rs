@@ -13,6 +13,7 @@ use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
 };
+use crate::enrich::{Filter, Verdict};
 use crate::host::HostInfo;
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
@@ -94,7 +95,8 @@ impl Tally {
     }
 }
 
-/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (DESIGN.md §2).
+/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (see
+/// `docs/protocols.md`, "What the Agent ships per type").
 ///
 /// Memory is bounded: at most `context_limit` live contexts (new ones beyond are dropped and counted), contexts
 /// expire 20 s after their last bucket closed, a set remembers at most 16,384 members per bucket, a histogram
@@ -117,6 +119,8 @@ pub struct Aggregator {
     telemetry: Arc<Telemetry>,
     /// [`AggregateConfig::own_names`].
     own_names: Vec<String>,
+    /// The mapper and the blocklist (`AggregateConfig::filter`); `None` when neither is configured.
+    filter: Option<Box<Filter>>,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -141,8 +145,8 @@ impl Aggregator {
         Self::with_budget(cfg, telemetry, Budget::new(cfg.context_limit.get()))
     }
 
-    /// `n` (at least one) empty aggregators for the shards of one stream: each takes the contexts of the
-    /// metric names routed to it, and together they hold at most `context_limit` live contexts (the limit is
+    /// `n` (at least one) empty aggregators for the shards of one stream: each takes the contexts routed to it
+    /// ([`Aggregator::route`]), and together they hold at most `context_limit` live contexts (the limit is
     /// one shared count, touched only when a context is made or forgotten).
     pub fn sharded(cfg: &AggregateConfig, telemetry: &Arc<Telemetry>, n: usize) -> Vec<Self> {
         let budget = Budget::new(cfg.context_limit.get());
@@ -180,6 +184,7 @@ impl Aggregator {
             service_checks: Vec::new(),
             telemetry,
             own_names: cfg.own_names.clone(),
+            filter: Filter::new(&cfg.filter, &cfg.namespace),
         }
     }
 
@@ -213,6 +218,12 @@ impl Aggregator {
     /// Take the default host from `host` (the sidecar's resolved hostname) instead of `DD_HOSTNAME`.
     pub fn set_host(&mut self, host: Arc<HostInfo>) {
         self.host = host;
+    }
+
+    /// How lines must be spread over aggregators made by [`Aggregator::sharded`] so that each context
+    /// reaches exactly one (it knows the global tags, which contexts leave out).
+    pub fn route(&self) -> crate::ingest::Route {
+        crate::ingest::Route::new(&self.global_tags)
     }
 
     /// Number of live contexts.
@@ -306,6 +317,26 @@ impl Aggregator {
                 return;
             }
         }
+        // Mapping, then the namespace (in `line_key`), then the blocklist, as the Agent does.
+        let verdict = match self.filter.as_deref_mut() {
+            Some(f) if !own => {
+                let ns = self.contexts.namespace();
+                f.check(m.name, |name| namespaced(ns, name))
+            }
+            _ => Verdict::Keep,
+        };
+        let (name, mapped_tags): (&str, &[String]) = match verdict {
+            Verdict::Keep => (m.name, &[]),
+            Verdict::Mapped(slot) => self
+                .filter
+                .as_deref()
+                .and_then(|f| f.mapped(slot))
+                .unwrap_or((m.name, &[])),
+            Verdict::Drop => {
+                tally.drop_points(PointDrop::Filtered, n);
+                return;
+            }
+        };
         let class = match (m.timestamp.is_some(), m.kind) {
             (true, MetricKind::Count) => Class::TimestampedCount,
             (true, MetricKind::Gauge) => Class::TimestampedGauge,
@@ -336,7 +367,8 @@ impl Aggregator {
         if finite == 0 {
             return;
         }
-        let mut key = self.line_key(class, m.name, tags(&m.tags));
+        let line_tags = tags(&m.tags).chain(mapped_tags.iter().map(String::as_str));
+        let mut key = self.line_key(class, name, line_tags);
         key.prefixed &= !own;
         let now_bucket = bucket_start(now);
         let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
@@ -458,8 +490,7 @@ impl Aggregator {
         }
         LineKey {
             class,
-            prefixed: !self.contexts.namespace().is_empty()
-                && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
+            prefixed: namespaced(self.contexts.namespace(), name),
             name,
             host: host.filter(|h| *h != self.host.hostname()),
             tags: buf,
@@ -479,6 +510,11 @@ impl Aggregator {
         out.sort_unstable();
         (host, out)
     }
+}
+
+/// Whether `namespace` goes in front of `name`: there is one and the name is not under an exempt prefix.
+fn namespaced(namespace: &str, name: &str) -> bool {
+    !namespace.is_empty() && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p))
 }
 
 /// A context's name, host and tags (its own and the global ones, sorted) as shipped.

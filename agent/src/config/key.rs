@@ -51,6 +51,9 @@ pub struct Key {
     /// Set to the empty string, the key is given to its parser as `""` instead of counting as unset
     /// (`OFFPATH_STATUS_ADDR=` disables the endpoint).
     pub empty_is_a_value: bool,
+    /// The value is structured (the mapper profiles): the YAML file's value arrives as JSON text, as
+    /// the environment gives it.
+    pub json: bool,
     /// The default.
     pub default: KeyDefault,
     /// One or two sentences for the README table.
@@ -91,6 +94,7 @@ impl<T> Setting<T> {
                 yaml,
                 list: false,
                 empty_is_a_value: false,
+                json: false,
                 default,
                 doc,
             },
@@ -101,6 +105,12 @@ impl<T> Setting<T> {
     /// The same key, read as a list (a YAML sequence is accepted).
     pub const fn list(mut self) -> Self {
         self.key.list = true;
+        self
+    }
+
+    /// The same key, structured: a YAML value of any shape is handed to the parser as JSON.
+    pub const fn json(mut self) -> Self {
+        self.key.json = true;
         self
     }
 
@@ -203,39 +213,4 @@ impl<'s> Reader<'s> {
             expected,
         }
     }
-}
-
-/// The configuration table for the README, rendered from every key as GitHub markdown.
-///
-/// The README holds it verbatim between `<!-- config-table:start -->` and `<!-- config-table:end -->`;
-/// a test fails (and prints this table) when the two drift apart.
-pub fn markdown_table() -> String {
-    fn cell(s: &str) -> String {
-        s.replace('|', "\\|").replace('<', "\\<")
-    }
-    fn code(s: &str) -> String {
-        format!("`{}`", s.replace('|', "\\|"))
-    }
-    let mut out = String::from(
-        "| Environment variable | YAML key | Default | Meaning |\n| --- | --- | --- | --- |\n",
-    );
-    for k in super::keys::KEYS {
-        let k = k.key();
-        let envs: Vec<String> = k.envs.iter().map(|e| code(e)).collect();
-        let default = match k.default {
-            KeyDefault::Unset("") | KeyDefault::Value("") => "none".to_owned(),
-            KeyDefault::Unset(what) | KeyDefault::Value(what) => code(what),
-            KeyDefault::ByDeployment { sidecar, lambda } => {
-                format!("{} ({} in Lambda)", code(sidecar), code(lambda))
-            }
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            envs.join(" or "),
-            code(k.yaml),
-            default,
-            cell(k.doc)
-        ));
-    }
-    out
 }

@@ -7,8 +7,11 @@
 
 use super::key::{AnySetting, KeyDefault, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
-use super::{TagCardinality, aggregate, fallback, forward, host, ingest, lambda, ops, parse};
+use super::{
+    TagCardinality, aggregate, fallback, filter, forward, host, ingest, lambda, ops, parse,
+};
 use crate::auth::{ApiKey, SecretArn};
+use crate::enrich::MapperProfiles;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
@@ -164,6 +167,35 @@ keys! {
     STATSD_METRIC_NAMESPACE: String = Setting::new(&["DD_STATSD_METRIC_NAMESPACE"],
         "statsd_metric_namespace", NONE, parse::text,
         "Prefix for every metric name (a trailing . is added).");
+    /// `DD_DOGSTATSD_MAPPER_PROFILES`.
+    DOGSTATSD_MAPPER_PROFILES: MapperProfiles = Setting::new(&["DD_DOGSTATSD_MAPPER_PROFILES"],
+        "dogstatsd_mapper_profiles", NONE, filter::mapper_profiles,
+        "Metric name mapping, before the namespace (a YAML list in the file, JSON in the \
+         environment): the first profile whose prefix starts a name (or prefix *) maps it with its \
+         first mapping that matches (match_type wildcard, the default, or regex) to name, plus tags, \
+         with $1 and ${name} expanded. Not in the Lambda extension (a start-up error there).").json();
+    /// `DD_DOGSTATSD_MAPPER_CACHE_SIZE`.
+    DOGSTATSD_MAPPER_CACHE_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_MAPPER_CACHE_SIZE"],
+        "dogstatsd_mapper_cache_size", Value("1000"), filter::cache_size,
+        "Metric names whose mapping each aggregate worker remembers, at most 1000000 (the cache is \
+         emptied when full).");
+    /// `DD_METRIC_FILTERLIST`.
+    METRIC_FILTERLIST: Vec<String> = Setting::new(&["DD_METRIC_FILTERLIST"], "metric_filterlist",
+        Value(""), parse::list,
+        "Metric names dropped, after mapping and the namespace, counted as points.dropped.filtered; \
+         when empty, statsd_metric_blocklist is used.").list();
+    /// `DD_METRIC_FILTERLIST_MATCH_PREFIX`.
+    METRIC_FILTERLIST_MATCH_PREFIX: bool = Setting::new(&["DD_METRIC_FILTERLIST_MATCH_PREFIX"],
+        "metric_filterlist_match_prefix", Value("false"), parse::boolean,
+        "metric_filterlist entries are name prefixes.");
+    /// `DD_STATSD_METRIC_BLOCKLIST`.
+    STATSD_METRIC_BLOCKLIST: Vec<String> = Setting::new(&["DD_STATSD_METRIC_BLOCKLIST"],
+        "statsd_metric_blocklist", Value(""), parse::list,
+        "The older name of metric_filterlist, used when that is empty.").list();
+    /// `DD_STATSD_METRIC_BLOCKLIST_MATCH_PREFIX`.
+    STATSD_METRIC_BLOCKLIST_MATCH_PREFIX: bool = Setting::new(
+        &["DD_STATSD_METRIC_BLOCKLIST_MATCH_PREFIX"], "statsd_metric_blocklist_match_prefix",
+        Value("false"), parse::boolean, "statsd_metric_blocklist entries are name prefixes.");
     /// `DD_HISTOGRAM_AGGREGATES`.
     HISTOGRAM_AGGREGATES: Vec<HistogramAggregate> = Setting::new(&["DD_HISTOGRAM_AGGREGATES"],
         "histogram_aggregates", Value("max,median,avg,count"), aggregate::histogram_aggregates,
@@ -180,7 +212,7 @@ keys! {
     AGGREGATE_WORKERS: usize = Setting::new(&["OFFPATH_AGGREGATE_WORKERS"],
         "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, aggregate::workers,
         "Parse and aggregate threads, at most 64; 0 is one per core, at most 4. Lines go by metric \
-         name, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
+         name and tag set, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
     /// `OFFPATH_FLUSH_INTERVAL`.
     FLUSH_INTERVAL: Duration = Setting::new(&["OFFPATH_FLUSH_INTERVAL"], "offpath.flush_interval",
         Value("15"), parse::seconds,
@@ -200,6 +232,18 @@ keys! {
     /// `OFFPATH_ZSTD_LEVEL`.
     ZSTD_LEVEL: i32 = Setting::new(&["OFFPATH_ZSTD_LEVEL"], "offpath.zstd_level", Value("1"),
         forward::zstd_level, "zstd compression level for payloads, 1 to 22.");
+    /// `DD_FORWARDER_STORAGE_PATH`.
+    FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
+        "forwarder_storage_path", NONE, parse::path,
+        "Sidecar: directory of the on-disk retry storage (one sub-directory per intake, locked by \
+         one process): payloads that failed a first attempt are written there and sent at the next \
+         start after a crash. Used when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0; ignored in \
+         Lambda.");
+    /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
+    FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
+        "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
+        "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
+         Agent). Over it the oldest payloads go to the fallback.");
 
     // Fallback.
 
@@ -243,7 +287,8 @@ keys! {
     STATUS_ADDR: Option<SocketAddr> = Setting::new(&["OFFPATH_STATUS_ADDR"], "offpath.status_addr",
         Value("127.0.0.1:8126"), ops::status_addr,
         "Address of /health and /status; empty disables. An address other than loopback is logged \
-         as a warning.").empty_is_a_value();
+         as a warning. Taken at start: an error when set, a warning (offpath runs without it) on the \
+         default.").empty_is_a_value();
     /// `OFFPATH_SELF_TELEMETRY`.
     SELF_TELEMETRY: bool = Setting::new(&["OFFPATH_SELF_TELEMETRY"], "offpath.self_telemetry",
         ByDeployment { sidecar: "true", lambda: "false" }, parse::boolean,

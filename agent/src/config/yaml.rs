@@ -29,6 +29,7 @@ fn all_keys() -> impl Iterator<Item = &'static Key> {
 const EXPECTED_SCALAR: &str = "a single value (a string, number or boolean), not a list or mapping";
 const EXPECTED_LIST: &str =
     "a list (a YAML sequence of strings or numbers, or a string separated by spaces or commas)";
+const EXPECTED_JSON: &str = "a YAML list or mapping of strings (or its JSON text)";
 const EXPECTED_SECTION: &str = "a mapping of keys (a YAML section)";
 
 /// Why a configuration file could not be used. Messages name the file, the line and the key; they
@@ -154,7 +155,9 @@ impl YamlFile {
             };
             let full = format!("{prefix}{name}");
             if let Some(key) = all_keys().find(|key| key.yaml == full) {
-                let value = if key.list {
+                let value = if key.json {
+                    json(&v.data).ok_or(EXPECTED_JSON)
+                } else if key.list {
                     list(&v.data).ok_or(EXPECTED_LIST)
                 } else {
                     scalar(&v.data).map(Cow::into_owned).ok_or(EXPECTED_SCALAR)
@@ -320,6 +323,42 @@ fn list<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<String> {
             Some(out.join(","))
         }
         YamlData::Tagged(_, inner) => list(&inner.data),
+        other => scalar(other).map(Cow::into_owned),
+    }
+}
+
+/// A structured value as JSON text: mappings become objects, sequences arrays, scalars strings (as
+/// written; null and empty become null). A scalar at the top is taken as JSON text already, as in the
+/// environment.
+fn json<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<String> {
+    fn value<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match data {
+            YamlData::Mapping(map) => {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in map {
+                    obj.insert(scalar(&k.data)?.into_owned(), value(&v.data)?);
+                }
+                Some(Value::Object(obj))
+            }
+            YamlData::Sequence(items) => items
+                .iter()
+                .map(|i| value(&i.data))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+            YamlData::Tagged(_, inner) => value(&inner.data),
+            other => scalar(other).map(|s| {
+                if s.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(s.into_owned())
+                }
+            }),
+        }
+    }
+    match data {
+        YamlData::Tagged(_, inner) => json(&inner.data),
+        YamlData::Mapping(_) | YamlData::Sequence(_) => value(data).map(|v| v.to_string()),
         other => scalar(other).map(Cow::into_owned),
     }
 }
