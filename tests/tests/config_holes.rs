@@ -1,5 +1,6 @@
 //! Configuration holes an unlucky operator falls into: a size too large to allocate, an intake over plain
-//! HTTP. Each is a clear message naming the key, never an abort and never silence.
+//! HTTP, a status endpoint off loopback, an API key short enough to appear inside words. Each is a clear
+//! message naming the key, never an abort, never silence and never a mangled report.
 
 use std::process::{Command, Output, Stdio};
 
@@ -76,4 +77,49 @@ fn a_plain_http_intake_is_a_warning_at_start_and_in_check() {
         .unwrap_or_else(|| panic!("no plain-http warning in check:\n{all}"));
     assert!(warning.contains("DD_DD_URL"), "{warning}");
     assert!(!all.contains("0ff9a7e2e5ec2e7k3y7b1d4c8a9f6e0d"), "{all}");
+
+    // The key is removed as a whole token: a one-letter key `K` leaves the words holding a K alone.
+    let mut env = env.to_vec();
+    env[0] = ("DD_API_KEY", "K");
+    let all = text(&run_once(&["check"], &env));
+    assert!(
+        all.contains("OFFPATH_FALLBACK_LOG_GROUP") && !all.contains("<redacted>"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_status_address_off_loopback_is_a_warning_at_start_and_in_check() {
+    let env = [
+        ("OFFPATH_STATUS_ADDR", "0.0.0.0:0"),
+        ("DD_DOGSTATSD_PORT", "0"),
+        ("OFFPATH_FALLBACK", "stdout"),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+    ];
+    let mut offpath = Offpath::start(&[], &env);
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let log = offpath.stderr();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("not on loopback"))
+        .unwrap_or_else(|| panic!("no off-loopback status warning at start:\n{log}"));
+    assert!(warning.contains("OFFPATH_STATUS_ADDR"), "{warning}");
+
+    let out = run_once(&["check"], &env);
+    let all = text(&out);
+    let warning = all
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("not on loopback"))
+        .unwrap_or_else(|| panic!("no off-loopback status warning in check:\n{all}"));
+    assert!(warning.contains("OFFPATH_STATUS_ADDR"), "{warning}");
+
+    // On loopback: no such warning.
+    let out = run_once(
+        &["check"],
+        &[
+            ("OFFPATH_STATUS_ADDR", "127.0.0.1:0"),
+            ("DD_DOGSTATSD_PORT", "0"),
+        ],
+    );
+    assert!(!text(&out).contains("not on loopback"), "{}", text(&out));
 }

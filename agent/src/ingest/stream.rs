@@ -25,6 +25,10 @@ use super::packet::Sink;
 /// Connections served at once by one Unix stream listener.
 pub const MAX_CONNECTIONS: usize = 128;
 
+/// Connections accepted (or refused) per round at most: a client connecting in a loop cannot keep the
+/// listener from reading the connections it serves; the rest wait in the backlog for the next round.
+const ACCEPTS_PER_ROUND: usize = 2 * MAX_CONNECTIONS;
+
 /// Reads per connection when draining at stop (each up to one buffer), so a client that keeps
 /// writing cannot hold shutdown.
 const DRAIN_READS: usize = 256;
@@ -276,9 +280,9 @@ fn pollfd(fd: libc::c_int) -> libc::pollfd {
     }
 }
 
-/// Accept every pending connection; past [`MAX_CONNECTIONS`], give it the slot of another uid's
-/// connection when that is fair ([`fair::admit`]), else close it; both counted. Returns how many were
-/// accepted (refused ones included), or the error that stopped it.
+/// Accept the pending connections (at most [`ACCEPTS_PER_ROUND`]); past [`MAX_CONNECTIONS`], give each
+/// the slot of another uid's connection when that is fair ([`fair::admit`]), else close it; both
+/// counted. Returns how many were accepted (refused ones included), or the error that stopped it.
 fn accept(
     listener: &UnixListener,
     conns: &mut Vec<Conn>,
@@ -286,7 +290,7 @@ fn accept(
     frame_max: usize,
 ) -> io::Result<usize> {
     let mut accepted = 0;
-    loop {
+    while accepted < ACCEPTS_PER_ROUND {
         match listener.accept() {
             Ok((stream, _)) => {
                 accepted += 1;
@@ -337,6 +341,7 @@ fn accept(
             Err(e) => return Err(e),
         }
     }
+    Ok(accepted)
 }
 
 /// The uid of the process that connected (`SO_PEERCRED`, taken at `connect`).
