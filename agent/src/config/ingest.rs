@@ -8,6 +8,11 @@ use super::ConfigError;
 use super::key::Reader;
 use super::keys as k;
 
+/// Most packets queued over all aggregate workers, `DD_DOGSTATSD_QUEUE_SIZE` × `OFFPATH_AGGREGATE_WORKERS`
+/// (each worker's queue slots are allocated at start): the largest queue with the sidecar's default
+/// workers (at most 4).
+pub const MAX_QUEUED_PACKETS: usize = 1 << 20;
+
 /// Listener settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
@@ -45,4 +50,21 @@ impl IngestConfig {
             receive_threads: r.value(&k::RECEIVE_THREADS)?,
         })
     }
+}
+
+/// `DD_DOGSTATSD_QUEUE_SIZE` × `workers` must stay within [`MAX_QUEUED_PACKETS`]: the error names
+/// `DD_DOGSTATSD_QUEUE_SIZE` and the workers it was multiplied by.
+pub(super) fn check_queued_packets(
+    queue_size: NonZeroUsize,
+    workers: NonZeroUsize,
+) -> Result<(), ConfigError> {
+    if queue_size.get().saturating_mul(workers.get()) <= MAX_QUEUED_PACKETS {
+        return Ok(());
+    }
+    Err(ConfigError {
+        key: k::DOGSTATSD_QUEUE_SIZE.key.envs[0],
+        value: format!("{queue_size} (with {workers} OFFPATH_AGGREGATE_WORKERS)"),
+        expected: "at most 1048576 packets queued over all aggregate workers \
+                   (DD_DOGSTATSD_QUEUE_SIZE x OFFPATH_AGGREGATE_WORKERS): lower either",
+    })
 }
