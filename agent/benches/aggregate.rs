@@ -63,6 +63,7 @@ fn config(limit: usize) -> AggregateConfig {
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
         filter: offpath::enrich::FilterConfig::default(),
+        context_stats: false,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod contexts;
 pub mod prometheus;
 mod self_metrics;
 pub(crate) use self_metrics::SelfMetrics;
@@ -228,6 +229,8 @@ pub struct Telemetry {
     pub points: PointStats,
     /// Delivery counters.
     pub forward: ForwardStats,
+    /// The cardinality view the aggregate workers publish (`/status/contexts`).
+    pub contexts: contexts::ContextBoard,
 }
 
 impl Default for Telemetry {
@@ -238,6 +241,7 @@ impl Default for Telemetry {
             parse: ParseStats::default(),
             points: PointStats::default(),
             forward: ForwardStats::default(),
+            contexts: contexts::ContextBoard::default(),
         }
     }
 }

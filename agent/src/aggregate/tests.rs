@@ -31,6 +31,7 @@ fn config() -> AggregateConfig {
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
         filter: crate::enrich::FilterConfig::default(),
+        context_stats: false,
     }
 }
 

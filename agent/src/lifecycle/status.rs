@@ -422,10 +422,13 @@ fn respond(
     now: i64,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/health" | "/status" | "/metrics") {
+    if !matches!(
+        path,
+        "/health" | "/status" | "/status/contexts" | "/metrics"
+    ) {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: try /health, /status or /metrics\n",
+            "not found: try /health, /status, /status/contexts or /metrics\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -448,8 +451,35 @@ fn respond(
             Bytes::from(body),
         );
     }
-    let status = Status::snapshot(telemetry, health, now);
-    match serde_json::to_vec_pretty(&status) {
+    if path == "/status/contexts" {
+        return match top_param(req.uri().query()) {
+            Some(top) => json(&telemetry.contexts.view(top)),
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "top must be a number of metric names, at most 1000\n",
+            ),
+        };
+    }
+    json(&Status::snapshot(telemetry, health, now))
+}
+
+/// `?top=N` of `/status/contexts` (20 when absent); `None` when it is not a number up to 1000.
+fn top_param(query: Option<&str>) -> Option<usize> {
+    let top = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("top="));
+    match top {
+        None => Some(20),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= crate::telemetry::contexts::PUBLISHED_NAMES),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
             build(StatusCode::OK, "application/json", Bytes::from(body))
