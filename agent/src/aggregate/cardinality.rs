@@ -3,9 +3,11 @@
 //!
 //! It is kept when a context is made or forgotten, when a line is refused at the context limit and at
 //! flush (each due context adds its points), never on the lines of an existing context; the table is
-//! the worker's own, so there is no lock until the worker publishes to the shared board after a flush.
+//! the worker's own, so there is no lock until the worker publishes to the shared board after a flush
+//! (which sums the workers' counts per name and warns about a name over a quarter of the limit).
 //! Bounded: an entry has a live context, or is one of at most [`DROP_ONLY_NAMES`] names seen only
-//! in drops; a name is forgotten at the first publication after its last context.
+//! in drops; a name is forgotten at the first publication after its last context, unless some of its
+//! points were refused at the limit since the previous one.
 
 use std::hash::Hasher;
 
@@ -16,8 +18,6 @@ use crate::telemetry::contexts::{ContextBoard, NameRow, PUBLISHED_NAMES};
 
 /// Names tracked only because their lines were refused at the context limit, beyond the live ones.
 const DROP_ONLY_NAMES: usize = 1024;
-/// One warning per worker at most this often about a name holding over a quarter of the limit.
-const WARNING_INTERVAL_SECS: i64 = 300;
 
 #[derive(Debug)]
 struct Entry {
@@ -27,6 +27,8 @@ struct Entry {
     /// Points flushed since the last publication.
     points: u64,
     dropped: u64,
+    /// Points were refused at the limit since the last publication (keeps a name without contexts).
+    dropped_lately: bool,
 }
 
 /// Per-name counts of one aggregate worker.
@@ -34,10 +36,6 @@ struct Entry {
 pub(super) struct NameStats {
     table: HashTable<Entry>,
     slot: usize,
-    /// More live contexts than this for one name is worth a warning (a quarter of the limit).
-    quarter: u64,
-    limit: usize,
-    next_warning: i64,
     last_publish: Option<i64>,
 }
 
@@ -62,9 +60,6 @@ impl NameStats {
         Self {
             table: HashTable::new(),
             slot: board.register(limit),
-            quarter: (limit / 4) as u64,
-            limit,
-            next_warning: i64::MIN,
             last_publish: None,
         }
     }
@@ -83,28 +78,16 @@ impl NameStats {
                     contexts: 0,
                     points: 0,
                     dropped: 0,
+                    dropped_lately: false,
                 })
                 .into_mut(),
         )
     }
 
-    /// A context of `prefix` + `name` was made at `now`.
-    pub fn added(&mut self, prefix: &str, name: &str, now: i64) {
-        let (quarter, limit, next_warning) = (self.quarter, self.limit, self.next_warning);
-        let Some(e) = self.entry(prefix, name, true) else {
-            return;
-        };
-        e.contexts += 1;
-        if e.contexts > quarter && now >= next_warning {
-            tracing::warn!(
-                metric = %e.name,
-                contexts = e.contexts,
-                limit,
-                "one metric name holds more than a quarter of the context limit \
-                 (DD_AGGREGATE_CONTEXT_LIMIT); its tags probably carry unbounded values (ids, \
-                 timestamps): see `offpath stats`"
-            );
-            self.next_warning = now + WARNING_INTERVAL_SECS;
+    /// A context of `prefix` + `name` was made.
+    pub fn added(&mut self, prefix: &str, name: &str) {
+        if let Some(e) = self.entry(prefix, name, true) {
+            e.contexts += 1;
         }
     }
 
@@ -127,14 +110,20 @@ impl NameStats {
         let room = self.table.len() < live + DROP_ONLY_NAMES;
         if let Some(e) = self.entry(prefix, name, room) {
             e.dropped += n;
+            e.dropped_lately = true;
         }
     }
 
-    /// Publish the largest names to `board` after a flush at `now` with `live` contexts, and forget the
-    /// names without a context.
+    /// Forget the names without a context or recent drops, and publish the largest of the others to
+    /// `board` after a flush at `now` with `live` contexts.
     pub fn publish(&mut self, board: &ContextBoard, live: usize, now: i64) {
-        let secs = self.last_publish.map_or(0, |t| now - t).max(1) as f64;
+        // The first publication covers the buckets closed so far: one at least.
+        let secs = self
+            .last_publish
+            .map_or(super::bucket::BUCKET_SECS, |t| now - t)
+            .max(1) as f64;
         self.last_publish = Some(now);
+        self.table.retain(|e| e.contexts > 0 || e.dropped_lately);
         let mut rows: Vec<NameRow> = Vec::with_capacity(self.table.len().min(PUBLISHED_NAMES));
         let mut largest: Vec<&Entry> = self.table.iter().collect();
         if largest.len() > PUBLISHED_NAMES {
@@ -147,10 +136,10 @@ impl NameStats {
             points_per_second: e.points as f64 / secs,
             dropped: e.dropped,
         }));
-        board.publish(self.slot, live, rows);
-        self.table.retain(|e| {
+        board.publish(self.slot, live, rows, now);
+        for e in &mut self.table {
             e.points = 0;
-            e.contexts > 0
-        });
+            e.dropped_lately = false;
+        }
     }
 }

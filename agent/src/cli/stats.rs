@@ -37,6 +37,7 @@ pub async fn stats_command(args: &StatsArgs) -> i32 {
         addr: args.addr,
         config: args.config.clone(),
         timeout: args.timeout,
+        wait: None,
     }) {
         Ok(a) => a,
         Err(e) => {
@@ -88,7 +89,12 @@ async fn fetch(
     top: usize,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
-    let request = |source| ProbeError::Request { addr, source };
+    const PATH: &str = "/status/contexts";
+    let request = |source| ProbeError::Request {
+        addr,
+        path: PATH,
+        source,
+    };
     let exchange = async {
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -96,7 +102,7 @@ async fn fetch(
             .build()
             .map_err(request)?;
         let resp = client
-            .get(format!("http://{addr}/status/contexts?top={top}"))
+            .get(format!("http://{addr}{PATH}?top={top}"))
             .send()
             .await
             .map_err(request)?;
@@ -108,7 +114,11 @@ async fn fetch(
     };
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ProbeError::Timeout { addr, timeout })??;
+        .map_err(|_| ProbeError::Timeout {
+            addr,
+            path: PATH,
+            timeout,
+        })??;
     let body = String::from_utf8_lossy(&body).into_owned();
     if status == reqwest::StatusCode::OK {
         Ok(body)

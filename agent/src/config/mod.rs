@@ -27,6 +27,7 @@ mod keys;
 mod lambda;
 mod ops;
 mod parse;
+mod table;
 #[cfg(test)]
 mod tests;
 mod yaml;
@@ -38,13 +39,14 @@ use tracing::level_filters::LevelFilter;
 pub(crate) use aggregate::percentile_name;
 pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
-pub use forward::ForwardConfig;
+pub use forward::{ForwardConfig, StorageConfig};
 pub use host::{HostConfig, HostnameConfig, TagCardinality};
 pub use ingest::IngestConfig;
-pub use key::{AnySetting, Key, KeyDefault, markdown_table};
+pub use key::{AnySetting, Key, KeyDefault};
 pub use keys::KEYS;
 pub use lambda::{FlushStrategy, LambdaConfig};
 pub use ops::OpsConfig;
+pub use table::markdown_table;
 pub use yaml::{EnvOverFile, FileError, YamlFile};
 
 use key::Reader;

@@ -78,7 +78,7 @@ use retry::Breaker;
 pub use retry::{Backoff, BreakerState, RetryPolicy};
 
 use crate::auth::{ApiKey, ApiKeySource};
-use crate::config::ForwardConfig;
+use crate::config::{ForwardConfig, StorageConfig};
 use crate::encode::{Encoder, Payload};
 use crate::telemetry::Telemetry;
 
@@ -132,6 +132,9 @@ pub enum ForwardError {
     /// The intake could not be reached.
     #[error("could not reach the intake (check DD_DD_URL / DD_SITE / DD_PROXY_HTTPS)")]
     Transport(#[source] reqwest::Error),
+    /// The retry storage cannot be used (`DD_FORWARDER_STORAGE_PATH`).
+    #[error(transparent)]
+    Storage(#[from] store::StoreError),
 }
 
 /// Ships payloads to the Datadog intake; see the module documentation.
@@ -161,6 +164,8 @@ pub struct Forwarder {
     logged_rejection: bool,
     /// A refused key is logged once until a payload is delivered again.
     logged_key_problem: bool,
+    /// The on-disk copy of the retry queue (`DD_FORWARDER_STORAGE_PATH`), when on.
+    storage: Option<store::Durable>,
 }
 
 impl Forwarder {
@@ -215,7 +220,29 @@ impl Forwarder {
             encoder: Encoder::new(cfg.zstd_level),
             logged_rejection: false,
             logged_key_problem: false,
+            storage: None,
         })
+    }
+
+    /// Keep what waits for a retry on disk too (see [`store`]), and take over what a previous run
+    /// left there: it joins the retry queue, sent at the next delivery, oldest first; what no longer
+    /// fits the size bound goes to the fallback.
+    ///
+    /// # Errors
+    /// [`ForwardError::Storage`] when the directory cannot be used or another process holds it.
+    pub fn with_storage(mut self, cfg: &StorageConfig) -> Result<Self, ForwardError> {
+        let (durable, held, overflow) =
+            store::Durable::open(cfg, &self.intake_url, Arc::clone(&self.telemetry))?;
+        self.storage = Some(durable);
+        for p in overflow {
+            self.divert(p);
+        }
+        for p in held {
+            // They have their files already: into the retry queue, sent at the next delivery.
+            self.undelivered(p);
+        }
+        self.sync_storage();
+        Ok(self)
     }
 
     /// Replace the retry and breaker tuning (tests, and the Lambda extension's short budgets).
@@ -314,7 +341,13 @@ impl Forwarder {
     pub fn take_queued(&mut self) -> Vec<Payload> {
         self.settle_abandoned();
         let mut all: Vec<Payload> = self.spill.drain(..).collect();
-        all.extend(self.queue.drain());
+        let queued = self.queue.drain();
+        // Handed to the caller for the fallback: settled here, as a diverted payload is.
+        for p in &queued {
+            self.settled(p);
+        }
+        self.sync_storage();
+        all.extend(queued);
         self.sync_queue_bytes();
         all
     }
@@ -341,6 +374,7 @@ impl Forwarder {
         while let Some(p) = self.pending.pop_front() {
             self.undelivered(p);
         }
+        self.sync_storage();
     }
 
     fn publish_breaker(&self) {
