@@ -721,6 +721,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn status_contexts_answers_the_cardinality_view_in_the_documented_shape() {
+        use crate::telemetry::contexts::NameRow;
+        let t = Arc::new(Telemetry::default());
+        let slot = t.contexts.register(1000);
+        let row = |name: &str, contexts, points_per_second, dropped| NameRow {
+            name: name.into(),
+            contexts,
+            points_per_second,
+            dropped,
+        };
+        let rows = vec![row("small", 2, 0.0, 0), row("big", 5, 1.5, 3)];
+        t.contexts.publish(slot, 7, rows, 0);
+        let server = Server::start(t, healthy()).await;
+        let (code, body) = request(server.addr, "GET", "/status/contexts?top=1").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"limit": 1000, "live": 7, "metrics": [
+                {"name": "big", "contexts": 5, "points_per_second": 1.5, "dropped": 3}]})
+        );
+        let (_, body) = request(server.addr, "GET", "/status/contexts").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["metrics"][1]["name"], "small", "largest first: {v}");
+        for bad in ["top=x", "top=1001", "top=-1"] {
+            let path = format!("/status/contexts?{bad}");
+            assert_eq!(request(server.addr, "GET", &path).await.0, 400, "{bad}");
+        }
+        server.stop().await;
+    }
+
+    #[tokio::test]
     async fn other_paths_and_methods_are_refused() {
         let server = Server::start(Arc::new(Telemetry::default()), healthy()).await;
         assert_eq!(request(server.addr, "GET", "/").await.0, 404);
