@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod contexts;
 pub mod prometheus;
 mod self_metrics;
 pub(crate) use self_metrics::SelfMetrics;
@@ -261,6 +262,8 @@ pub struct Telemetry {
     pub forward: ForwardStats,
     /// The status endpoint's connections.
     pub status_server: StatusServerStats,
+    /// The cardinality view the aggregate workers publish (`/status/contexts`).
+    pub contexts: contexts::ContextBoard,
 }
 
 impl Default for Telemetry {
@@ -272,6 +275,7 @@ impl Default for Telemetry {
             points: PointStats::default(),
             forward: ForwardStats::default(),
             status_server: StatusServerStats::default(),
+            contexts: contexts::ContextBoard::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::bucket::{
     BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
 };
+use super::cardinality::NameStats;
 use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
@@ -125,6 +126,8 @@ pub struct Aggregator {
     /// The default host the remembered spellings were resolved with ([`super::raw`]): a line's `host:` tag
     /// equal to it is no host, so when it changes the spellings are forgotten.
     spelled_host: String,
+    /// Per-name counts for the cardinality view (`AggregateConfig::context_stats`).
+    names: Option<Box<NameStats>>,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -177,6 +180,9 @@ impl Aggregator {
                 );
             });
         }
+        let names = cfg
+            .context_stats
+            .then(|| Box::new(NameStats::new(&telemetry.contexts, cfg.context_limit.get())));
         Self {
             global_tags,
             global_hashes,
@@ -190,6 +196,7 @@ impl Aggregator {
             own_names: cfg.own_names.clone(),
             filter: Filter::new(&cfg.filter, &cfg.namespace),
             spelled_host: cfg.hostname.clone(),
+            names,
         }
     }
 
@@ -260,10 +267,14 @@ impl Aggregator {
             ..Flush::default()
         };
         let (globals, hostname, shape) = (&self.global_tags, self.host.hostname(), &self.shape);
+        let names = &mut self.names;
         self.contexts.retain(|ctx| {
             if ctx.has_due(now, final_flush) {
                 let id = identity(ctx, globals, hostname);
                 let due = ctx.take_due(now, final_flush);
+                if let Some(n) = names.as_deref_mut() {
+                    n.flushed(ctx.name(), due.iter().map(|b| u64::from(b.samples)).sum());
+                }
                 emit(
                     ctx.class,
                     id,
@@ -273,8 +284,16 @@ impl Aggregator {
                     &mut flush.sketches,
                 );
             }
-            !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now
+            let keep =
+                !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now;
+            if !keep && let Some(n) = names.as_deref_mut() {
+                n.removed(ctx.name());
+            }
+            keep
         });
+        if let Some(n) = self.names.as_deref_mut() {
+            n.publish(&self.telemetry.contexts, self.contexts.len(), now);
+        }
         flush
     }
 
@@ -387,6 +406,7 @@ impl Aggregator {
         // The spelling is the name as sent: the mapping is a function of it, so it names one context.
         let line_tags = tags(&m.tags).chain(mapped_tags.iter().map(String::as_str));
         let now_bucket = bucket_start(now);
+        let before = self.contexts.len();
         let spelling = Spelling {
             class,
             own,
@@ -412,6 +432,10 @@ impl Aggregator {
             Ok(ctx) => ctx,
             Err(Refused::Limit) => {
                 tally.drop_points(PointDrop::ContextLimit, finite);
+                if let Some(names) = self.names.as_deref_mut() {
+                    let prefix = name_prefix(self.contexts.namespace(), own, name);
+                    names.dropped(prefix, name, finite, self.contexts.len());
+                }
                 return;
             }
             Err(Refused::TooLong) => {
@@ -454,6 +478,12 @@ impl Aggregator {
         bucket.count(kept);
         if kept < finite {
             tally.drop_points(PointDrop::AggregateLimit, finite - kept);
+        }
+        // The cardinality view counts contexts as they are made (the table grew), not lines.
+        if let Some(names) = self.names.as_deref_mut()
+            && self.contexts.len() != before
+        {
+            names.added(name_prefix(self.contexts.namespace(), own, name), name);
         }
     }
 
@@ -533,6 +563,16 @@ impl Aggregator {
         out.extend(self.global_tags.iter().cloned());
         out.sort_unstable();
         (host, out)
+    }
+}
+
+/// The namespace in front of a metric's name as shipped: empty for an in-process point
+/// ([`OwnPoint`]) and for a name under an exempt prefix.
+fn name_prefix<'a>(namespace: &'a str, own: bool, name: &str) -> &'a str {
+    if !own && namespaced(namespace, name) {
+        namespace
+    } else {
+        ""
     }
 }
 
