@@ -48,6 +48,9 @@ pub struct Key {
     pub yaml: &'static str,
     /// The value is a list: the YAML file may give a sequence.
     pub list: bool,
+    /// The value is structured (a map of lists): JSON in the environment; the YAML file may give the
+    /// structure itself, which the reader hands to the parser as JSON.
+    pub structured: bool,
     /// Set to the empty string, the key is given to its parser as `""` instead of counting as unset
     /// (`OFFPATH_STATUS_ADDR=` disables the endpoint).
     pub empty_is_a_value: bool,
@@ -90,6 +93,7 @@ impl<T> Setting<T> {
                 envs,
                 yaml,
                 list: false,
+                structured: false,
                 empty_is_a_value: false,
                 default,
                 doc,
@@ -101,6 +105,12 @@ impl<T> Setting<T> {
     /// The same key, read as a list (a YAML sequence is accepted).
     pub const fn list(mut self) -> Self {
         self.key.list = true;
+        self
+    }
+
+    /// The same key, read as structured data (JSON in the environment, YAML structure in the file).
+    pub const fn structured(mut self) -> Self {
+        self.key.structured = true;
         self
     }
 

@@ -5,6 +5,7 @@
 //! parser, and the doc line of the README table. The section modules read these statics through their
 //! `Reader`; `docs/architecture.md` says how to add one.
 
+use super::endpoints::{self, AdditionalEndpoints};
 use super::key::{AnySetting, KeyDefault, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
 use super::{TagCardinality, aggregate, fallback, forward, host, ingest, lambda, ops, parse};
@@ -56,6 +57,14 @@ keys! {
         forward::intake_url,
         "Intake URL override (scheme, host, port; no path). Wins over DD_SITE. A plain http:// URL is \
          logged as a warning (the API key travels unencrypted).");
+    /// `DD_ADDITIONAL_ENDPOINTS`.
+    ADDITIONAL_ENDPOINTS: AdditionalEndpoints = Setting::new(&["DD_ADDITIONAL_ENDPOINTS"],
+        "additional_endpoints", NONE, endpoints::parse,
+        "Dual shipping: intake URL to a list of API keys, JSON ({\"https://app.datadoghq.eu\": \
+         [\"<key>\"]}; a YAML mapping in the file). Every payload goes to every (endpoint, key), at \
+         most 8 in all; the main endpoint's URL shares its retry queue (keys merged, duplicates \
+         removed, as in the Agent). Each endpoint has its own retry queue, breaker and ledger.")
+        .structured();
     /// `DD_PROXY_HTTPS`, `HTTPS_PROXY`.
     PROXY_HTTPS: String = Setting::new(&["DD_PROXY_HTTPS", "HTTPS_PROXY"], "proxy.https",
         NONE, parse::text, "HTTPS proxy for the intake.");

@@ -17,6 +17,7 @@
 //! credentials), so no stage asks where it runs. To add a key, see `docs/architecture.md`.
 
 mod aggregate;
+mod endpoints;
 mod fallback;
 mod forward;
 mod host;
@@ -36,6 +37,7 @@ use tracing::level_filters::LevelFilter;
 
 pub(crate) use aggregate::percentile_name;
 pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
+pub use endpoints::{AdditionalEndpoints, Endpoint, EndpointKey};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
 pub use forward::ForwardConfig;
 pub use host::{HostConfig, HostnameConfig, TagCardinality};

@@ -49,6 +49,7 @@
 //! payload is counted once, where it ended.
 
 mod deadline;
+mod destination;
 mod queue;
 mod retry;
 
@@ -64,6 +65,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 pub use deadline::{Deadline, DeadlineCut};
+pub use destination::{
+    Destination, DestinationId, KEY_SUFFIX_CHARS, MAX_DESTINATIONS, SECRET_KEY_NAME,
+};
 use queue::RetryQueue;
 use retry::{Admission, Attempt, Breaker, Outcome, TransportError, classify};
 pub use retry::{Backoff, BreakerState, RetryPolicy};
