@@ -40,7 +40,7 @@ pub struct ForwardConfig {
     pub intake_url: String,
     /// Every intake endpoint with its keys, the main endpoint (`intake_url`) first: the main key merged
     /// with `DD_ADDITIONAL_ENDPOINTS` as the Datadog Agent merges them (see `config/endpoints.rs`).
-    /// Used only with an API key (or its secret).
+    /// Used only with an API key (or its secret); empty means the main endpoint alone.
     pub endpoints: Vec<Endpoint>,
     /// What the merge of `DD_ADDITIONAL_ENDPOINTS` left out (endpoints without a key), for the log.
     pub endpoint_notes: Vec<String>,
