@@ -435,6 +435,10 @@ fn decode_intake_events(raw: &[u8]) -> Result<Vec<ReceivedEvent>, String> {
     Ok(out)
 }
 
+/// The v1 JSON API Datadog's Lambda libraries call themselves when they find no extension
+/// (`datadog` ThreadStats): the fake answers it with the scripted status and keeps nothing.
+pub const LIBRARY_API_PATH: &str = "/api/v1/distribution_points";
+
 /// Limits and the expected content type of an endpoint.
 fn endpoint(path: &str) -> Option<(usize, usize, usize, &'static str)> {
     match path {
@@ -541,6 +545,10 @@ fn answer(
             (true, _) => (200, reply(200, r#"{"valid":true}"#)),
             (false, _) => (403, reply(403, r#"{"errors":["Forbidden"]}"#)),
         };
+    }
+    if rec.method == "POST" && path == LIBRARY_API_PATH {
+        // Datadog's Lambda libraries without an extension: answered (after the scripted delay), not decoded.
+        return (scripted, reply(scripted, r#"{"status":"ok"}"#));
     }
     let Some((max_compressed, max_raw, max_points, content_type)) =
         (rec.method == "POST").then(|| endpoint(path)).flatten()

@@ -43,7 +43,17 @@ async fn start(
 async fn enhanced_metrics_carry_the_reported_values_and_resource_use() {
     let intake = FakeIntake::start(KEY).await;
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
-    let (mut ext, udp) = start(&intake, &rt, &[]).await;
+    let (mut ext, udp) = start(
+        &intake,
+        &rt,
+        &[
+            ("DD_ENV", "prod"),
+            ("DD_SERVICE", "orders"),
+            ("DD_VERSION", "1.2.3"),
+            ("DD_TAGS", "team:data,tier:1"),
+        ],
+    )
+    .await;
     for i in 0..3 {
         let id = format!("r{i}");
         invocation(&rt, udp, &id, &["app.hits:1|c"], i + 2).await;
@@ -56,9 +66,18 @@ async fn enhanced_metrics_carry_the_reported_values_and_resource_use() {
         intake
             .sketch_totals(
                 &format!("aws.lambda.enhanced.{name}"),
-                &["functionname:offpath-test-fn"],
+                &[
+                    "functionname:offpath-test-fn",
+                    "function_arn:arn:aws:lambda:us-east-1:123456789012:function:offpath-test-fn",
+                    "resource:offpath-test-fn",
+                    "env:prod",
+                    "service:orders",
+                    "version:1.2.3",
+                    "team:data",
+                    "tier:1",
+                ],
             )
-            .unwrap_or_else(|| panic!("no {name}: {:?}", enhanced_names(&intake)))
+            .unwrap_or_else(|| panic!("no {name}: {:?}", intake.all_sketches()))
     };
     assert_eq!(get("invocations").cnt, 3);
     // The fake's runtimeDone says 1.5 ms and 12 bytes.
