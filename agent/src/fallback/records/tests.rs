@@ -1,6 +1,11 @@
+use super::expand::{BIAS, LN_GAMMA};
 use super::*;
+use crate::model::{
+    AlertType, DogSketch, Event, Flush, Priority, Series, SeriesKind, ServiceCheck, SketchSeries,
+};
 use proptest::prelude::*;
 use serde_json::Value;
+use std::collections::HashSet;
 
 fn series(kind: SeriesKind, points: Vec<(i64, f64)>, host: &str) -> Series {
     Series {
