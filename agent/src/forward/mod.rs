@@ -62,6 +62,7 @@ mod intake;
 mod overflow;
 mod queue;
 mod retry;
+pub mod store;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
