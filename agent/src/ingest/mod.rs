@@ -3,7 +3,8 @@
 //! ```text
 //!  UDP  ──SO_REUSEPORT──> N receive threads ─┐   recvmmsg (32 datagrams a call) into pooled buffers,
 //!  Unix datagram ───────> 1 receive thread  ─┼─> small datagrams joined by '\n' into one packet,
-//!  Unix stream ──poll───> 1 thread, ≤128 conn┘   try_send on the bounded queue (full: drop + count)
+//!  Unix stream ──poll───> 1 thread, ≤128 conn┘   bounded queue per worker (full: UDP drops + counts,
+//!                                                 Unix waits up to 1 s, then drops + counts)
 //! ```
 //!
 //! - **Threads.** UDP gets `OFFPATH_RECEIVE_THREADS` threads (0 = one per core, at most 4), each with
@@ -24,9 +25,14 @@
 //!   and copies each to the packet of its worker, chosen by metric name ([`shard_of`]): every context
 //!   is aggregated by exactly one worker, with no merge at flush. With one worker datagrams go whole,
 //!   without a copy.
-//! - **Backpressure.** Packets go to the queue with `try_send`; a full queue drops the packet and counts
-//!   each datagram in it as [`PacketDrop::QueueFull`](crate::telemetry::PacketDrop::QueueFull). The
-//!   receive loops never wait on the queue.
+//! - **Backpressure.** UDP: packets go to the queue with `try_send`; a full queue drops the packet and
+//!   counts each datagram in it as [`PacketDrop::QueueFull`](crate::telemetry::PacketDrop::QueueFull)
+//!   (a UDP sender cannot be made to wait). Unix datagram and stream: the clients are local and can
+//!   wait, as the Agent makes them: on a full queue the receive thread waits for room up to
+//!   [`UNIX_QUEUE_WAIT`] and reads nothing meanwhile, so the socket buffer fills and the kernel blocks
+//!   the client's `send`/`write` (a non-blocking client gets `EAGAIN`). Only a queue still full after
+//!   that wait drops (counted `queue_full`), and it drops at once until its worker takes a packet again,
+//!   so a stuck worker costs one wait.
 //! - **Counters.** Each receive thread owns a [`ListenerStats`](crate::telemetry::ListenerStats):
 //!   `packets` and `bytes` count every datagram or frame read (dropped ones included), added once per
 //!   batch.
@@ -75,6 +81,11 @@ use packet::{Pool, Sink};
 
 /// How long a receive thread blocks before it looks at the stop flag.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How long a Unix listener waits for room in a full worker queue before it drops (see the module's
+/// Backpressure): long enough for a worker's flush or a scheduling hiccup, short enough that a stuck
+/// worker does not hold the listener (or shutdown) for long.
+pub(crate) const UNIX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// `SO_RCVBUF` asked for UDP when `DD_DOGSTATSD_SO_RCVBUF` is not set: 8 MiB, so a burst waits in the
 /// kernel instead of being dropped there.
@@ -238,7 +249,7 @@ impl Listeners {
                 }
                 None => SockRef::from(&socket).recv_buffer_size().unwrap_or(0),
             };
-            let sink = sink(format!("unixgram {}", path.display()));
+            let sink = sink(format!("unixgram {}", path.display())).waiting(UNIX_QUEUE_WAIT);
             let limit = drain_limit(granted);
             this.spawn("offpath-unixgram".into(), move |stop| {
                 datagram::run(socket.as_raw_fd(), sink, stop, limit);
@@ -256,7 +267,7 @@ impl Listeners {
             this.socket_files.push(path.clone());
             fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(err)?;
             listener.set_nonblocking(true).map_err(err)?;
-            let sink = sink(format!("unix {}", path.display()));
+            let sink = sink(format!("unix {}", path.display())).waiting(UNIX_QUEUE_WAIT);
             this.spawn("offpath-unix".into(), move |stop| {
                 stream::run(listener, sink, stop);
             })?;

@@ -17,8 +17,9 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use memchr::memchr;
 
 use super::route::shard_of;
@@ -191,6 +192,12 @@ impl Pool {
 /// What one receive loop writes into: joins small datagrams into pooled packets, sends them with
 /// `try_send` (a full queue drops the packet and counts it) and counts per batch.
 ///
+/// A sink made [`Sink::waiting`] (the Unix listeners) waits instead for room in a full queue, up to its
+/// wait; while it waits its thread reads nothing, so the socket fills and the kernel makes the client
+/// wait (a blocking Unix client blocks, a non-blocking one sees `EAGAIN`). A wait that times out drops
+/// and counts the packet, and that queue is then *stalled*: later packets for it are dropped at once
+/// (counted) until it takes one again, so a stuck worker costs one wait, not one per packet.
+///
 /// With one queue, datagrams go whole. With several (one per aggregate worker), every datagram is split
 /// into lines, each line copied to the open packet of its queue ([`shard_of`]): consecutive lines of one
 /// queue in one copy.
@@ -215,6 +222,10 @@ pub(crate) struct Sink {
     oversize: u64,
     /// Whether a disconnected queue was already logged.
     warned_disconnected: bool,
+    /// How long a full queue is waited for before the packet is dropped; `None` drops at once (UDP).
+    wait: Option<Duration>,
+    /// Per queue: a wait timed out and no packet has been taken since (see [`Sink::waiting`]).
+    stalled: Vec<bool>,
 }
 
 impl Sink {
@@ -237,7 +248,16 @@ impl Sink {
             truncated: 0,
             oversize: 0,
             warned_disconnected: false,
+            wait: None,
+            stalled: vec![false; n],
         }
+    }
+
+    /// This sink waits up to `wait` for room in a full queue before it drops (bounded back-pressure,
+    /// for the Unix listeners), instead of dropping at once.
+    pub(crate) fn waiting(mut self, wait: Duration) -> Sink {
+        self.wait = Some(wait);
+        self
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -398,7 +418,31 @@ impl Sink {
             self.queue_full += u64::from(packet.datagrams);
             return;
         };
-        match queue.try_send(packet) {
+        let stalled = self.stalled.get_mut(q);
+        let sent = match (queue.try_send(packet), self.wait) {
+            (Err(TrySendError::Full(p)), Some(wait)) if stalled.as_deref() == Some(&false) => {
+                match queue.send_timeout(p, wait) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(p)) => {
+                        if let Some(s) = stalled {
+                            *s = true;
+                        }
+                        tracing::debug!(
+                            listener = %self.stats.name,
+                            ?wait,
+                            "an aggregate worker's queue stayed full; dropping until it takes packets again"
+                        );
+                        Err(TrySendError::Full(p))
+                    }
+                    Err(SendTimeoutError::Disconnected(p)) => Err(TrySendError::Disconnected(p)),
+                }
+            }
+            (r, _) => r,
+        };
+        if let Some(s) = self.stalled.get_mut(q).filter(|_| sent.is_ok()) {
+            *s = false;
+        }
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(p)) => self.queue_full += u64::from(p.datagrams),
             Err(TrySendError::Disconnected(p)) => {
@@ -537,6 +581,57 @@ mod tests {
             stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
             2
         );
+    }
+
+    #[test]
+    fn a_waiting_sink_waits_for_room_in_a_full_queue_and_loses_nothing() {
+        let (s, rx, stats) = sink(1, 8);
+        let mut s = s.waiting(Duration::from_secs(30));
+        let n = 2000;
+        let consumer = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(p) = rx.recv() {
+                got.push(p.data().to_vec());
+            }
+            got
+        });
+        for i in 0..n {
+            // 8-byte buffers: every datagram is a packet of its own.
+            s.push_copy(format!("m:{}|c", i % 10).as_bytes());
+            s.commit();
+        }
+        drop(s);
+        let got = consumer.join().unwrap();
+        assert_eq!(got.len(), n);
+        assert_eq!(got[n - 1], b"m:9|c");
+        assert_eq!(
+            stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed),
+            0
+        );
+    }
+
+    #[test]
+    fn a_waiting_sink_on_a_stuck_queue_waits_once_then_drops_at_once_until_the_queue_takes_again() {
+        let (s, rx, stats) = sink(1, 8);
+        let mut s = s.waiting(Duration::from_millis(20));
+        let full =
+            |stats: &ListenerStats| stats.dropped[PacketDrop::QueueFull as usize].load(Relaxed);
+        s.push_copy(b"a:1|c");
+        s.commit();
+        assert_eq!(s.stalled, [false], "queued without waiting");
+        s.push_copy(b"b:1|c");
+        s.commit();
+        assert_eq!(full(&stats), 1, "dropped after the wait");
+        assert_eq!(s.stalled, [true]);
+        s.push_copy(b"c:1|c");
+        s.commit();
+        assert_eq!(full(&stats), 2, "dropped at once while stalled");
+        assert_eq!(rx.try_recv().unwrap().data(), b"a:1|c");
+        s.push_copy(b"d:1|c");
+        s.commit();
+        assert_eq!(s.stalled, [false], "the queue took a packet: waiting again");
+        assert_eq!(rx.try_recv().unwrap().data(), b"d:1|c");
+        assert_eq!(full(&stats), 2);
     }
 
     #[test]
