@@ -18,16 +18,17 @@ if ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null
 fi
 
 # Datadog's Lambda Python library and AWS's Python runtime client, the real peers of the Lambda tests
-# (tests/tests/lambda_python.rs), in a virtual environment of their own so no other package changes
+# (tests/tests/lambda_python.rs), and Datadog's DogStatsD client `datadog` (which datadog-lambda needs;
+# tests/tests/dogstatsd_mapping.rs), in a virtual environment of their own so no other package changes
 # (about 40 s on a fresh machine: prebuilt wheels). Without a wheel for this Python, awslambdaric
 # compiles its C extension: the build tools are installed then.
 lambda_py="${CARGO_TARGET_DIR:-target}/lambda-python"
-lambda_peers="awslambdaric==4.2.2 datadog-lambda==8.130.0"
+lambda_peers="awslambdaric==4.2.2 datadog-lambda==8.130.0 datadog==0.56.0"
 apt_install() {
   command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
-if ! "$lambda_py/bin/python3" -c 'import awslambdaric, datadog_lambda' >/dev/null 2>&1; then
+if ! "$lambda_py/bin/python3" -c 'import awslambdaric, datadog_lambda, datadog' >/dev/null 2>&1; then
   echo "tests/run.sh: installing $lambda_peers into $lambda_py"
   python3 -m venv "$lambda_py" || { apt_install python3-venv && python3 -m venv "$lambda_py"; }
   # shellcheck disable=SC2086

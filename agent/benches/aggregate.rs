@@ -62,6 +62,7 @@ fn config(limit: usize) -> AggregateConfig {
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
+        filter: offpath::enrich::FilterConfig::default(),
     }
 }
 

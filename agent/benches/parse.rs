@@ -12,6 +12,7 @@ use std::time::Duration;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use offpath::dogstatsd::{Message, MetricValue, parse_packet};
+use offpath::enrich::{Filter, FilterConfig, Verdict, parse_profiles};
 
 mod corpus;
 
@@ -62,6 +63,34 @@ fn parse(c: &mut Criterion<ThreadCpuTime>) {
         });
     });
 
+    // With mapper profiles and a blocklist (`dogstatsd_mapper_profiles`, `metric_filterlist`): what the
+    // aggregator adds per metric line when they are configured (a cache lookup for names under a
+    // profile's prefix, a binary search in the list). Unconfigured, the aggregator holds no filter.
+    let mut filter = corpus_filter();
+    group.bench_function("parse_packet+map+blocklist", |b| {
+        b.iter(|| {
+            let (mut kept, mut tag_bytes) = (0usize, 0usize);
+            for packet in &packets {
+                for message in parse_packet(black_box(packet)) {
+                    if let Ok(Message::Metric(m)) = message {
+                        match filter.check(m.name, |_| true) {
+                            Verdict::Keep => kept += m.name.len(),
+                            Verdict::Mapped(slot) => {
+                                if let Some((name, tags)) = filter.mapped(slot) {
+                                    kept += name.len();
+                                    tag_bytes += tags.iter().map(String::len).sum::<usize>();
+                                }
+                            }
+                            Verdict::Drop => {}
+                        }
+                        tag_bytes += m.tags.iter().map(str::len).sum::<usize>();
+                    }
+                }
+            }
+            black_box((kept, tag_bytes))
+        });
+    });
+
     // Baselines.
     group.bench_function("baseline_split_lines", |b| {
         b.iter(|| {
@@ -82,6 +111,31 @@ fn parse(c: &mut Criterion<ThreadCpuTime>) {
         });
     });
     group.finish();
+}
+
+/// Two wildcard profiles and a regex one over the corpus's names (`<service>.<component>.<what>`), and a
+/// prefix blocklist (under the namespace `app.`). Without the `mapper` feature, the blocklist alone.
+fn corpus_filter() -> Box<Filter> {
+    const PROFILES: &str = r#"[
+        {"name": "payments", "prefix": "payments.", "mappings": [
+            {"match": "payments.*.*.*", "name": "payments.$1.$3", "tags": {"part": "$2"}},
+            {"match": "payments.*.*", "name": "payments.$2", "tags": {"component": "$1"}}]},
+        {"name": "checkout", "prefix": "checkout.", "mappings": [
+            {"match": "checkout.*.*", "name": "checkout.$2", "tags": {"component": "$1"}}]},
+        {"name": "search", "prefix": "search.", "mappings": [
+            {"match": "search\\.(?P<component>[a-z_.]+)\\.(?P<what>[a-z_]+)", "match_type": "regex",
+             "name": "search.${what}", "tags": {"component": "${component}"}}]}
+    ]"#;
+    let cfg = FilterConfig {
+        profiles: parse_profiles(PROFILES).unwrap_or_default(),
+        blocklist: vec!["app.gateway.cache.".into(), "app.auth.api.in_flight".into()],
+        match_prefix: true,
+        ..FilterConfig::default()
+    };
+    match Filter::new(&cfg, "app.") {
+        Some(f) => f,
+        None => unreachable!("a blocklist is configured"),
+    }
 }
 
 /// Thread CPU time as a criterion measurement (same units and formatting as wall time: nanoseconds).

@@ -21,6 +21,7 @@ mod backoff;
 pub mod config;
 pub mod dogstatsd;
 pub mod encode;
+pub mod enrich;
 pub mod errors;
 pub mod fallback;
 pub mod forward;

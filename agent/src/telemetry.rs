@@ -82,11 +82,13 @@ pub enum PointDrop {
     OwnMetric,
     /// A value produced inside the process found its aggregate worker's queue full.
     OwnQueueFull,
+    /// The metric name is on the blocklist (`metric_filterlist`, `statsd_metric_blocklist`).
+    Filtered,
 }
 
 impl PointDrop {
     /// Every reason, in counter order.
-    pub const ALL: [PointDrop; 15] = [
+    pub const ALL: [PointDrop; 16] = [
         Self::NonFinite,
         Self::ContextLimit,
         Self::TimestampUnsupported,
@@ -102,6 +104,7 @@ impl PointDrop {
         Self::HistogramNoOutput,
         Self::OwnMetric,
         Self::OwnQueueFull,
+        Self::Filtered,
     ];
 
     /// The counter label.
@@ -122,6 +125,7 @@ impl PointDrop {
             Self::HistogramNoOutput => "histogram_no_output",
             Self::OwnMetric => "own_metric",
             Self::OwnQueueFull => "own_queue_full",
+            Self::Filtered => "filtered",
         }
     }
 }

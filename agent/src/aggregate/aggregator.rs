@@ -13,6 +13,7 @@ use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
 };
+use crate::enrich::{Filter, Verdict};
 use crate::host::HostInfo;
 use crate::model::{self, Flush};
 use crate::telemetry::{PointDrop, Telemetry};
@@ -117,6 +118,8 @@ pub struct Aggregator {
     telemetry: Arc<Telemetry>,
     /// [`AggregateConfig::own_names`].
     own_names: Vec<String>,
+    /// The mapper and the blocklist (`AggregateConfig::filter`); `None` when neither is configured.
+    filter: Option<Box<Filter>>,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -180,6 +183,7 @@ impl Aggregator {
             service_checks: Vec::new(),
             telemetry,
             own_names: cfg.own_names.clone(),
+            filter: Filter::new(&cfg.filter, &cfg.namespace),
         }
     }
 
@@ -306,6 +310,26 @@ impl Aggregator {
                 return;
             }
         }
+        // Mapping, then the namespace (in `line_key`), then the blocklist, as the Agent does.
+        let verdict = match self.filter.as_deref_mut() {
+            Some(f) if !own => {
+                let ns = self.contexts.namespace();
+                f.check(m.name, |name| namespaced(ns, name))
+            }
+            _ => Verdict::Keep,
+        };
+        let (name, mapped_tags): (&str, &[String]) = match verdict {
+            Verdict::Keep => (m.name, &[]),
+            Verdict::Mapped(slot) => self
+                .filter
+                .as_deref()
+                .and_then(|f| f.mapped(slot))
+                .unwrap_or((m.name, &[])),
+            Verdict::Drop => {
+                tally.drop_points(PointDrop::Filtered, n);
+                return;
+            }
+        };
         let class = match (m.timestamp.is_some(), m.kind) {
             (true, MetricKind::Count) => Class::TimestampedCount,
             (true, MetricKind::Gauge) => Class::TimestampedGauge,
@@ -336,7 +360,8 @@ impl Aggregator {
         if finite == 0 {
             return;
         }
-        let mut key = self.line_key(class, m.name, tags(&m.tags));
+        let line_tags = tags(&m.tags).chain(mapped_tags.iter().map(String::as_str));
+        let mut key = self.line_key(class, name, line_tags);
         key.prefixed &= !own;
         let now_bucket = bucket_start(now);
         let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
@@ -458,8 +483,7 @@ impl Aggregator {
         }
         LineKey {
             class,
-            prefixed: !self.contexts.namespace().is_empty()
-                && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p)),
+            prefixed: namespaced(self.contexts.namespace(), name),
             name,
             host: host.filter(|h| *h != self.host.hostname()),
             tags: buf,
@@ -479,6 +503,11 @@ impl Aggregator {
         out.sort_unstable();
         (host, out)
     }
+}
+
+/// Whether `namespace` goes in front of `name`: there is one and the name is not under an exempt prefix.
+fn namespaced(namespace: &str, name: &str) -> bool {
+    !namespace.is_empty() && !NAMESPACE_EXEMPT.iter().any(|p| name.starts_with(p))
 }
 
 /// A context's name, host and tags (its own and the global ones, sorted) as shipped.

@@ -30,6 +30,7 @@ fn config() -> AggregateConfig {
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
+        filter: crate::enrich::FilterConfig::default(),
     }
 }
 

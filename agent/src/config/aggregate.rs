@@ -6,6 +6,7 @@ use super::key::Reader;
 use super::keys as k;
 use super::parse;
 use super::{ConfigError, Deployment};
+use crate::enrich::FilterConfig;
 
 /// Most aggregate workers `OFFPATH_AGGREGATE_WORKERS` accepts.
 pub const MAX_AGGREGATE_WORKERS: usize = 64;
@@ -78,6 +79,8 @@ pub struct AggregateConfig {
     /// `aws.lambda.enhanced.invocations` and `.errors` when it ships enhanced metrics). A received line with
     /// one of these names is dropped, counted as `own_metric`, so the value is not counted twice.
     pub own_names: Vec<String>,
+    /// The mapper and the blocklist, applied to every received metric line.
+    pub filter: FilterConfig,
 }
 
 impl AggregateConfig {
@@ -114,6 +117,7 @@ impl AggregateConfig {
                 None => default_workers(r.deployment()),
             },
             own_names: Vec::new(),
+            filter: super::filter::load(r)?,
         })
     }
 }

@@ -48,12 +48,12 @@ pub struct Key {
     pub yaml: &'static str,
     /// The value is a list: the YAML file may give a sequence.
     pub list: bool,
-    /// The value is structured (a map of lists): JSON in the environment; the YAML file may give the
-    /// structure itself, which the reader hands to the parser as JSON.
-    pub structured: bool,
     /// Set to the empty string, the key is given to its parser as `""` instead of counting as unset
     /// (`OFFPATH_STATUS_ADDR=` disables the endpoint).
     pub empty_is_a_value: bool,
+    /// The value is structured (the mapper profiles): the YAML file's value arrives as JSON text, as
+    /// the environment gives it.
+    pub json: bool,
     /// The default.
     pub default: KeyDefault,
     /// One or two sentences for the README table.
@@ -93,8 +93,8 @@ impl<T> Setting<T> {
                 envs,
                 yaml,
                 list: false,
-                structured: false,
                 empty_is_a_value: false,
+                json: false,
                 default,
                 doc,
             },
@@ -108,9 +108,9 @@ impl<T> Setting<T> {
         self
     }
 
-    /// The same key, read as structured data (JSON in the environment, YAML structure in the file).
-    pub const fn structured(mut self) -> Self {
-        self.key.structured = true;
+    /// The same key, structured: a YAML value of any shape is handed to the parser as JSON.
+    pub const fn json(mut self) -> Self {
+        self.key.json = true;
         self
     }
 

@@ -8,8 +8,11 @@
 use super::endpoints::{self, AdditionalEndpoints};
 use super::key::{AnySetting, KeyDefault, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
-use super::{TagCardinality, aggregate, fallback, forward, host, ingest, lambda, ops, parse};
+use super::{
+    TagCardinality, aggregate, fallback, filter, forward, host, ingest, lambda, ops, parse,
+};
 use crate::auth::{ApiKey, SecretArn};
+use crate::enrich::MapperProfiles;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
@@ -64,7 +67,7 @@ keys! {
          [\"<key>\"]}; a YAML mapping in the file). Every payload goes to every (endpoint, key), at \
          most 8 in all; the main endpoint's URL shares its retry queue (keys merged, duplicates \
          removed, as in the Agent). Each endpoint has its own retry queue, breaker and ledger.")
-        .structured();
+        .json();
     /// `DD_PROXY_HTTPS`, `HTTPS_PROXY`.
     PROXY_HTTPS: String = Setting::new(&["DD_PROXY_HTTPS", "HTTPS_PROXY"], "proxy.https",
         NONE, parse::text, "HTTPS proxy for the intake.");
@@ -173,6 +176,35 @@ keys! {
     STATSD_METRIC_NAMESPACE: String = Setting::new(&["DD_STATSD_METRIC_NAMESPACE"],
         "statsd_metric_namespace", NONE, parse::text,
         "Prefix for every metric name (a trailing . is added).");
+    /// `DD_DOGSTATSD_MAPPER_PROFILES`.
+    DOGSTATSD_MAPPER_PROFILES: MapperProfiles = Setting::new(&["DD_DOGSTATSD_MAPPER_PROFILES"],
+        "dogstatsd_mapper_profiles", NONE, filter::mapper_profiles,
+        "Metric name mapping, before the namespace (a YAML list in the file, JSON in the \
+         environment): the first profile whose prefix starts a name (or prefix *) maps it with its \
+         first mapping that matches (match_type wildcard, the default, or regex) to name, plus tags, \
+         with $1 and ${name} expanded. Not in the Lambda extension (a start-up error there).").json();
+    /// `DD_DOGSTATSD_MAPPER_CACHE_SIZE`.
+    DOGSTATSD_MAPPER_CACHE_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_MAPPER_CACHE_SIZE"],
+        "dogstatsd_mapper_cache_size", Value("1000"), filter::cache_size,
+        "Metric names whose mapping each aggregate worker remembers, at most 1000000 (the cache is \
+         emptied when full).");
+    /// `DD_METRIC_FILTERLIST`.
+    METRIC_FILTERLIST: Vec<String> = Setting::new(&["DD_METRIC_FILTERLIST"], "metric_filterlist",
+        Value(""), parse::list,
+        "Metric names dropped, after mapping and the namespace, counted as points.dropped.filtered; \
+         when empty, statsd_metric_blocklist is used.").list();
+    /// `DD_METRIC_FILTERLIST_MATCH_PREFIX`.
+    METRIC_FILTERLIST_MATCH_PREFIX: bool = Setting::new(&["DD_METRIC_FILTERLIST_MATCH_PREFIX"],
+        "metric_filterlist_match_prefix", Value("false"), parse::boolean,
+        "metric_filterlist entries are name prefixes.");
+    /// `DD_STATSD_METRIC_BLOCKLIST`.
+    STATSD_METRIC_BLOCKLIST: Vec<String> = Setting::new(&["DD_STATSD_METRIC_BLOCKLIST"],
+        "statsd_metric_blocklist", Value(""), parse::list,
+        "The older name of metric_filterlist, used when that is empty.").list();
+    /// `DD_STATSD_METRIC_BLOCKLIST_MATCH_PREFIX`.
+    STATSD_METRIC_BLOCKLIST_MATCH_PREFIX: bool = Setting::new(
+        &["DD_STATSD_METRIC_BLOCKLIST_MATCH_PREFIX"], "statsd_metric_blocklist_match_prefix",
+        Value("false"), parse::boolean, "statsd_metric_blocklist entries are name prefixes.");
     /// `DD_HISTOGRAM_AGGREGATES`.
     HISTOGRAM_AGGREGATES: Vec<HistogramAggregate> = Setting::new(&["DD_HISTOGRAM_AGGREGATES"],
         "histogram_aggregates", Value("max,median,avg,count"), aggregate::histogram_aggregates,

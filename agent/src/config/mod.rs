@@ -19,6 +19,7 @@
 mod aggregate;
 mod endpoints;
 mod fallback;
+mod filter;
 mod forward;
 mod host;
 mod ingest;

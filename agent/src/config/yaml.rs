@@ -29,8 +29,7 @@ fn all_keys() -> impl Iterator<Item = &'static Key> {
 const EXPECTED_SCALAR: &str = "a single value (a string, number or boolean), not a list or mapping";
 const EXPECTED_LIST: &str =
     "a list (a YAML sequence of strings or numbers, or a string separated by spaces or commas)";
-const EXPECTED_STRUCTURED: &str =
-    "a mapping of strings to lists of strings (or the same as a JSON string)";
+const EXPECTED_JSON: &str = "a YAML list or mapping of strings (or its JSON text)";
 const EXPECTED_SECTION: &str = "a mapping of keys (a YAML section)";
 
 /// Why a configuration file could not be used. Messages name the file, the line and the key; they
@@ -156,8 +155,8 @@ impl YamlFile {
             };
             let full = format!("{prefix}{name}");
             if let Some(key) = all_keys().find(|key| key.yaml == full) {
-                let value = if key.structured {
-                    json(&v.data).ok_or(EXPECTED_STRUCTURED)
+                let value = if key.json {
+                    json(&v.data).ok_or(EXPECTED_JSON)
                 } else if key.list {
                     list(&v.data).ok_or(EXPECTED_LIST)
                 } else {
@@ -328,35 +327,38 @@ fn list<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<String> {
     }
 }
 
-/// A structured value as JSON text: a mapping becomes an object, a sequence an array, a scalar a
-/// string; a scalar at the top is kept as written (it may be JSON already). `None` for a mapping
-/// with a key that is not a scalar.
+/// A structured value as JSON text: mappings become objects, sequences arrays, scalars strings (as
+/// written; null and empty become null). A scalar at the top is taken as JSON text already, as in the
+/// environment.
 fn json<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<String> {
     fn value<'i>(data: &YamlData<'i, MarkedYaml<'i>>) -> Option<serde_json::Value> {
-        Some(match data {
+        use serde_json::Value;
+        match data {
             YamlData::Mapping(map) => {
-                let mut out = serde_json::Map::new();
+                let mut obj = serde_json::Map::new();
                 for (k, v) in map {
-                    out.insert(scalar(&k.data)?.into_owned(), value(&v.data)?);
+                    obj.insert(scalar(&k.data)?.into_owned(), value(&v.data)?);
                 }
-                serde_json::Value::Object(out)
+                Some(Value::Object(obj))
             }
-            YamlData::Sequence(items) => serde_json::Value::Array(
-                items
-                    .iter()
-                    .map(|i| value(&i.data))
-                    .collect::<Option<_>>()?,
-            ),
-            YamlData::Tagged(_, inner) => value(&inner.data)?,
-            other => match scalar(other)? {
-                s if s.is_empty() => serde_json::Value::Null,
-                s => serde_json::Value::String(s.into_owned()),
-            },
-        })
+            YamlData::Sequence(items) => items
+                .iter()
+                .map(|i| value(&i.data))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+            YamlData::Tagged(_, inner) => value(&inner.data),
+            other => scalar(other).map(|s| {
+                if s.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(s.into_owned())
+                }
+            }),
+        }
     }
     match data {
-        YamlData::Mapping(_) | YamlData::Sequence(_) => value(data).map(|v| v.to_string()),
         YamlData::Tagged(_, inner) => json(&inner.data),
+        YamlData::Mapping(_) | YamlData::Sequence(_) => value(data).map(|v| v.to_string()),
         other => scalar(other).map(Cow::into_owned),
     }
 }

@@ -39,6 +39,7 @@ fn config(context_limit: usize) -> AggregateConfig {
         mapping: MetricMapping::Agent,
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
+        filter: crate::enrich::FilterConfig::default(),
     }
 }
 

@@ -16,7 +16,7 @@
 //! | `offpath.points_received` | count | | metric values (each packed value), events and service checks accepted |
 //! | `offpath.points_delivered` | count | | points in payloads the Datadog intake accepted |
 //! | `offpath.points_fell_back` | count | | points written to the fallback (CloudWatch Logs or stdout) |
-//! | `offpath.points_dropped` | count | `reason` | points dropped: `non_finite`, `context_limit`, `timestamp_unsupported`, `client_telemetry`, `intake_rejected`, `too_large`, `retry_queue_overflow`, `fallback_overflow`, `fallback_rejected`, `shutdown_deadline`, `aggregate_limit`, `fallback_off`, `histogram_no_output`, `own_metric`, `own_queue_full` |
+//! | `offpath.points_dropped` | count | `reason` | points dropped: `non_finite`, `context_limit`, `timestamp_unsupported`, `client_telemetry`, `intake_rejected`, `too_large`, `retry_queue_overflow`, `fallback_overflow`, `fallback_rejected`, `shutdown_deadline`, `aggregate_limit`, `fallback_off`, `histogram_no_output`, `own_metric`, `own_queue_full`, `filtered` |
 //! | `offpath.payloads_delivered` | count | | payloads the intake accepted |
 //! | `offpath.retries` | count | | intake requests retried |
 //! | `offpath.fallback_records` | count | | records written to the fallback sink |
