@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! Listeners (threads) ──one bounded Packet queue per worker──> aggregate workers (parse + Aggregator)
-//!       Engine::flush ──Control::Flush──> each worker ──Flush (merged)──> Encoder ──Vec<Payload>──> Forwarder
-//!       Forwarder ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
+//!       Engine::flush ──Control::Flush──> each worker ──Flush (merged)──> Encoder ──Vec<Payload>──> Fanout
+//!       Fanout ──a copy to each destination's Forwarder (DD_ADDITIONAL_ENDPOINTS), concurrently
+//!       Forwarders ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
 //!       no API key: Engine::flush ──Flush──> Fallback::write_flush (local stdout mode)
 //! ```
 //! The sidecar ([`run`]) flushes closed buckets every `OFFPATH_FLUSH_INTERVAL`; the Lambda extension
@@ -23,7 +24,7 @@ use crate::config::{Config, FallbackSink};
 use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
-use crate::forward::{Deadline, ForwardError, Forwarder};
+use crate::forward::{Deadline, Fanout, ForwardError};
 use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
 use crate::lifecycle::status::{Health, unix_now};
@@ -54,7 +55,7 @@ pub enum PipelineError {
 enum Delivery {
     /// `DD_API_KEY` (or `DD_API_KEY_SECRET_ARN`) set: the intake, with the fallback task behind it.
     Intake {
-        forwarder: Box<Forwarder>,
+        forwarder: Box<Fanout>,
         overflow: mpsc::Sender<Payload>,
         fallback_task: Option<fallback::FallbackTask>,
     },
@@ -164,12 +165,19 @@ impl Engine {
         }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let forwarder = Box::new(Forwarder::new(
+            let forwarder = Box::new(Fanout::build(
                 &config.forward,
                 key,
-                Arc::clone(&telemetry),
-                Some(overflow.clone()),
+                &telemetry,
+                Some(&overflow),
             )?);
+            let names: Vec<String> = telemetry
+                .destinations()
+                .iter()
+                .map(|d| d.destination.name())
+                .collect();
+            let mut fallback = fallback;
+            fallback.set_destinations(&names);
             Delivery::Intake {
                 forwarder,
                 overflow,
@@ -367,14 +375,13 @@ impl Engine {
                     );
                 }
                 for p in rest {
-                    let samples = p.samples;
+                    let (dest, samples) = (p.destination, p.samples);
                     if tokio::time::timeout_at(deadline, overflow.send(p))
                         .await
                         .map_or(true, |r| r.is_err())
                     {
                         self.telemetry
-                            .points
-                            .drop_points(PointDrop::ShutdownDeadline, samples);
+                            .drop_for(dest, PointDrop::ShutdownDeadline, samples);
                     }
                 }
                 drop(forwarder);

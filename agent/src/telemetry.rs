@@ -13,7 +13,7 @@ use crate::dogstatsd::ParseError;
 mod destinations;
 pub mod prometheus;
 mod self_metrics;
-pub use destinations::{DestinationStats, Tally};
+pub use destinations::{DestinationStats, DestinationStatus, Tally};
 pub(crate) use self_metrics::SelfMetrics;
 
 use crate::forward::{Destination, DestinationId, MAX_DESTINATIONS};

@@ -36,6 +36,7 @@ use crate::forward::Forwarder;
 use crate::model::Flush;
 use crate::telemetry::Telemetry;
 
+use super::destination::{DestinationFilter, Verdict};
 use super::records::{Parsed, RecordError, parse_record};
 
 /// Series points older than this (seconds) are refused by the intake.
@@ -132,6 +133,9 @@ pub struct ReplayOptions {
     /// AWS settings for a log group source; `None` = the standard SDK chain.
     #[cfg(feature = "cloudwatch")]
     pub aws: Option<aws_config::SdkConfig>,
+    /// Dual shipping: the records of which destination this run sends (default: the main one's, which
+    /// is every record without `dest`).
+    pub destinations: DestinationFilter,
 }
 
 impl ReplayOptions {
@@ -145,6 +149,7 @@ impl ReplayOptions {
             batch_deadline: Duration::from_secs(30),
             #[cfg(feature = "cloudwatch")]
             aws: None,
+            destinations: DestinationFilter::default(),
         }
     }
 }
@@ -172,6 +177,10 @@ pub struct ReplayReport {
     pub delivered: u64,
     /// Items sent but not delivered (refused by the intake, or still failing at the deadline).
     pub not_delivered: u64,
+    /// Records for another configured destination, left to its run (dual shipping).
+    pub other_destination: u64,
+    /// Records naming a destination that is not configured, not sent (check DD_ADDITIONAL_ENDPOINTS).
+    pub unknown_destination: u64,
 }
 
 impl std::fmt::Display for ReplayReport {
@@ -189,6 +198,12 @@ impl std::fmt::Display for ReplayReport {
             self.delivered,
             self.not_delivered
         )?;
+        if self.other_destination > 0 {
+            write!(f, " other_destination={}", self.other_destination)?;
+        }
+        if self.unknown_destination > 0 {
+            write!(f, " unknown_destination={}", self.unknown_destination)?;
+        }
         if self.dedupe_full {
             f.write_str(" (dedupe memory full)")?;
         }
@@ -298,10 +313,11 @@ pub(crate) fn parse_time(flag: &'static str, value: &str, now_ms: i64) -> Result
     Ok(now_ms - total)
 }
 
-/// Replay `opts.source` through `fwd`: read every record, re-encode with `enc`, send batch by batch,
-/// then retry what the forwarder queued until a last deadline. `telemetry` must be the forwarder's:
-/// what was delivered is read from its `points.delivered`. Build the forwarder without an overflow
-/// channel so that nothing goes back to a fallback.
+/// Replay `opts.source` through `fwd`: read every record of `fwd`'s destination
+/// (`opts.destinations`), re-encode with `enc`, send batch by batch, then retry what the forwarder
+/// queued until a last deadline. `telemetry` must be the forwarder's: what was delivered is read from
+/// its destination's ledger. Build the forwarder without an overflow channel so that nothing goes back
+/// to a fallback.
 ///
 /// # Errors
 /// A [`ReplayError`] when the source cannot be read or the records cannot be encoded; what was sent
@@ -312,9 +328,19 @@ pub async fn replay(
     fwd: &mut Forwarder,
     telemetry: &Telemetry,
 ) -> Result<ReplayReport, ReplayError> {
-    let delivered_before = telemetry.points.delivered.load(Relaxed);
+    let dest = fwd.destination();
+    let delivered = || {
+        let own = telemetry.destinations();
+        match own.iter().find(|d| d.destination.id() == dest) {
+            Some(row) => row.delivered.load(Relaxed),
+            None => telemetry.points.delivered.load(Relaxed),
+        }
+    };
+    let delivered_before = delivered();
+    let mut collector = Collector::new(opts.now, opts.dedupe);
+    collector.destinations = opts.destinations.clone();
     let mut r = Replayer {
-        collector: Collector::new(opts.now, opts.dedupe),
+        collector,
         enc,
         fwd,
         batch_deadline: opts.batch_deadline,
@@ -360,11 +386,7 @@ pub async fn replay(
         .await;
     let left: u64 = r.fwd.take_queued().iter().map(|p| p.samples).sum();
     let mut report = r.collector.report;
-    report.delivered = telemetry
-        .points
-        .delivered
-        .load(Relaxed)
-        .saturating_sub(delivered_before);
+    report.delivered = delivered().saturating_sub(delivered_before);
     report.not_delivered = report.sent.saturating_sub(report.delivered);
     if left > 0 {
         tracing::warn!(
@@ -480,6 +502,8 @@ pub(crate) struct Collector {
     items: usize,
     seen: Option<HashSet<u128>>,
     pub report: ReplayReport,
+    /// Which destination's records are kept.
+    pub destinations: DestinationFilter,
 }
 
 fn digest(line: &str) -> u128 {
@@ -499,12 +523,24 @@ impl Collector {
             items: 0,
             seen: dedupe.then(HashSet::new),
             report: ReplayReport::default(),
+            destinations: DestinationFilter::default(),
         }
     }
 
     /// Read one line.
     pub fn line(&mut self, line: &str) {
         self.report.lines += 1;
+        match self.destinations.check(line) {
+            Verdict::Keep => {}
+            Verdict::Other => {
+                self.report.other_destination += 1;
+                return;
+            }
+            Verdict::Unknown => {
+                self.report.unknown_destination += 1;
+                return;
+            }
+        }
         let parsed = match parse_record(line) {
             Ok(p) => p,
             Err(RecordError::NotARecord) => {

@@ -58,6 +58,7 @@
 mod deadline;
 mod delivery;
 mod destination;
+mod fanout;
 mod intake;
 mod overflow;
 mod queue;
@@ -74,6 +75,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use deadline::{Deadline, DeadlineCut};
+pub use fanout::Fanout;
 pub use destination::{
     Destination, DestinationId, KEY_SUFFIX_CHARS, MAX_DESTINATIONS, SECRET_KEY_NAME,
 };
@@ -84,7 +86,7 @@ pub use retry::{Backoff, BreakerState, RetryPolicy};
 use crate::auth::{ApiKey, ApiKeySource};
 use crate::config::ForwardConfig;
 use crate::encode::{Encoder, Payload};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{DestinationStats, Telemetry};
 
 /// offpath's version, sent as `User-Agent: offpath/<version>` and `DD-Agent-Version`.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -143,6 +145,10 @@ pub enum ForwardError {
 pub struct Forwarder {
     client: reqwest::Client,
     intake_url: String,
+    /// Which destination this forwarder ships to (dual shipping); its copies are counted there.
+    dest: DestinationId,
+    /// The destination's ledger row and delivery state (`/status`).
+    row: Arc<DestinationStats>,
     /// Where the key comes from (asked before every delivery).
     key: ApiKeySource,
     /// The key in use as a header; `None` until the key from `DD_API_KEY_SECRET_ARN` is known (payloads
@@ -185,11 +191,31 @@ impl Forwarder {
         telemetry: Arc<Telemetry>,
         overflow: Option<mpsc::Sender<Payload>>,
     ) -> Result<Self, ForwardError> {
+        let main = Destination::new(
+            DestinationId::MAIN,
+            &cfg.intake_url,
+            key.initial().map(ApiKey::expose),
+        );
+        Self::for_destination(main, cfg, key, telemetry, overflow)
+    }
+
+    /// A forwarder for `destination` (its endpoint, not `cfg.intake_url`), as [`Forwarder::new`]
+    /// otherwise; it registers the destination's ledger row (replacing a row of the same id).
+    ///
+    /// # Errors
+    /// As [`Forwarder::new`].
+    pub fn for_destination(
+        destination: Destination,
+        cfg: &ForwardConfig,
+        key: ApiKeySource,
+        telemetry: Arc<Telemetry>,
+        overflow: Option<mpsc::Sender<Payload>>,
+    ) -> Result<Self, ForwardError> {
         let api_key = match key.initial() {
             Some(key) => Some(key.header_value().ok_or(ForwardError::ApiKeyFormat)?),
             None => None,
         };
-        let intake_url = cfg.intake_url.trim_end_matches('/').to_owned();
+        let intake_url = destination.endpoint().to_owned();
         let parsed = reqwest::Url::parse(&intake_url).map_err(|e| ForwardError::IntakeUrl {
             url: intake_url.clone(),
             reason: e.to_string(),
@@ -203,9 +229,13 @@ impl Forwarder {
 
         let client = intake::client(cfg)?;
         let policy = RetryPolicy::default();
+        let dest = destination.id();
+        let row = telemetry.register_destination(destination);
         Ok(Self {
             client,
             intake_url,
+            dest,
+            row,
             key,
             api_key,
             timeout: cfg.timeout,
@@ -256,6 +286,11 @@ impl Forwarder {
         Ok(())
     }
 
+    /// The destination this forwarder ships to.
+    pub fn destination(&self) -> DestinationId {
+        self.dest
+    }
+
     /// Whether an API key is set (it is not until `DD_API_KEY_SECRET_ARN` is resolved).
     pub fn has_api_key(&self) -> bool {
         self.api_key.is_some()
@@ -287,7 +322,11 @@ impl Forwarder {
         deadline: impl Into<Deadline>,
     ) -> impl Future<Output = ()> + '_ {
         self.settle_abandoned();
-        self.pending.extend(payloads);
+        let dest = self.dest;
+        self.pending.extend(payloads.into_iter().map(|mut p| {
+            p.destination = dest;
+            p
+        }));
         let deadline = deadline.into();
         async move {
             self.refresh_key(deadline.at()).await;
@@ -348,16 +387,18 @@ impl Forwarder {
     }
 
     fn publish_breaker(&self) {
-        self.telemetry
-            .forward
-            .breaker
-            .store(self.breaker.state() as u64, Relaxed);
+        let state = self.breaker.state() as u64;
+        self.row.breaker.store(state, Relaxed);
+        if self.dest.is_main() {
+            self.telemetry.forward.breaker.store(state, Relaxed);
+        }
     }
 
     fn sync_queue_bytes(&self) {
-        self.telemetry
-            .forward
-            .retry_queue_bytes
-            .store(self.queue.bytes() as u64, Relaxed);
+        let bytes = self.queue.bytes() as u64;
+        self.row.retry_queue_bytes.store(bytes, Relaxed);
+        if self.dest.is_main() {
+            self.telemetry.forward.retry_queue_bytes.store(bytes, Relaxed);
+        }
     }
 }

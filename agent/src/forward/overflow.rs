@@ -32,9 +32,7 @@ impl Forwarder {
     /// delivery then waits for room ([`Forwarder::drain_spill`]).
     fn divert(&mut self, p: Payload) {
         let Some(tx) = &self.overflow else {
-            self.telemetry
-                .points
-                .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+            self.telemetry.drop_for(self.dest, PointDrop::RetryQueueOverflow, p.samples);
             return;
         };
         let p = if self.spill.is_empty() {
@@ -43,9 +41,7 @@ impl Forwarder {
                 Err(TrySendError::Full(p)) => p,
                 Err(TrySendError::Closed(p)) => {
                     // The fallback task is gone (it only ends when the forwarder is dropped).
-                    self.telemetry
-                        .points
-                        .drop_points(PointDrop::FallbackOverflow, p.samples);
+                    self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
                     return;
                 }
             }
@@ -58,9 +54,7 @@ impl Forwarder {
         while bytes > self.queue.max_bytes() && self.spill.len() > 1 {
             if let Some(old) = self.spill.pop_front() {
                 bytes -= old.body.len();
-                self.telemetry
-                    .points
-                    .drop_points(PointDrop::FallbackOverflow, old.samples);
+                self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, old.samples);
             }
         }
     }
@@ -88,9 +82,7 @@ impl Forwarder {
         }
         // The fallback task is gone (it only ends when the forwarder is dropped, or crashed).
         for p in self.spill.drain(..) {
-            self.telemetry
-                .points
-                .drop_points(PointDrop::FallbackOverflow, p.samples);
+            self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::dogstatsd::ParseError;
-use crate::telemetry::{PacketDrop, PointDrop, Telemetry};
+use crate::telemetry::{DestinationStatus, PacketDrop, PointDrop, Telemetry};
 
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 16;
@@ -267,6 +267,8 @@ pub struct Status {
     pub last_intake_error: Option<String>,
     /// Delivery and fallback counters.
     pub forward: ForwardStatus,
+    /// Each destination's ledger and delivery state (dual shipping), the main one first.
+    pub destinations: Vec<DestinationStatus>,
 }
 
 /// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
@@ -351,6 +353,7 @@ impl Status {
                 fallback_records: f.fallback_records.load(Relaxed),
                 fallback_bytes: f.fallback_bytes.load(Relaxed),
             },
+            destinations: t.destinations().iter().map(|r| DestinationStatus::of(r)).collect(),
         }
     }
 }

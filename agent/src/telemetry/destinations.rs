@@ -117,3 +117,83 @@ impl DestinationStats {
         )
     }
 }
+
+/// One destination in `/status` (`destinations`, in id order).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DestinationStatus {
+    /// `<endpoint>#<last characters of the key>` (what fallback records name).
+    pub name: String,
+    /// The intake base URL.
+    pub endpoint: String,
+    /// Points of its copies the intake accepted.
+    pub delivered: u64,
+    /// Points of its copies written to the fallback.
+    pub fell_back: u64,
+    /// Points of its copies dropped, over every reason.
+    pub dropped: u64,
+    /// Payloads the intake accepted.
+    pub payloads_delivered: u64,
+    /// Requests retried.
+    pub retries: u64,
+    /// Bytes waiting in its retry queue.
+    pub retry_queue_bytes: u64,
+    /// Its circuit breaker: `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// The last error its intake returned, if any.
+    pub last_intake_error: Option<String>,
+}
+
+impl DestinationStatus {
+    /// Read a row now.
+    pub fn of(row: &DestinationStats) -> Self {
+        Self {
+            name: row.destination.name(),
+            endpoint: row.destination.endpoint().to_owned(),
+            delivered: row.delivered.load(Relaxed),
+            fell_back: row.fell_back.load(Relaxed),
+            dropped: row.dropped_total(),
+            payloads_delivered: row.payloads_delivered.load(Relaxed),
+            retries: row.retries.load(Relaxed),
+            retry_queue_bytes: row.retry_queue_bytes.load(Relaxed),
+            breaker: crate::lifecycle::status::breaker_name(row.breaker.load(Relaxed)),
+            last_intake_error: row.last_intake_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Telemetry;
+
+    #[test]
+    fn each_destination_keeps_its_own_ledger_and_the_main_one_is_the_process_ledger() {
+        let t = Telemetry::default();
+        let main = DestinationId::MAIN;
+        let other = DestinationId::new(1).unwrap();
+        t.register_destination(Destination::new(main, "https://a.example", Some("kkkk1")));
+        t.register_destination(Destination::new(other, "https://b.example", Some("kkkk2")));
+        t.delivered(main, 10);
+        t.delivered(other, 4);
+        let mut fell = Tally::of(other, 6);
+        fell.add(main, 0);
+        t.fell_back(&fell);
+        t.drop_for(other, PointDrop::FallbackOverflow, 0);
+        let rows: Vec<DestinationStatus> =
+            t.destinations().iter().map(|r| DestinationStatus::of(r)).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].delivered, rows[0].fell_back), (10, 0));
+        assert_eq!((rows[1].delivered, rows[1].fell_back), (4, 6));
+        assert_eq!(rows[1].name, "https://b.example#kkkk2");
+        assert_eq!(t.points.delivered.load(Relaxed), 10);
+        assert_eq!(t.points.fell_back.load(Relaxed), 0);
+        let mut lost = Tally::default();
+        lost.add(main, 1);
+        lost.add(other, 2);
+        t.drop_tally(PointDrop::ShutdownDeadline, &lost);
+        assert_eq!(t.points.dropped_total(), 1);
+        assert_eq!(t.destinations()[1].dropped_total(), 2);
+        assert_eq!(lost.total(), 3);
+        assert!(t.summary().contains("https://b.example#kkkk2: delivered=4 fell_back=6 dropped=2"));
+    }
+}
