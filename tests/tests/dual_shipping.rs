@@ -18,7 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 const POINTS: u64 = 24;
 
 fn lines() -> Vec<String> {
-    let mut lines: Vec<String> = (0..20).map(|_| "dual.requests:1|c|#route:a".to_owned()).collect();
+    let mut lines: Vec<String> = (0..20)
+        .map(|_| "dual.requests:1|c|#route:a".to_owned())
+        .collect();
     for v in ["0.5", "1.5", "2.5"] {
         lines.push(format!("dual.latency:{v}|d|#route:a"));
     }
@@ -65,7 +67,11 @@ fn destination_ledger(stderr: &str, name: &str) -> (u64, u64, u64) {
     let field = |key: &str| -> u64 {
         part.split_whitespace()
             .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .and_then(|v| {
+                v.trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("no {key} in {part:?}"))
     };
     (field("delivered="), field("fell_back="), field("dropped="))
@@ -104,7 +110,9 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
         status(&offpath)
     );
     let s = status(&offpath);
-    let dests = s["destinations"].as_array().expect("destinations in /status");
+    let dests = s["destinations"]
+        .as_array()
+        .expect("destinations in /status");
     assert_eq!(dests.len(), 2, "{s}");
     let main_name = format!("{healthy_url}#aaaa1");
     let failing_name = format!("{failing_url}#bbbb2");
@@ -115,8 +123,16 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
 
     offpath.stop();
     let stderr = offpath.stderr();
-    assert_eq!(destination_ledger(&stderr, &main_name), (POINTS, 0, 0), "{stderr}");
-    assert_eq!(destination_ledger(&stderr, &failing_name), (0, POINTS, 0), "{stderr}");
+    assert_eq!(
+        destination_ledger(&stderr, &main_name),
+        (POINTS, 0, 0),
+        "{stderr}"
+    );
+    assert_eq!(
+        destination_ledger(&stderr, &failing_name),
+        (0, POINTS, 0),
+        "{stderr}"
+    );
     // The process ledger is the main destination's.
     let summary = stderr
         .lines()
@@ -124,7 +140,9 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
         .find(|l| l.contains("points received="))
         .unwrap();
     assert!(
-        summary.contains(&format!("points received={POINTS} delivered={POINTS} fell_back=0 dropped=0")),
+        summary.contains(&format!(
+            "points received={POINTS} delivered={POINTS} fell_back=0 dropped=0"
+        )),
         "{summary}"
     );
     assert!(complete(&healthy));
@@ -154,9 +172,26 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
         .expect("run offpath replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "offpath replay failed\n{stdout}\n{stderr}");
-    assert!(complete(&failing), "the failing destination did not get its data back\n{stdout}\n{stderr}");
-    assert_eq!(healthy.requests().len(), healthy_before, "replay sent to the healthy destination");
-    assert!(stdout.contains(&format!("{failing_name}: replay:")), "{stdout}");
-    assert!(failing.violations().is_empty(), "{:?}", failing.violations());
+    assert!(
+        out.status.success(),
+        "offpath replay failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        complete(&failing),
+        "the failing destination did not get its data back\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        healthy.requests().len(),
+        healthy_before,
+        "replay sent to the healthy destination"
+    );
+    assert!(
+        stdout.contains(&format!("{failing_name}: replay:")),
+        "{stdout}"
+    );
+    assert!(
+        failing.violations().is_empty(),
+        "{:?}",
+        failing.violations()
+    );
 }

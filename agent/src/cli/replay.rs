@@ -125,7 +125,11 @@ pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         ok &= report.not_delivered == 0 && report.unknown_destination == 0;
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Standard input kept in a file, so that each destination's run can read the records again; removed
@@ -136,7 +140,8 @@ struct StdinCopy {
 
 impl StdinCopy {
     fn take() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("offpath-replay-{}.jsonl", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("offpath-replay-{}.jsonl", std::process::id()));
         let mut file = std::fs::File::create(&path)
             .with_context(|| format!("cannot keep stdin in {}", path.display()))?;
         std::io::copy(&mut std::io::stdin().lock(), &mut file)

@@ -464,6 +464,7 @@ mod tests {
             ts_ms,
             line: "x".repeat(len),
             samples: 1,
+            dest: DestinationId::MAIN,
         }
     }
 

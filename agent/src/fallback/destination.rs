@@ -78,18 +78,33 @@ mod tests {
     #[test]
     fn a_record_names_its_destination_or_is_the_main_ones() {
         assert_eq!(record_destination(MAIN), None);
-        assert_eq!(record_destination(B).as_deref(), Some("https://b.example#bbbb2"));
+        assert_eq!(
+            record_destination(B).as_deref(),
+            Some("https://b.example#bbbb2")
+        );
         let prefixed = format!("2026-12-04T09:00:00Z INFO {B}");
-        assert_eq!(record_destination(&prefixed).as_deref(), Some("https://b.example#bbbb2"));
+        assert_eq!(
+            record_destination(&prefixed).as_deref(),
+            Some("https://b.example#bbbb2")
+        );
         assert_eq!(record_destination("not a record"), None);
         assert!(crate::fallback::records::parse_record(B).is_ok());
     }
 
     #[test]
     fn each_run_keeps_its_destinations_records_and_the_main_run_counts_unknown_ones() {
-        let known = vec!["https://a.example#aaaa1".to_owned(), "https://b.example/#bbbb2".to_owned()];
-        let main = DestinationFilter { only: None, known: known.clone() };
-        let b = DestinationFilter { only: Some(known[1].clone()), known };
+        let known = vec![
+            "https://a.example#aaaa1".to_owned(),
+            "https://b.example/#bbbb2".to_owned(),
+        ];
+        let main = DestinationFilter {
+            only: None,
+            known: known.clone(),
+        };
+        let b = DestinationFilter {
+            only: Some(known[1].clone()),
+            known,
+        };
         assert_eq!(main.check(MAIN), Verdict::Keep);
         assert_eq!(main.check(B), Verdict::Other);
         assert_eq!(main.check(C), Verdict::Unknown);

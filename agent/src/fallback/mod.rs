@@ -388,7 +388,11 @@ impl Fallback {
         let mut records = std::mem::take(&mut self.scratch);
         records.clear();
         let over = self.formatter.write_flush(flush, &mut records);
-        if let Some(field) = self.dest_fields.get(dest.index()).filter(|_| !dest.is_main()) {
+        if let Some(field) = self
+            .dest_fields
+            .get(dest.index())
+            .filter(|_| !dest.is_main())
+        {
             for r in &mut records {
                 if let Some(rest) = r.line.strip_prefix(RECORD_HEAD) {
                     r.line = format!("{RECORD_HEAD}{field}{rest}");

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::FallbackFormat;
+use std::sync::atomic::Ordering::Relaxed;
 
 fn cfg(sink: FallbackSink, group: Option<&str>) -> FallbackConfig {
     FallbackConfig {
@@ -79,7 +80,10 @@ fn payload(dest: DestinationId) -> Payload {
         message: String::new(),
         tags: vec![],
     });
-    let mut p = crate::encode::Encoder::new(1).encode(&flush).unwrap().remove(0);
+    let mut p = crate::encode::Encoder::new(1)
+        .encode(&flush)
+        .unwrap()
+        .remove(0);
     p.destination = dest;
     p
 }
@@ -89,11 +93,19 @@ async fn an_additional_destinations_records_name_it_and_replay_reads_them() {
     use crate::forward::DestinationId;
     let t = Arc::new(Telemetry::default());
     let out = Shared::default();
-    let mut fb = Fallback::with_writer(&cfg(FallbackSink::Stdout, None), Arc::clone(&t), out.clone())
-        .unwrap();
-    fb.set_destinations(&["https://a.example#aaaa1".into(), "https://b.example#bbbb2".into()]);
+    let mut fb = Fallback::with_writer(
+        &cfg(FallbackSink::Stdout, None),
+        Arc::clone(&t),
+        out.clone(),
+    )
+    .unwrap();
+    fb.set_destinations(&[
+        "https://a.example#aaaa1".into(),
+        "https://b.example#bbbb2".into(),
+    ]);
     let other = DestinationId::new(1).unwrap();
-    fb.write_payloads(vec![payload(DestinationId::MAIN), payload(other)]).await;
+    fb.write_payloads(vec![payload(DestinationId::MAIN), payload(other)])
+        .await;
     fb.flush(Instant::now() + Duration::from_secs(10)).await;
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -121,11 +133,17 @@ async fn formats_that_cannot_name_a_destination_write_only_the_main_copy() {
     c.format = FallbackFormat::Forwarder;
     let out = Shared::default();
     let mut fb = Fallback::with_writer(&c, Arc::clone(&t), out.clone()).unwrap();
-    fb.set_destinations(&["https://a.example#aaaa1".into(), "https://b.example#bbbb2".into()]);
+    fb.set_destinations(&[
+        "https://a.example#aaaa1".into(),
+        "https://b.example#bbbb2".into(),
+    ]);
     fb.write_payloads(vec![payload(other)]).await;
     fb.flush(Instant::now() + Duration::from_secs(10)).await;
     assert!(out.0.lock().unwrap().is_empty());
     let row = &t.destinations()[0];
-    assert_eq!(row.dropped[PointDrop::FallbackOff as usize].load(Relaxed), 1);
+    assert_eq!(
+        row.dropped[PointDrop::FallbackOff as usize].load(Relaxed),
+        1
+    );
     assert_eq!(t.points.dropped_total(), 0);
 }

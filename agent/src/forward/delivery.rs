@@ -106,7 +106,8 @@ impl Forwarder {
                     error = %Chain(&e),
                     "dropping a payload too large for the intake"
                 );
-                self.telemetry.drop_for(self.dest, PointDrop::TooLarge, p.samples);
+                self.telemetry
+                    .drop_for(self.dest, PointDrop::TooLarge, p.samples);
             }
         }
     }

@@ -61,7 +61,8 @@ impl Fanout {
                 let Some(id) = DestinationId::new(out.len()) else {
                     break; // bounded at load (MAX_DESTINATIONS)
                 };
-                let dest = Destination::new(id, &endpoint.url, source.initial().map(ApiKey::expose));
+                let dest =
+                    Destination::new(id, &endpoint.url, source.initial().map(ApiKey::expose));
                 if !id.is_main() {
                     tracing::info!(destination = %dest, "dual shipping: every payload also goes here");
                 }
@@ -164,7 +165,11 @@ async fn join_all(mut runs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>>) {
                 }
             }
         }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     })
     .await;
 }

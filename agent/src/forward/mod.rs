@@ -75,10 +75,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use deadline::{Deadline, DeadlineCut};
-pub use fanout::Fanout;
 pub use destination::{
     Destination, DestinationId, KEY_SUFFIX_CHARS, MAX_DESTINATIONS, SECRET_KEY_NAME,
 };
+pub use fanout::Fanout;
 use queue::RetryQueue;
 use retry::Breaker;
 pub use retry::{Backoff, BreakerState, RetryPolicy};
@@ -398,7 +398,10 @@ impl Forwarder {
         let bytes = self.queue.bytes() as u64;
         self.row.retry_queue_bytes.store(bytes, Relaxed);
         if self.dest.is_main() {
-            self.telemetry.forward.retry_queue_bytes.store(bytes, Relaxed);
+            self.telemetry
+                .forward
+                .retry_queue_bytes
+                .store(bytes, Relaxed);
         }
     }
 }

@@ -32,7 +32,8 @@ impl Forwarder {
     /// delivery then waits for room ([`Forwarder::drain_spill`]).
     fn divert(&mut self, p: Payload) {
         let Some(tx) = &self.overflow else {
-            self.telemetry.drop_for(self.dest, PointDrop::RetryQueueOverflow, p.samples);
+            self.telemetry
+                .drop_for(self.dest, PointDrop::RetryQueueOverflow, p.samples);
             return;
         };
         let p = if self.spill.is_empty() {
@@ -41,7 +42,8 @@ impl Forwarder {
                 Err(TrySendError::Full(p)) => p,
                 Err(TrySendError::Closed(p)) => {
                     // The fallback task is gone (it only ends when the forwarder is dropped).
-                    self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
+                    self.telemetry
+                        .drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
                     return;
                 }
             }
@@ -54,7 +56,8 @@ impl Forwarder {
         while bytes > self.queue.max_bytes() && self.spill.len() > 1 {
             if let Some(old) = self.spill.pop_front() {
                 bytes -= old.body.len();
-                self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, old.samples);
+                self.telemetry
+                    .drop_for(self.dest, PointDrop::FallbackOverflow, old.samples);
             }
         }
     }
@@ -82,7 +85,8 @@ impl Forwarder {
         }
         // The fallback task is gone (it only ends when the forwarder is dropped, or crashed).
         for p in self.spill.drain(..) {
-            self.telemetry.drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
+            self.telemetry
+                .drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
         }
     }
 }

@@ -353,7 +353,11 @@ impl Status {
                 fallback_records: f.fallback_records.load(Relaxed),
                 fallback_bytes: f.fallback_bytes.load(Relaxed),
             },
-            destinations: t.destinations().iter().map(|r| DestinationStatus::of(r)).collect(),
+            destinations: t
+                .destinations()
+                .iter()
+                .map(|r| DestinationStatus::of(r))
+                .collect(),
         }
     }
 }

@@ -179,8 +179,11 @@ mod tests {
         fell.add(main, 0);
         t.fell_back(&fell);
         t.drop_for(other, PointDrop::FallbackOverflow, 0);
-        let rows: Vec<DestinationStatus> =
-            t.destinations().iter().map(|r| DestinationStatus::of(r)).collect();
+        let rows: Vec<DestinationStatus> = t
+            .destinations()
+            .iter()
+            .map(|r| DestinationStatus::of(r))
+            .collect();
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].delivered, rows[0].fell_back), (10, 0));
         assert_eq!((rows[1].delivered, rows[1].fell_back), (4, 6));
@@ -194,6 +197,9 @@ mod tests {
         assert_eq!(t.points.dropped_total(), 1);
         assert_eq!(t.destinations()[1].dropped_total(), 2);
         assert_eq!(lost.total(), 3);
-        assert!(t.summary().contains("https://b.example#kkkk2: delivered=4 fell_back=6 dropped=2"));
+        assert!(
+            t.summary()
+                .contains("https://b.example#kkkk2: delivered=4 fell_back=6 dropped=2")
+        );
     }
 }
