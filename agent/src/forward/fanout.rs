@@ -103,7 +103,7 @@ impl Fanout {
         let deadline = deadline.into();
         let mut payloads = Some(payloads);
         let n = self.forwarders.len();
-        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::with_capacity(n);
+        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::with_capacity(n);
         for (i, f) in self.forwarders.iter_mut().enumerate() {
             let mut copy = if i + 1 == n {
                 payloads.take().unwrap_or_default()
@@ -123,7 +123,7 @@ impl Fanout {
     /// [`Forwarder::retry_queued`]).
     pub fn retry_queued(&mut self, deadline: impl Into<Deadline>) -> impl Future<Output = ()> + '_ {
         let deadline = deadline.into();
-        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> =
+        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
             Vec::with_capacity(self.forwarders.len());
         for f in &mut self.forwarders {
             runs.push(Box::pin(f.retry_queued(deadline.clone())));
@@ -152,7 +152,7 @@ impl Fanout {
 
 /// Poll every unfinished future whenever the task wakes, until all are done (at most
 /// `MAX_DESTINATIONS` of them).
-async fn join_all(mut runs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>>) {
+async fn join_all(mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
     let mut done = vec![false; runs.len()];
     std::future::poll_fn(move |cx| {
         let mut pending = false;
