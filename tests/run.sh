@@ -51,6 +51,21 @@ export AWS_EC2_METADATA_DISABLED=true
 
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins --quiet
-cargo test --workspace --quiet "$@"
+
+# Every test binary runs under tests/time-binary.sh (a cargo runner), which prints its wall time; the
+# table at the end, slowest first, shows where the suite's time goes. The exit code is cargo's.
+timings="$(mktemp)"
+trap 'rm -f "$timings"' EXIT
+export OFFPATH_TEST_TIMINGS="$timings"
+host_triple="$(rustc -vV | sed -n 's/^host: //p')"
+runner_var="CARGO_TARGET_$(echo "$host_triple" | tr 'a-z-' 'A-Z_')_RUNNER"
+export "$runner_var=bash $PWD/tests/time-binary.sh"
+started=$SECONDS
+status=0
+cargo test --workspace --quiet "$@" || status=$?
 # The library as the Lambda layer builds it (no `cloudwatch`, no `http2`): its cfg'd tests.
-cargo test -p offpath --no-default-features --lib --quiet
+[ "$status" = 0 ] && { cargo test -p offpath --no-default-features --lib --quiet || status=$?; }
+echo
+echo "tests/run.sh: wall time per test binary, slowest first (total $((SECONDS - started)) s, builds included):"
+sort -rn "$timings" | awk '{ printf "  %8.1f s  %s\n", $1, $2 }'
+exit "$status"

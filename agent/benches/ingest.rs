@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use offpath::config::IngestConfig;
-use offpath::ingest::{Listeners, Packet};
+use offpath::ingest::{Listeners, Packet, Route};
 use offpath::telemetry::{PacketDrop, Telemetry};
 
 const SMALL: &str = "bench.requests.count:1|c|#env:prod,service:web,host:i-0a1b2c";
@@ -198,7 +198,7 @@ fn run(case: &Case, duration: Duration) {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..case.workers)
         .map(|_| crossbeam_channel::bounded::<Packet>(cfg.queue_size.get()))
         .unzip();
-    let listeners = match Listeners::start_sharded(&cfg, &telemetry, txs) {
+    let listeners = match Listeners::start_sharded(&cfg, &telemetry, txs, Route::default()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

@@ -21,13 +21,13 @@ use tokio::time::Instant;
 use crate::aggregate::{Aggregator, OwnPoints, WorkerError, Workers};
 use crate::auth;
 use crate::config::{Config, FallbackSink};
+use crate::control::status::{Health, unix_now};
 use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
 use crate::forward::{Deadline, Fanout, ForwardError};
 use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
-use crate::lifecycle::status::{Health, unix_now};
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, SelfMetrics, Telemetry};
 
@@ -49,6 +49,18 @@ pub enum PipelineError {
     /// An aggregate worker thread could not be started.
     #[error(transparent)]
     Aggregate(#[from] WorkerError),
+    /// The status endpoint could not be bound to the address `OFFPATH_STATUS_ADDR` sets explicitly
+    /// (with the default address this is a warning instead).
+    #[error(
+        "cannot bind the status endpoint to {addr} (OFFPATH_STATUS_ADDR): set a free address, or \
+         the empty string to disable it; `offpath health --addr {addr}` shows which process holds it"
+    )]
+    Status {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The system error.
+        source: std::io::Error,
+    },
 }
 
 /// Where flushed data goes.
@@ -151,7 +163,8 @@ impl Engine {
         }
         let (workers, queues) =
             Workers::start(aggregators, config.ingest.queue_size.get(), unix_now)?;
-        let listeners = Listeners::start_sharded(&config.ingest, &telemetry, queues)?;
+        let listeners =
+            Listeners::start_sharded(&config.ingest, &telemetry, queues, workers.route())?;
         let udp_addr = listeners.udp_addr();
         tracing::debug!(workers = n, "aggregate workers started");
 
@@ -165,12 +178,11 @@ impl Engine {
         }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let forwarder = Box::new(Fanout::build(
-                &config.forward,
-                key,
-                &telemetry,
-                Some(&overflow),
-            )?);
+            let mut forwarder = Fanout::build(&config.forward, key, &telemetry, Some(&overflow))?;
+            if let Some(storage) = &config.forward.storage {
+                forwarder = forwarder.with_storage(storage)?;
+            }
+            let forwarder = Box::new(forwarder);
             let names: Vec<String> = telemetry
                 .destinations()
                 .iter()
@@ -303,7 +315,6 @@ impl Engine {
                 }
             }
             Delivery::Intake { forwarder, .. } => {
-                forwarder.retry_queued(deadline.clone()).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
                     Err(e) => {
@@ -311,13 +322,12 @@ impl Engine {
                         self.telemetry
                             .points
                             .drop_points(PointDrop::TooLarge, samples);
-                        return FlushReport::default();
+                        Vec::new()
                     }
                 };
                 let n = payloads.len();
-                if n > 0 {
-                    forwarder.send(payloads, deadline).await;
-                }
+                // Each destination retries what it queued, then takes the new payloads, side by side.
+                forwarder.deliver(payloads, deadline).await;
                 FlushReport {
                     payloads: n,
                     samples,
@@ -426,29 +436,43 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
 ) -> Result<(), PipelineError> {
+    // The status address first: when it was set explicitly and is taken (a second offpath started
+    // with the same settings), nothing else starts.
+    let status_listener = match config.ops.status_addr {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(source) if config.ops.status_addr_set => {
+                return Err(PipelineError::Status { addr, source });
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot bind the status endpoint to {addr}, the default: {}; continuing without \
+                     /health and /status. Another offpath probably runs (`offpath health` shows which); \
+                     give this one its own address with OFFPATH_STATUS_ADDR (for example \
+                     127.0.0.1:{}), or the empty string to disable it",
+                    Chain(&e),
+                    addr.port().wrapping_add(1)
+                );
+                None
+            }
+        },
+    };
     let mut engine = Engine::start(&config, Arc::clone(&telemetry)).await?;
 
     let (status_stop_tx, status_stop_rx) = oneshot::channel::<()>();
     let mut status_addr = None;
     let mut status_task = None;
-    if let Some(addr) = config.ops.status_addr {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => {
-                status_addr = listener.local_addr().ok();
-                status_task = Some(tokio::spawn(crate::lifecycle::status::serve(
-                    listener,
-                    Arc::clone(&telemetry),
-                    engine.health(),
-                    async move {
-                        let _ = status_stop_rx.await;
-                    },
-                )));
-            }
-            Err(e) => tracing::warn!(
-                %addr, error = %e,
-                "cannot bind the status endpoint (OFFPATH_STATUS_ADDR); continuing without it"
-            ),
-        }
+    if let Some(listener) = status_listener {
+        status_addr = listener.local_addr().ok();
+        status_task = Some(tokio::spawn(crate::control::status::serve(
+            listener,
+            Arc::clone(&telemetry),
+            engine.health(),
+            async move {
+                let _ = status_stop_rx.await;
+            },
+        )));
     }
     ready(engine.udp_addr(), status_addr);
 

@@ -184,6 +184,9 @@ pub struct PointStats {
     pub delivered: AtomicU64,
     /// Points written to the fallback sink (CloudWatch Logs or stdout).
     pub fell_back: AtomicU64,
+    /// Points read back at start from the retry storage a previous run left
+    /// (`DD_FORWARDER_STORAGE_PATH`): received by that run, settled by this one.
+    pub recovered: AtomicU64,
     /// Dropped points, indexed like [`PointDrop::ALL`].
     pub dropped: [AtomicU64; PointDrop::ALL.len()],
 }
@@ -217,6 +220,18 @@ pub struct ForwardStats {
     pub fallback_records: AtomicU64,
     /// Bytes written to the fallback sink.
     pub fallback_bytes: AtomicU64,
+    /// Bytes in the on-disk retry storage (headers included).
+    pub storage_bytes: AtomicU64,
+    /// Payload files in the on-disk retry storage.
+    pub storage_files: AtomicU64,
+    /// Payloads written to the retry storage.
+    pub storage_written: AtomicU64,
+    /// Torn or corrupt storage files found at start (deleted, their points unknown).
+    pub storage_corrupt: AtomicU64,
+    /// Payloads that left the storage for the fallback because its size bound was reached.
+    pub storage_overflow: AtomicU64,
+    /// Payloads that could not be written (I/O error, larger than the bound) and failed fsyncs.
+    pub storage_errors: AtomicU64,
 }
 
 /// All of offpath's counters; one per process, shared by `Arc`.
@@ -297,6 +312,17 @@ impl Telemetry {
         }
     }
 
+    /// `samples` of `dest`'s copies were read back from its retry storage at start (the main
+    /// destination's also in `points.recovered`).
+    pub fn recovered(&self, dest: DestinationId, samples: u64) {
+        if let Some(row) = self.row(dest) {
+            row.recovered.fetch_add(samples, Relaxed);
+        }
+        if dest.is_main() {
+            self.points.recovered.fetch_add(samples, Relaxed);
+        }
+    }
+
     /// `samples` of `dest`'s copies were written to the fallback (the main destination's also in
     /// `points.fell_back`).
     pub fn fell_back(&self, tally: &Tally) {
@@ -354,9 +380,15 @@ impl Telemetry {
     /// One-line accounting summary (logged at shutdown).
     pub fn summary(&self) -> String {
         let p = &self.points;
+        let recovered = p.recovered.load(Relaxed);
         let mut s = format!(
-            "points received={} delivered={} fell_back={} dropped={}",
+            "points received={}{} delivered={} fell_back={} dropped={}",
             p.received.load(Relaxed),
+            if recovered > 0 {
+                format!(" recovered={recovered}")
+            } else {
+                String::new()
+            },
             p.delivered.load(Relaxed),
             p.fell_back.load(Relaxed),
             p.dropped_total()

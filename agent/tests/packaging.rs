@@ -254,3 +254,50 @@ fn the_ecs_task_definition_has_what_ecs_requires() {
     assert_eq!(app["dependsOn"][0]["condition"], "HEALTHY");
     assert_eq!(app["essential"], true);
 }
+
+#[test]
+fn every_sidecar_example_keeps_the_retry_storage_where_it_survives_a_restart() {
+    // systemd: the StateDirectory (/var/lib/offpath), kept across restarts and reboots.
+    let unit = read("systemd/offpath.service");
+    assert!(unit.contains("StateDirectory=offpath\n"));
+    assert!(unit.contains("Environment=DD_FORWARDER_STORAGE_PATH=/var/lib/offpath\n"));
+    assert!(unit.contains("Environment=DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES="));
+
+    // Docker: a volume at the storage path, owned by the image's user.
+    let dockerfile = read("docker/Dockerfile");
+    assert!(dockerfile.contains("DD_FORWARDER_STORAGE_PATH=/var/lib/offpath"));
+    assert!(dockerfile.contains("VOLUME /var/lib/offpath"));
+    assert!(dockerfile.contains("--chown=65532:65532 /out/state /var/lib/offpath"));
+
+    // ECS: a task volume mounted at the storage path, and the container restarted in place (a new
+    // task would get a new volume).
+    let td: serde_json::Value = serde_json::from_str(&read("ecs/task-definition.json")).unwrap();
+    let offpath = td["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "offpath")
+        .unwrap();
+    let path = offpath["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DD_FORWARDER_STORAGE_PATH")
+        .and_then(|e| e["value"].as_str())
+        .expect("DD_FORWARDER_STORAGE_PATH");
+    let mount = offpath["mountPoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["containerPath"] == path)
+        .expect("a mount point at DD_FORWARDER_STORAGE_PATH");
+    let volume = mount["sourceVolume"].as_str().unwrap();
+    assert!(
+        td["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == volume)
+    );
+    assert_eq!(offpath["restartPolicy"]["enabled"], true);
+}

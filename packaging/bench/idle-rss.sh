@@ -10,7 +10,7 @@ root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$root" && cargo build --release -p offpath --bin offpath \
-        && cargo build --release -p offpath-tests --bin offpath-fake-intake)
+    (cd "$root" && cargo build --profile dist -p offpath --bin offpath \
+        && cargo build --profile dist -p offpath-tests --bin offpath-fake-intake)
 fi
-exec python3 "$here/idle_rss.py" --bin-dir "$target/release" "$@"
+exec python3 "$here/idle_rss.py" --bin-dir "$target/dist" "$@"

@@ -16,7 +16,7 @@ profile="${BENCH_PROFILE:-dev}"
 profile_dir="$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$root" && cargo build --release -p offpath-lambda --bin offpath-lambda \
+    (cd "$root" && cargo build --profile dist -p offpath-lambda --bin offpath-lambda \
         && cargo build --profile "$profile" -p offpath-tests --bin offpath-lambda-bench)
 fi
-exec "$target/$profile_dir/offpath-lambda-bench" cpu --extension "$target/release/offpath-lambda" "$@"
+exec "$target/$profile_dir/offpath-lambda-bench" cpu --extension "$target/dist/offpath-lambda" "$@"

@@ -7,7 +7,7 @@
 # of the time until the next event/next (packaging/bench/README.md).
 # Usage: packaging/bench/lambda-seed.sh [--invocations N] [--delay-ms MS] [--configs baseline,api,offpath,offpath-down]
 # Environment: SKIP_BUILD=1 reuses built binaries; BENCH_PROFILE=release builds the harness optimised too
-# (default: dev; the extension is always the release build); OFFPATH_LAMBDA_PYTHON: a python that has
+# (default: dev; the extension is always the dist build, what ships); OFFPATH_LAMBDA_PYTHON: a python that has
 # awslambdaric and datadog-lambda (default: the virtual environment tests/run.sh makes, made here if missing).
 # Needs root (private mount and network namespaces: unshare, mount, ip).
 set -euo pipefail
@@ -19,7 +19,7 @@ profile="${BENCH_PROFILE:-dev}"
 profile_dir="$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$root" && cargo build --release -p offpath-lambda --bin offpath-lambda \
+    (cd "$root" && cargo build --profile dist -p offpath-lambda --bin offpath-lambda \
         && cargo build --profile "$profile" -p offpath-tests --bin offpath-lambda-bench)
 fi
 if [[ -z "${OFFPATH_LAMBDA_PYTHON:-}" ]]; then
@@ -30,4 +30,4 @@ if [[ -z "${OFFPATH_LAMBDA_PYTHON:-}" ]]; then
     fi
     export OFFPATH_LAMBDA_PYTHON="$venv/bin/python3"
 fi
-exec "$target/$profile_dir/offpath-lambda-bench" seed --extension "$target/release/offpath-lambda" "$@"
+exec "$target/$profile_dir/offpath-lambda-bench" seed --extension "$target/dist/offpath-lambda" "$@"

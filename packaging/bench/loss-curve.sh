@@ -8,13 +8,13 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-bin="$target/release"
+bin="$target/dist"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    echo "building release offpath, offpath-loadgen and offpath-fake-intake" >&2
+    echo "building offpath (dist profile), offpath-loadgen and offpath-fake-intake" >&2
     bins=(--bin offpath-loadgen)
     [[ -f "$root/tests/src/bin/offpath-fake-intake.rs" ]] && bins+=(--bin offpath-fake-intake)
-    (cd "$root" && cargo build --release -p offpath --bin offpath && cargo build --release -p offpath-tests "${bins[@]}")
+    (cd "$root" && cargo build --profile dist -p offpath --bin offpath && cargo build --profile dist -p offpath-tests "${bins[@]}")
 fi
 
 systems=offpath

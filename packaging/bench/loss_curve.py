@@ -4,7 +4,7 @@
 Run by loss-curve.sh (which builds the binaries and installs netdata); see README.md here for what each
 column means. Only the Python standard library is used.
 
-For every configuration (transport x packet size x contexts) and every offered rate it:
+For every configuration (workload x transport x packet size x contexts) and every offered rate it:
   offpath: starts offpath-fake-intake and offpath (fresh processes, so peak RSS is per run), drives
            offpath-loadgen, samples offpath's CPU time over the send window, reads VmHWM, stops offpath
            with SIGTERM (its final flush delivers everything, open buckets included) and reads what the
@@ -34,6 +34,9 @@ import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OBSERVABLE = ("count", "histogram", "distribution")
+HOT_CONTEXTS = 10_000
+# A point is lossless when at most this share of the offered lines was lost.
+LOSSLESS_PCT = 0.1
 
 
 def log(msg):
@@ -87,6 +90,9 @@ class Loadgen:
         a = [self.binary, "--rate", str(rate), "--duration", str(self.duration), "--seed", str(self.seed),
              "--contexts", str(cfg["contexts"]), "--packet", cfg["packet"],
              "--threads", str(self.threads)]
+        if cfg["workload"] == "hot":
+            # 80 % of the lines: one count name over 10,000 tag sets (offpath-loadgen --mode hot).
+            a += ["--mode", "hot", "--hot-contexts", str(HOT_CONTEXTS)]
         if cfg["transport"] == "udp":
             a += ["--transport", "udp", "--addr", target]
         else:
@@ -127,7 +133,7 @@ def row(system, cfg, rate, report, delivered_obs, cpu, rss_kib, note=""):
     delivered = delivered_obs / share if share else 0.0
     loss = 100.0 * (1.0 - delivered / lines) if lines else 0.0
     return {
-        "system": system, "transport": cfg["transport"], "packet": cfg["packet"], "contexts": cfg["contexts"],
+        "system": system, "workload": cfg["workload"], "transport": cfg["transport"], "packet": cfg["packet"], "contexts": cfg["contexts"],
         "target_rate": rate, "offered_lines": lines, "offered_per_s": offered_rate,
         "delivered_lines": round(delivered), "delivered_per_s": delivered / report["elapsed_s"],
         "loss_pct": max(loss, 0.0), "cpu_pct": cpu, "peak_rss_mib": rss_kib / 1024.0,
@@ -229,7 +235,7 @@ def run_offpath(args, lg, cfg, rate, workdir):
     sock_key = "DD_DOGSTATSD_STREAM_SOCKET" if cfg["transport"] == "unix" else "DD_DOGSTATSD_SOCKET"
     env = offpath_env(intake.url, {
         sock_key: sock_path,
-        "DD_AGGREGATE_CONTEXT_LIMIT": str(max(200_000, cfg["contexts"] * 2)),
+        "DD_AGGREGATE_CONTEXT_LIMIT": str(max(200_000, (cfg["contexts"] + HOT_CONTEXTS) * 2)),
     })
     env.update(args.offpath_env)
     op = None
@@ -373,12 +379,13 @@ def run_netdata(nd, lg, cfg, rate):
 # --------------------------------------------------------------------------------------------- main
 
 def table(rows):
-    head = ("system", "transport", "packet", "contexts", "target/s", "offered/s", "delivered/s", "loss %",
+    head = ("system", "workload", "transport", "packet", "contexts", "target/s", "offered/s", "delivered/s", "loss %",
             "CPU %", "peak RSS MiB")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join([
-            r["system"], r["transport"], r["packet"], f"{r['contexts']:,}",
+            r["system"], r["workload"], r["transport"], r["packet"],
+            f"{r['contexts']:,}" + (f" + {HOT_CONTEXTS:,} hot" if r["workload"] == "hot" else ""),
             f"{r['target_rate']:,}" if r["target_rate"] else "max", f"{r['offered_per_s']:,.0f}",
             f"{r['delivered_per_s']:,.0f}", f"{r['loss_pct']:.2f}", f"{r['cpu_pct']:.0f}",
             f"{r['peak_rss_mib']:.1f}"]) + " |")
@@ -400,6 +407,9 @@ def main():
                    help="udp, unixgram (Unix datagram), unix (Unix stream), comma separated (default %(default)s)")
     p.add_argument("--packets", default="single,8k")
     p.add_argument("--contexts", default="1000,100000")
+    p.add_argument("--workloads", default="uniform,hot",
+                   help="uniform (the realistic mix) and/or hot (80 %% of the lines one name with 10,000 tag "
+                        "sets); default %(default)s")
     p.add_argument("--threads", type=int, default=2, help="generator threads (default %(default)s)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--systems", default="offpath,netdata")
@@ -419,7 +429,8 @@ def main():
         log(f"{args.fake_intake} is missing: skipping offpath (it needs the fake intake)")
         systems.remove("offpath")
     rates = [int(r) for r in args.rates.split(",")]
-    configs = [{"transport": t, "packet": pk, "contexts": int(c)}
+    configs = [{"workload": w, "transport": t, "packet": pk, "contexts": int(c)}
+               for w in args.workloads.split(",")
                for t in args.transports.split(",") for pk in args.packets.split(",")
                for c in args.contexts.split(",")]
     lg = Loadgen(args.loadgen, args.threads, args.duration, args.seed, args.nonblocking_unix)
@@ -433,7 +444,7 @@ def main():
                     for system in systems:
                         if system == "netdata" and cfg["transport"] != "udp":
                             continue
-                        name = f"{system} {cfg['transport']} {cfg['packet']} {cfg['contexts']} @ {rate or 'max'}"
+                        name = f"{system} {cfg['workload']} {cfg['transport']} {cfg['packet']} {cfg['contexts']} @ {rate or 'max'}"
                         log(f"running {name}")
                         try:
                             r = run_offpath(args, lg, cfg, rate, work) if system == "offpath" \
@@ -467,13 +478,34 @@ def main():
         if r["system"] != "netdata":
             continue
         mine = [o for o in rows if o["system"] == "offpath" and all(
-            o[k] == r[k] for k in ("transport", "packet", "contexts", "target_rate"))]
+            o[k] == r[k] for k in ("workload", "transport", "packet", "contexts", "target_rate"))]
         if mine and r["delivered_per_s"] > 0:
             ratios.append((r, mine[0]["delivered_per_s"] / r["delivered_per_s"]))
     if ratios:
         print("\noffpath / netdata delivered lines per second, same workload:")
         for r, ratio in ratios:
-            print(f"  {r['packet']:>6} {r['contexts']:>7,} contexts @ {r['target_rate'] or 'max':>8}: {ratio:.2f}x")
+            print(f"  {r['workload']:>7} {r['packet']:>6} {r['contexts']:>7,} contexts "
+                  f"@ {r['target_rate'] or 'max':>8}: {ratio:.2f}x")
+    print(lossless_summary(rows))
+
+
+def lossless_summary(rows):
+    """Per system and configuration: the highest offered rate still lossless (loss <= LOSSLESS_PCT), and for
+    the hot workload that rate over the uniform one's (issue: within 20 %)."""
+    best = {}
+    for r in rows:
+        key = (r["system"], r["workload"], r["transport"], r["packet"], r["contexts"])
+        best.setdefault(key, 0.0)
+        if r["loss_pct"] <= LOSSLESS_PCT:
+            best[key] = max(best[key], r["offered_per_s"])
+    out = [f"\nlossless up to (offered lines/s with loss <= {LOSSLESS_PCT} %):",
+           "| system | workload | transport | packet | contexts | lossless up to/s | hot / uniform |",
+           "|---|---|---|---|---|---|---|"]
+    for (system, workload, transport, packet, contexts), rate in sorted(best.items()):
+        uniform = best.get((system, "uniform", transport, packet, contexts))
+        ratio = f"{rate / uniform:.2f}" if workload == "hot" and uniform else ""
+        out.append(f"| {system} | {workload} | {transport} | {packet} | {contexts:,} | {rate:,.0f} | {ratio} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,6 @@ root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$root" && cargo build --release -p offpath --bin offpath && cargo build --release -p offpath-tests --bin offpath-loadgen)
+    (cd "$root" && cargo build --profile dist -p offpath --bin offpath && cargo build --profile dist -p offpath-tests --bin offpath-loadgen)
 fi
-exec python3 "$here/soak.py" --bin-dir "$target/release" "$@"
+exec python3 "$here/soak.py" --bin-dir "$target/dist" "$@"

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// `/api/v2/series` limits (PROTOCOLS.md §2.3).
+/// `/api/v2/series` limits (`docs/protocols.md`, "Requests").
 pub const SERIES_MAX_COMPRESSED: usize = 512_000;
 /// `/api/v2/series` uncompressed limit.
 pub const SERIES_MAX_RAW: usize = 5_242_880;

@@ -251,6 +251,7 @@ pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
         timeout: Duration::from_secs(10),
         zstd_level: 1,
         keep_idle_connections: true,
+        storage: None,
     }
 }
 

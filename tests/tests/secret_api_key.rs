@@ -545,7 +545,7 @@ async fn offpath_replay_ships_records_with_the_key_from_the_secret() {
     secrets_manager::enforce_iam(&moto).await;
     let intake = FakeIntake::start(KEY).await;
     let url = intake.url();
-    let now = offpath::lifecycle::unix_now();
+    let now = offpath::control::unix_now();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("records.jsonl");
     std::fs::write(

@@ -95,7 +95,8 @@ impl Tally {
     }
 }
 
-/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (DESIGN.md §2).
+/// Aggregates DogStatsD into 10 s buckets per context with the Datadog Agent's semantics (see
+/// `docs/protocols.md`, "What the Agent ships per type").
 ///
 /// Memory is bounded: at most `context_limit` live contexts (new ones beyond are dropped and counted), contexts
 /// expire 20 s after their last bucket closed, a set remembers at most 16,384 members per bucket, a histogram
@@ -144,8 +145,8 @@ impl Aggregator {
         Self::with_budget(cfg, telemetry, Budget::new(cfg.context_limit.get()))
     }
 
-    /// `n` (at least one) empty aggregators for the shards of one stream: each takes the contexts of the
-    /// metric names routed to it, and together they hold at most `context_limit` live contexts (the limit is
+    /// `n` (at least one) empty aggregators for the shards of one stream: each takes the contexts routed to it
+    /// ([`Aggregator::route`]), and together they hold at most `context_limit` live contexts (the limit is
     /// one shared count, touched only when a context is made or forgotten).
     pub fn sharded(cfg: &AggregateConfig, telemetry: &Arc<Telemetry>, n: usize) -> Vec<Self> {
         let budget = Budget::new(cfg.context_limit.get());
@@ -217,6 +218,12 @@ impl Aggregator {
     /// Take the default host from `host` (the sidecar's resolved hostname) instead of `DD_HOSTNAME`.
     pub fn set_host(&mut self, host: Arc<HostInfo>) {
         self.host = host;
+    }
+
+    /// How lines must be spread over aggregators made by [`Aggregator::sharded`] so that each context
+    /// reaches exactly one (it knows the global tags, which contexts leave out).
+    pub fn route(&self) -> crate::ingest::Route {
+        crate::ingest::Route::new(&self.global_tags)
     }
 
     /// Number of live contexts.

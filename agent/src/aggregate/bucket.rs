@@ -4,7 +4,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use hashbrown::HashTable;
 
-use super::context::Class;
+use super::class::Class;
 use super::sketch::AgentSketch;
 use crate::config::{HistogramAggregate, percentile_name};
 use crate::model::{Series, SeriesKind, SketchSeries};

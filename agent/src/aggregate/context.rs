@@ -10,25 +10,7 @@ use rustc_hash::FxHasher;
 use smallvec::SmallVec;
 
 use super::bucket::{BUCKET_SECS, Bucket};
-
-/// What a context aggregates; part of its identity, so `x:1|c` and `x:1|g` never share state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
-    /// `c` in Agent mapping: RATE.
-    Count,
-    /// `g`: GAUGE, last value.
-    Gauge,
-    /// `s`: GAUGE, distinct members.
-    Set,
-    /// `h`, `ms` in Agent mapping: aggregates and percentiles.
-    Histogram,
-    /// `d` (and `c`, `h`, `ms` in Lambda mapping): an agent DDSketch per bucket.
-    Distribution,
-    /// `c` with `T`: points forwarded with their own timestamps as RATE value/10.
-    TimestampedCount,
-    /// `g` with `T`: points forwarded with their own timestamps as GAUGE.
-    TimestampedGauge,
-}
+pub(super) use super::class::Class;
 
 /// Tags of one line with their hashes, while the key is built; lines with more tags spill to the heap.
 pub(super) type TagBuf<'a> = SmallVec<[(u64, &'a str); 16]>;

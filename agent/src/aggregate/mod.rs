@@ -2,9 +2,9 @@
 //!
 //! [`Aggregator`] is plain state that takes `now` (unix seconds) as an argument: parsed lines go in with
 //! [`Aggregator::insert_packet`] or [`Aggregator::insert`], and [`Aggregator::flush`] turns closed 10 s buckets
-//! into a [`Flush`](crate::model::Flush) (DESIGN.md §2). [`Workers`] runs one or more on their own threads
+//! into a [`Flush`](crate::model::Flush) (`docs/protocols.md`, "What the Agent ships per type"). [`Workers`] runs one or more on their own threads
 //! (`OFFPATH_AGGREGATE_WORKERS`), each fed by its own ingest queue and driven by [`Control`] messages from the
-//! flush driver; the listeners route lines by metric name, so every context lives in one worker and the
+//! flush driver; the listeners route lines by metric name and tag set, so every context lives in one worker and the
 //! flushed output is the same whatever the number of workers. [`Aggregator::sharded`] makes the aggregators,
 //! which share one `DD_AGGREGATE_CONTEXT_LIMIT`.
 //!
@@ -30,6 +30,7 @@
 
 mod aggregator;
 mod bucket;
+mod class;
 mod context;
 pub mod sketch;
 #[cfg(test)]

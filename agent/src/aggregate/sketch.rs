@@ -1,5 +1,5 @@
 //! The Datadog Agent's DDSketch (`pkg/quantile`): the key mapping, bin layout and summary statistics that
-//! the sketches intake expects (PROTOCOLS.md §3).
+//! the sketches intake expects (`docs/protocols.md`, "Datadog's agent DDSketch").
 //!
 //! Written for offpath after the Agent's Go code and Saluki's `ddsketch-agent` (both Apache-2.0, Datadog):
 //! γ = 1 + 2/128, bias 1338, keys rounded half to even, bins kept as a sorted list of `(key: i16, n: u16)`

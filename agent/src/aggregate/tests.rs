@@ -1,4 +1,5 @@
-//! Aggregator behaviour, one DESIGN.md §2 row (or edge) per case.
+//! Aggregator behaviour, one case per row (or edge) of the table in `docs/protocols.md`, "What the Agent
+//! ships per type".
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;

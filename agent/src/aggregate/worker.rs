@@ -1,8 +1,7 @@
 //! The aggregation threads: packets from the ingest queues in, flushes out on request.
 //!
 //! [`Workers`] runs one [`Aggregator`] per thread, each with its own bounded packet queue. The listeners
-//! route every line by metric name ([`shard_of`](crate::ingest::shard_of)), so each context lives in exactly
-//! one worker and a flush is the concatenation of the workers' flushes, equal to what one aggregator fed
+//! route every line by metric name and tag set ([`Route`]), so each context lives in exactly one worker and a flush is the concatenation of the workers' flushes, equal to what one aggregator fed
 //! the same stream would emit (series in another order).
 
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use tokio::sync::oneshot;
 
 use super::{Aggregator, OwnPoint};
+use crate::ingest::Route;
 use crate::model::Flush;
 use crate::telemetry::{PointDrop, Telemetry};
 
@@ -125,6 +125,8 @@ pub struct Collected {
 /// for them.
 #[derive(Debug)]
 pub struct Workers {
+    /// How lines and [`OwnPoint`]s are spread over the workers.
+    route: Route,
     controls: Vec<Sender<Control>>,
     own: Vec<Sender<Vec<OwnPoint>>>,
     threads: Vec<JoinHandle<()>>,
@@ -151,6 +153,10 @@ impl Workers {
         P: AsRef<[u8]> + Send + 'static,
     {
         let mut workers = Workers {
+            route: aggregators
+                .first()
+                .map(Aggregator::route)
+                .unwrap_or_default(),
             controls: Vec::with_capacity(aggregators.len()),
             own: Vec::with_capacity(aggregators.len()),
             threads: Vec::with_capacity(aggregators.len()),
@@ -177,9 +183,16 @@ impl Workers {
         self.controls.len()
     }
 
+    /// Where each line goes: what the listeners feeding these workers must split by
+    /// ([`Listeners::start_sharded`](crate::ingest::Listeners::start_sharded)).
+    pub fn route(&self) -> Route {
+        self.route.clone()
+    }
+
     /// A handle that adds [`OwnPoint`]s to these workers; `telemetry` counts what it has to drop.
     pub fn own_points(&self, telemetry: Arc<Telemetry>) -> OwnPoints {
         OwnPoints {
+            route: self.route.clone(),
             queues: self.own.clone(),
             telemetry,
         }
@@ -243,13 +256,14 @@ impl Workers {
     }
 }
 
-/// Adds [`OwnPoint`]s to the aggregate workers, each to the worker of its name (as a received line would go),
+/// Adds [`OwnPoint`]s to the aggregate workers, each to the worker of its context (as a received line would go),
 /// without waiting: usable from async code, and while the engine is flushing. The workers insert queued points
 /// before they answer a flush. Points that find a worker's queue full, or the workers stopped, are counted as
 /// received and dropped ([`PointDrop::OwnQueueFull`], [`PointDrop::ShutdownDeadline`]). Holding a handle does
 /// not keep the workers running.
 #[derive(Debug, Clone)]
 pub struct OwnPoints {
+    route: Route,
     queues: Vec<Sender<Vec<OwnPoint>>>,
     telemetry: Arc<Telemetry>,
 }
@@ -269,7 +283,9 @@ impl OwnPoints {
         }
         let mut shards: Vec<Vec<OwnPoint>> = (0..n).map(|_| Vec::new()).collect();
         for p in points {
-            let shard = crate::ingest::shard_of(p.name.as_bytes(), n);
+            let shard = self
+                .route
+                .shard_of_parts(p.name.as_bytes(), p.tags.as_bytes(), n);
             if let Some(batch) = shards.get_mut(shard) {
                 batch.push(p);
             }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::credentials::{AwsCredentials, CredentialsError, non_empty};
+use super::aws::{AwsCredentials, CredentialsError, non_empty};
 
 /// Connect timeout to the container credentials endpoint (as the AWS SDKs).
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,6 +12,7 @@
 //! `offpath check`): the [`ApiKeySource`], and the AWS SDK configuration when the CloudWatch Logs
 //! sink or the default credentials chain needs one. Nothing here depends on the rest of offpath.
 
+mod aws;
 mod container;
 mod credentials;
 mod secret;
@@ -20,7 +21,7 @@ mod secrets_manager;
 use reqwest::header::HeaderValue;
 use tokio::time::Instant;
 
-pub use credentials::CredentialsError;
+pub use aws::CredentialsError;
 #[cfg(feature = "cloudwatch")]
 use credentials::CredentialsProvider;
 pub use secret::ApiKeySecret;

@@ -82,8 +82,8 @@ pub enum Command {
     /// Ask a running offpath for GET /health on its status address; exit 0 when healthy.
     /// Meant for container health checks (the image has no curl).
     Health(HealthArgs),
-    /// Print the configuration table (markdown) that the README carries.
-    #[command(hide = true)]
+    /// Print every configuration key (environment variable, YAML key, default, meaning) as the
+    /// markdown table the README carries.
     ConfigTable,
 }
 
@@ -121,7 +121,9 @@ pub struct ReplayArgs {
     /// End of the time range, same forms as --since (default: now).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
-    /// Skip records already replayed, so that the same range can be replayed twice safely.
+    /// Skip records identical to one already seen in this run (overlapping ranges, a record the log
+    /// group holds twice). Nothing is remembered across runs: replaying a range again in a later run
+    /// sends it again (counts and sketches would count twice).
     #[arg(long)]
     pub dedupe: bool,
     /// YAML configuration file (datadog.yaml key names); environment variables override it.
@@ -146,6 +148,10 @@ pub struct HealthArgs {
     /// Seconds to wait for the answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 3)]
     pub timeout: u64,
+    /// Keep asking until offpath is healthy, for at most SECONDS: for scripts that start offpath in
+    /// the background and wait until it listens.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
     /// YAML configuration file, to read the status address from.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -301,7 +307,16 @@ mod tests {
             Command::Health(HealthArgs {
                 addr: Some("127.0.0.1:9000".parse().unwrap()),
                 timeout: 1,
+                wait: None,
                 config: None
+            })
+        );
+        assert_eq!(
+            parse(&["health", "--wait", "30"]),
+            Command::Health(HealthArgs {
+                timeout: 3,
+                wait: Some(30),
+                ..HealthArgs::default()
             })
         );
         assert_eq!(
@@ -311,17 +326,15 @@ mod tests {
     }
 
     #[test]
-    fn config_table_is_hidden_but_parses() {
+    fn every_subcommand_is_in_the_help() {
         assert_eq!(parse(&["config-table"]), Command::ConfigTable);
         let help = Cli::command().render_long_help().to_string();
-        assert!(
-            !help
-                .lines()
-                .any(|l| l.trim_start().starts_with("config-table")),
-            "{help}"
-        );
-        for sub in ["run", "check", "replay", "health"] {
-            assert!(help.contains(sub), "{sub} missing from:\n{help}");
+        for sub in ["run", "check", "replay", "health", "config-table"] {
+            // Listed as a command (a line of its own), not only mentioned in the text.
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(sub)),
+                "{sub} missing from:\n{help}"
+            );
         }
     }
 
@@ -353,6 +366,8 @@ mod tests {
             .unwrap()
             .render_long_help()
             .to_string();
+        // `--dedupe` says what the code does: one run, not across runs (fallback/replay.rs).
+        assert!(help.contains("Nothing is remembered across runs"), "{help}");
         for flag in [
             "--from-file",
             "--log-group",

@@ -12,6 +12,9 @@ use super::args::HealthArgs;
 /// Most bytes of the answer read (it is a few hundred).
 const READ_MAX: usize = 64 * 1024;
 
+/// With `--wait`, the pause between two attempts.
+const WAIT_RETRY: Duration = Duration::from_millis(100);
+
 /// Why `offpath health` reports the agent unhealthy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -22,18 +25,22 @@ pub enum ProbeError {
     #[error(transparent)]
     Config(#[from] LoadError),
     /// No connection or no answer.
-    #[error("no answer from http://{addr}/health")]
+    #[error("no answer from http://{addr}{path}")]
     Request {
         /// The status address.
         addr: SocketAddr,
+        /// The path asked for.
+        path: &'static str,
         /// The connection or HTTP error.
         source: reqwest::Error,
     },
     /// No answer in time.
-    #[error("no answer from http://{addr}/health within {timeout:?}")]
+    #[error("no answer from http://{addr}{path} within {timeout:?}")]
     Timeout {
         /// The status address.
         addr: SocketAddr,
+        /// The path asked for.
+        path: &'static str,
         /// The timeout.
         timeout: Duration,
     },
@@ -47,23 +54,84 @@ pub enum ProbeError {
     },
 }
 
-/// `offpath health`: query `/health`, print one line, return the exit code (0 healthy, 1 not).
+/// `offpath health`: query `/health`, print one line, return the exit code (0 healthy, 1 not). The line
+/// names the instance that answered (pid, version, listeners, from its `/status`): with two offpaths on
+/// one machine, it shows which one holds the status address.
 pub async fn health_command(args: &HealthArgs) -> i32 {
-    let result = async {
-        let addr = health_addr(args)?;
-        probe_health(addr, Duration::from_secs(args.timeout.max(1))).await
+    let addr = match health_addr(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("offpath health: {}", Chain(&e));
+            return 1;
+        }
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let until = args
+        .wait
+        .map(|w| tokio::time::Instant::now() + Duration::from_secs(w));
+    let mut result = probe_health(addr, timeout).await;
+    // --wait: ask again until healthy (a starting offpath answers once its listeners are up).
+    while let (Err(_), Some(until)) = (&result, until) {
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(WAIT_RETRY).await;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        result = probe_health(addr, timeout.min(left).max(WAIT_RETRY)).await;
     }
-    .await;
+    let who = match &result {
+        Ok(_) | Err(ProbeError::Unhealthy { .. }) => match get(addr, "/status", timeout).await {
+            Ok((reqwest::StatusCode::OK, body)) => instance(&body),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let who = who.map_or_else(String::new, |w| format!(" [{w}]"));
     match result {
         Ok(body) => {
-            println!("healthy: {body}");
+            println!("healthy: {body}{who}");
             0
         }
         Err(e) => {
-            eprintln!("offpath health: {}", Chain(&e));
+            eprintln!("offpath health: {}{who}", Chain(&e));
             1
         }
     }
+}
+
+/// Which offpath a `/status` document comes from: `pid 4242, offpath 0.1.0, listeners udp
+/// 127.0.0.1:8125`; `None` when the document is not offpath's.
+pub fn instance(status: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(status).ok()?;
+    let version = v.get("version")?.as_str()?;
+    let pid = v
+        .get("pid")
+        .and_then(serde_json::Value::as_u64)
+        .map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"));
+    // One entry per socket: the UDP receive threads' sockets (`udp 127.0.0.1:8125 #0`, `#1`, …) share
+    // one address, shown once.
+    let mut listeners: Vec<&str> = Vec::new();
+    let names = v
+        .get("listeners")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("name").and_then(serde_json::Value::as_str));
+    for name in names {
+        let name = match name.rsplit_once(" #") {
+            Some((addr, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => addr,
+            _ => name,
+        };
+        if !listeners.contains(&name) {
+            listeners.push(name);
+        }
+    }
+    let listeners = if listeners.is_empty() {
+        "none".to_owned()
+    } else {
+        listeners.join(", ")
+    };
+    Some(format!("{pid}, offpath {version}, listeners {listeners}"))
 }
 
 /// The address `offpath health` queries: `--addr`, else the configured status address; an
@@ -101,7 +169,24 @@ pub fn health_addr(args: &HealthArgs) -> Result<SocketAddr, ProbeError> {
 /// # Errors
 /// [`ProbeError`] when there is no answer in time or the status is not 200.
 pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String, ProbeError> {
-    let request = |source| ProbeError::Request { addr, source };
+    let (status, body) = get(addr, "/health", timeout).await?;
+    if status == reqwest::StatusCode::OK {
+        Ok(body)
+    } else {
+        Err(ProbeError::Unhealthy {
+            status_line: format!("HTTP {status}"),
+            body,
+        })
+    }
+}
+
+/// `GET path` on the status endpoint: the status and the body (trimmed).
+async fn get(
+    addr: SocketAddr,
+    path: &'static str,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, String), ProbeError> {
+    let request = |source| ProbeError::Request { addr, path, source };
     let exchange = async {
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -109,7 +194,7 @@ pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String,
             .build()
             .map_err(request)?;
         let resp = client
-            .get(format!("http://{addr}/health"))
+            .get(format!("http://{addr}{path}"))
             .send()
             .await
             .map_err(request)?;
@@ -121,16 +206,12 @@ pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String,
     };
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ProbeError::Timeout { addr, timeout })??;
-    let body = String::from_utf8_lossy(&body).trim().to_owned();
-    if status == reqwest::StatusCode::OK {
-        Ok(body)
-    } else {
-        Err(ProbeError::Unhealthy {
-            status_line: format!("HTTP {status}"),
-            body,
-        })
-    }
+        .map_err(|_| ProbeError::Timeout {
+            addr,
+            path,
+            timeout,
+        })??;
+    Ok((status, String::from_utf8_lossy(&body).trim().to_owned()))
 }
 
 #[cfg(test)]
@@ -166,6 +247,23 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ProbeError::Request { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_instance_is_named_from_its_status() {
+        let status = r#"{"version":"0.1.0","pid":4242,"uptime_seconds":3,
+            "listeners":[{"name":"udp 127.0.0.1:8125 #0"},{"name":"udp 127.0.0.1:8125 #1"},
+            {"name":"unixgram /run/offpath/dsd.socket"}]}"#;
+        assert_eq!(
+            instance(status).unwrap(),
+            "pid 4242, offpath 0.1.0, listeners udp 127.0.0.1:8125, unixgram /run/offpath/dsd.socket"
+        );
+        assert_eq!(
+            instance(r#"{"version":"0.0.9","listeners":[]}"#).unwrap(),
+            "pid unknown, offpath 0.0.9, listeners none"
+        );
+        assert_eq!(instance("ok"), None);
+        assert_eq!(instance(r#"{"status":"up"}"#), None);
     }
 
     #[test]

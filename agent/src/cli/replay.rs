@@ -31,7 +31,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
              DD_API_KEY_SECRET_ARN to ship records"
         );
     }
-    let now = offpath::lifecycle::unix_now();
+    let now = offpath::control::unix_now();
     let source = match (&args.from_file, &args.log_group, &config.fallback.log_group) {
         (Some(path), _, _) => ReplaySource::from_file_arg(&path.to_string_lossy()),
         (None, Some(group), _) | (None, None, Some(group)) => ReplaySource::log_group(

@@ -28,7 +28,7 @@ pub(crate) fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let telemetry = Arc::new(Telemetry::default());
     let rt = runtime()?;
     let result = rt.block_on(async move {
-        let shutdown = offpath::lifecycle::shutdown_signal()
+        let shutdown = offpath::control::shutdown_signal()
             .context("cannot install the SIGTERM/SIGINT handlers")?;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         spawn_malloc_trim(config.ops.flush_interval);

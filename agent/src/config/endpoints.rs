@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::ConfigError;
 use crate::auth::ApiKey;
-use crate::forward::MAX_DESTINATIONS;
+use crate::forward::{Destination, DestinationId, MAX_DESTINATIONS};
 
 /// The environment name of the key, for errors.
 const KEY: &str = "DD_ADDITIONAL_ENDPOINTS";
@@ -157,6 +157,27 @@ pub(super) fn merge(
         }
         keep
     });
+    // A destination is named by its endpoint and the end of its key (fallback records, replay,
+    // `/status`, its storage directory): two keys of one endpoint must end differently.
+    for e in &endpoints {
+        let mut names: Vec<String> = Vec::with_capacity(e.keys.len());
+        for k in &e.keys {
+            let key = match k {
+                EndpointKey::Main => main_key.map(ApiKey::expose),
+                EndpointKey::Additional(k) => Some(k.expose()),
+            };
+            let name = Destination::new(DestinationId::MAIN, &e.url, key).name();
+            if names.contains(&name) {
+                return Err(ConfigError {
+                    key: KEY,
+                    value: format!("two API keys of {} end with the same characters", e.url),
+                    expected: "API keys of one endpoint that differ in their last 5 characters \
+                               (a destination is named by them)",
+                });
+            }
+            names.push(name);
+        }
+    }
     let n: usize = endpoints.iter().map(|e| e.keys.len()).sum();
     if n > MAX_DESTINATIONS {
         return Err(ConfigError {
@@ -186,6 +207,24 @@ mod tests {
         let add = parse(json).unwrap();
         let (eps, _) = merge(main_url, "datadoghq.com", Some(&ApiKey::new(main)), &add).unwrap();
         eps.iter().map(|e| (e.url.clone(), keys(e))).collect()
+    }
+
+    #[test]
+    fn two_keys_of_one_endpoint_ending_alike_are_refused_without_showing_them() {
+        let add = parse(r#"{"https://b.example": ["secretaaaaa", "secretbaaaa"]}"#).unwrap();
+        let err = merge(
+            "https://api.datadoghq.com",
+            "datadoghq.com",
+            Some(&ApiKey::new("k0")),
+            &add,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, KEY);
+        assert!(!err.to_string().contains("secret"), "{err}");
+        // Different endpoints may hold keys that end alike.
+        let add = parse(r#"{"https://b.example": ["x1aaaaa"], "https://c.example": ["x2aaaaa"]}"#)
+            .unwrap();
+        assert!(merge("https://a.example", "datadoghq.com", None, &add).is_ok());
     }
 
     #[test]

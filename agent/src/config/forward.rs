@@ -12,6 +12,9 @@ use crate::auth::{ApiKey, AwsCredentialSource, SecretArn};
 /// Largest `DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE`: 1 GiB.
 pub const MAX_RETRY_QUEUE_BYTES: usize = 1 << 30;
 
+/// Largest `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`: 1 TiB.
+pub const MAX_STORAGE_BYTES: u64 = 1 << 40;
+
 /// The Datadog sites (`DD_SITE`) as Datadog lists them (<https://docs.datadoghq.com/getting_started/site/>).
 /// Another value is accepted with a warning.
 pub const KNOWN_SITES: &[&str] = &[
@@ -59,6 +62,18 @@ pub struct ForwardConfig {
     /// Keep idle connections to the intake for reuse: true in the sidecar, false in Lambda, where a
     /// connection left idle across a freeze is dead on reuse.
     pub keep_idle_connections: bool,
+    /// On-disk retry storage, so that a crash during an outage loses no queued payload; `None` when
+    /// off (`DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES` 0, the default) and always in Lambda.
+    pub storage: Option<StorageConfig>,
+}
+
+/// Where and how much the on-disk retry storage keeps (see `forward::store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// The directory (`DD_FORWARDER_STORAGE_PATH`); each intake gets a sub-directory.
+    pub path: std::path::PathBuf,
+    /// Bytes the directory of one intake may hold (`DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`).
+    pub max_bytes: u64,
 }
 
 impl ForwardConfig {
@@ -106,6 +121,7 @@ impl ForwardConfig {
             timeout: r.value(&k::FORWARDER_TIMEOUT)?,
             zstd_level: r.value(&k::ZSTD_LEVEL)?,
             keep_idle_connections: r.deployment() == Deployment::Sidecar,
+            storage: storage(r)?,
         })
     }
 
@@ -187,6 +203,33 @@ pub(super) fn retry_queue_bytes(v: &str) -> Result<usize, &'static str> {
         0,
         MAX_RETRY_QUEUE_BYTES,
         "a size in bytes, at most 1073741824",
+    )
+}
+
+/// The retry storage: on in the sidecar when its size is above 0, which needs a path. Lambda has no
+/// disk that outlives the sandbox (a killed extension is a sandbox gone), so it never stores.
+fn storage(r: &Reader<'_>) -> Result<Option<StorageConfig>, ConfigError> {
+    let max_bytes = r.value(&k::FORWARDER_STORAGE_MAX_SIZE)?;
+    let path = r.get(&k::FORWARDER_STORAGE_PATH)?;
+    if r.deployment() == Deployment::Lambda || max_bytes == 0 {
+        return Ok(None);
+    }
+    match path {
+        Some(path) => Ok(Some(StorageConfig { path, max_bytes })),
+        None => Err(r.err(
+            &k::FORWARDER_STORAGE_PATH.key,
+            String::new(),
+            "a directory when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0",
+        )),
+    }
+}
+
+pub(super) fn storage_bytes(v: &str) -> Result<u64, &'static str> {
+    parse::in_range(
+        v,
+        0,
+        MAX_STORAGE_BYTES,
+        "a size in bytes, at most 1099511627776 (0 turns the storage off)",
     )
 }
 

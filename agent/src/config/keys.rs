@@ -221,7 +221,7 @@ keys! {
     AGGREGATE_WORKERS: usize = Setting::new(&["OFFPATH_AGGREGATE_WORKERS"],
         "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, aggregate::workers,
         "Parse and aggregate threads, at most 64; 0 is one per core, at most 4. Lines go by metric \
-         name, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
+         name and tag set, so each context lives in one. Each has its own DD_DOGSTATSD_QUEUE_SIZE queue.");
     /// `OFFPATH_FLUSH_INTERVAL`.
     FLUSH_INTERVAL: Duration = Setting::new(&["OFFPATH_FLUSH_INTERVAL"], "offpath.flush_interval",
         Value("15"), parse::seconds,
@@ -241,6 +241,18 @@ keys! {
     /// `OFFPATH_ZSTD_LEVEL`.
     ZSTD_LEVEL: i32 = Setting::new(&["OFFPATH_ZSTD_LEVEL"], "offpath.zstd_level", Value("1"),
         forward::zstd_level, "zstd compression level for payloads, 1 to 22.");
+    /// `DD_FORWARDER_STORAGE_PATH`.
+    FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
+        "forwarder_storage_path", NONE, parse::path,
+        "Sidecar: directory of the on-disk retry storage (one sub-directory per intake, locked by \
+         one process): payloads that failed a first attempt are written there and sent at the next \
+         start after a crash. Used when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0; ignored in \
+         Lambda.");
+    /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
+    FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
+        "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
+        "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
+         Agent). Over it the oldest payloads go to the fallback.");
 
     // Fallback.
 
@@ -284,7 +296,8 @@ keys! {
     STATUS_ADDR: Option<SocketAddr> = Setting::new(&["OFFPATH_STATUS_ADDR"], "offpath.status_addr",
         Value("127.0.0.1:8126"), ops::status_addr,
         "Address of /health and /status; empty disables. An address other than loopback is logged \
-         as a warning.").empty_is_a_value();
+         as a warning. Taken at start: an error when set, a warning (offpath runs without it) on the \
+         default.").empty_is_a_value();
     /// `OFFPATH_SELF_TELEMETRY`.
     SELF_TELEMETRY: bool = Setting::new(&["OFFPATH_SELF_TELEMETRY"], "offpath.self_telemetry",
         ByDeployment { sidecar: "true", lambda: "false" }, parse::boolean,

@@ -28,6 +28,7 @@ mod keys;
 mod lambda;
 mod ops;
 mod parse;
+mod table;
 #[cfg(test)]
 mod tests;
 mod yaml;
@@ -40,13 +41,14 @@ pub(crate) use aggregate::percentile_name;
 pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
 pub use endpoints::{AdditionalEndpoints, Endpoint, EndpointKey};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
-pub use forward::ForwardConfig;
+pub use forward::{ForwardConfig, StorageConfig};
 pub use host::{HostConfig, HostnameConfig, TagCardinality};
 pub use ingest::IngestConfig;
-pub use key::{AnySetting, Key, KeyDefault, markdown_table};
+pub use key::{AnySetting, Key, KeyDefault};
 pub use keys::KEYS;
 pub use lambda::{FlushStrategy, LambdaConfig};
 pub use ops::OpsConfig;
+pub use table::markdown_table;
 pub use yaml::{EnvOverFile, FileError, YamlFile};
 
 use key::Reader;

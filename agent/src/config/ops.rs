@@ -21,6 +21,9 @@ pub struct OpsConfig {
     pub shutdown_timeout: Duration,
     /// `/health` and `/status` address (`OFFPATH_STATUS_ADDR`, `127.0.0.1:8126`; empty disables).
     pub status_addr: Option<SocketAddr>,
+    /// True when `OFFPATH_STATUS_ADDR` was set (not the default): a taken address is then a start-up
+    /// error rather than a warning.
+    pub status_addr_set: bool,
     /// Ship offpath's own counters as `offpath.*` metrics (`OFFPATH_SELF_TELEMETRY`: true in the
     /// sidecar, false in Lambda).
     pub self_telemetry: bool,
@@ -33,6 +36,7 @@ impl OpsConfig {
             flush_interval: r.value(&k::FLUSH_INTERVAL)?,
             shutdown_timeout: r.value(&k::SHUTDOWN_TIMEOUT)?,
             status_addr: r.value(&k::STATUS_ADDR)?,
+            status_addr_set: r.raw(&k::STATUS_ADDR.key).is_some(),
             self_telemetry: r.value(&k::SELF_TELEMETRY)?,
         })
     }

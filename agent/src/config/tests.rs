@@ -553,3 +553,33 @@ fn malformed_additional_endpoints_stop_offpath_naming_the_key_never_the_keys() {
     .unwrap_err();
     assert_eq!(err.key, "DD_ADDITIONAL_ENDPOINTS");
 }
+
+#[test]
+fn the_retry_storage_is_on_with_a_size_and_a_path_and_never_in_lambda() {
+    let path = ("DD_FORWARDER_STORAGE_PATH", "/var/lib/offpath");
+    let size = ("DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES", "1048576");
+    // 0 (the default) is off, as in the Agent, with or without a path.
+    assert_eq!(load(&[]).unwrap().forward.storage, None);
+    assert_eq!(load(&[path]).unwrap().forward.storage, None);
+    let on = load(&[path, size]).unwrap().forward.storage.unwrap();
+    assert_eq!(on.path, std::path::PathBuf::from("/var/lib/offpath"));
+    assert_eq!(on.max_bytes, 1_048_576);
+    // A size without a path names the key to set.
+    let err = load(&[size]).unwrap_err();
+    assert_eq!(err.key, "DD_FORWARDER_STORAGE_PATH");
+    // Bounded like every size.
+    let err = load(&[
+        path,
+        ("DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES", "1099511627777"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.key, "DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES");
+    // Lambda: no disk outlives the sandbox.
+    assert_eq!(
+        load_for(Deployment::Lambda, &[path, size])
+            .unwrap()
+            .forward
+            .storage,
+        None
+    );
+}

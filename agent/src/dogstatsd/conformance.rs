@@ -1,5 +1,5 @@
 //! Conformance: every row of `testdata/dogstatsd.tsv` (the Agent's own parser tests plus rows derived from its
-//! code; format in PROTOCOLS.md §1.13) checked against the parser, row by row.
+//! code; format in `docs/protocols.md`, "The conformance table") checked against the parser, row by row.
 //!
 //! A few rows describe the Agent under a configuration offpath does not have, or a deliberate difference. Those rows
 //! are listed in [`NOTES`] with the reason and the answer offpath gives instead; they are checked, never skipped.
@@ -54,7 +54,7 @@ const NOTES: &[Note] = &[
         input: "daemon:1|c|@0",
         differs: Some(
             "the Agent keeps rate 0 (a counter then becomes +Inf); offpath counts rates <= 0, > 1 or NaN as 1 \
-             (INTERFACES.md, PROTOCOLS.md §1.4 recommendation)",
+             (offpath's choice, `docs/protocols.md`, \"Metric lines\")",
         ),
         adjust: |e| e[0].sample_rate = Some(1.0),
         extra: no_extra,

@@ -1,5 +1,5 @@
 //! Event lines: `_e{<title bytes>,<text bytes>}:<title>|<text>[|d:][|h:][|k:][|p:][|s:][|t:][|#tags]`
-//! (PROTOCOLS.md §1.6).
+//! (`docs/protocols.md`, "Events and service checks").
 
 use memchr::memchr;
 

@@ -1,4 +1,5 @@
-//! Metric lines: `name:value[:value…]|type[|@rate][|#tags][|T<ts>][|c:..][|e:..][|card:..]` (PROTOCOLS.md §1.3–1.4).
+//! Metric lines: `name:value[:value…]|type[|@rate][|#tags][|T<ts>][|c:..][|e:..][|card:..]` (`docs/protocols.md`,
+//! "Metric lines").
 
 use memchr::memchr2;
 

@@ -1,7 +1,7 @@
 //! DogStatsD protocol v1.0–v1.6: `&[u8]` packets to borrowed metric, event and service-check values.
 //!
 //! Pure and zero-copy: no tokio, no I/O, no allocation on the happy path (an event title or text, or a service
-//! check message, allocates only when it holds a `\n` escape). See PROTOCOLS.md §1.
+//! check message, allocates only when it holds a `\n` escape). See `docs/protocols.md`, "DogStatsD".
 //!
 //! ```text
 //! packet ──split on \n, drop \r, skip empty──> line ──prefix──> `_e{` event | `_sc` service check | metric

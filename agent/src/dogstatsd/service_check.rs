@@ -1,4 +1,5 @@
-//! Service-check lines: `_sc|<name>|<status>[|d:<ts>][|h:<host>][|#tags][|m:<message>]` (PROTOCOLS.md §1.7).
+//! Service-check lines: `_sc|<name>|<status>[|d:<ts>][|h:<host>][|#tags][|m:<message>]` (`docs/protocols.md`,
+//! "Events and service checks").
 
 use memchr::memchr;
 

@@ -34,7 +34,8 @@ pub(crate) struct Limits {
     pub points: usize,
 }
 
-/// `/api/v2/series`: 512,000 B compressed, 5,242,880 B raw, 10,000 points (PROTOCOLS.md §2.3).
+/// `/api/v2/series`: 512,000 B compressed, 5,242,880 B raw, 10,000 points (`docs/protocols.md`,
+/// "Requests").
 pub(crate) const SERIES_LIMITS: Limits = Limits {
     compressed: 512_000,
     raw: 5_242_880,
@@ -42,7 +43,7 @@ pub(crate) const SERIES_LIMITS: Limits = Limits {
 };
 
 /// The agent's generic payload limits, used for sketches and JSON bodies: 2,621,440 B compressed,
-/// 4,194,304 B raw (PROTOCOLS.md §2.5, §2.9).
+/// 4,194,304 B raw (`docs/protocols.md`, "Requests").
 pub(crate) const GENERIC_LIMITS: Limits = Limits {
     compressed: 2_621_440,
     raw: 4_194_304,

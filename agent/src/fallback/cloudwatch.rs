@@ -1,7 +1,7 @@
 //! The CloudWatch Logs sink: a bounded buffer of records, batches cut to the PutLogEvents limits, and
 //! the calls themselves (create group and stream when missing, retry throttling with backoff).
 //!
-//! Limits enforced here because emulators do not (PROTOCOLS.md §6): at most [`BATCH_MAX_EVENTS`] events
+//! Limits enforced here because emulators do not (`docs/protocols.md`, "CloudWatch Logs PutLogEvents"): at most [`BATCH_MAX_EVENTS`] events
 //! and [`BATCH_MAX_BYTES`] bytes (message bytes plus [`EVENT_OVERHEAD`] per event) per call, events in
 //! chronological order, a batch spanning less than [`BATCH_MAX_SPAN_MS`]. Event size is bounded by the
 //! record writer ([`super::records::MAX_RECORD_BYTES`]).
@@ -18,6 +18,7 @@ use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::forward::DestinationId;
 use crate::telemetry::Tally;
 
@@ -210,22 +211,21 @@ pub(crate) fn tally(records: impl IntoIterator<Item = impl std::borrow::Borrow<P
     t
 }
 
-/// Exponential backoff with jitter between failed calls: 100 ms doubling to 30 s.
+/// When the next call may start after failed calls: [`crate::backoff::Backoff`] (the one formula every
+/// retry in offpath waits by), counted from the last failure; 100 ms doubling to 30 s.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub(crate) struct CallBackoff {
     failures: u32,
     not_before: Option<Instant>,
-    base: Duration,
-    max: Duration,
+    backoff: Backoff,
 }
 
-impl Backoff {
+impl CallBackoff {
     pub fn new(base: Duration, max: Duration) -> Self {
         Self {
             failures: 0,
             not_before: None,
-            base,
-            max,
+            backoff: Backoff { base, max },
         }
     }
 
@@ -235,13 +235,9 @@ impl Backoff {
     }
 
     pub fn fail(&mut self, now: Instant) {
+        let delay = self.backoff.delay(self.failures, rand::random());
         self.failures = self.failures.saturating_add(1);
-        let exp = self
-            .base
-            .saturating_mul(1u32 << self.failures.min(20).saturating_sub(1))
-            .min(self.max);
-        let jitter: f64 = rand::random_range(0.5..=1.0);
-        self.not_before = Some(now + exp.mul_f64(jitter));
+        self.not_before = Some(now + delay);
     }
 
     pub fn succeed(&mut self) {
@@ -316,7 +312,8 @@ impl Destination {
             .customize()
             .mutate_request(move |req| {
                 if emf {
-                    // PROTOCOLS.md §5: EMF through PutLogEvents needs this header.
+                    // EMF through PutLogEvents needs this header (`docs/protocols.md`, "CloudWatch Embedded
+                    // Metric Format").
                     req.headers_mut().insert("x-amzn-logs-format", "json/emf");
                 }
             })
@@ -586,7 +583,7 @@ mod tests {
     #[test]
     fn backoff_grows_and_resets() {
         let now = Instant::now();
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = CallBackoff::new(Duration::from_millis(100), Duration::from_secs(1));
         b.fail(now);
         let first = b.not_before().unwrap() - now;
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));

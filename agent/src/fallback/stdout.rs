@@ -27,8 +27,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::records::Record;
+use crate::control::status::{Stall, unix_now};
 use crate::forward::{Deadline, DestinationId};
-use crate::lifecycle::status::{Stall, unix_now};
 use crate::telemetry::{PointDrop, Tally, Telemetry};
 
 /// Bytes of records waiting for the writer at most (as the CloudWatch sink's buffer).

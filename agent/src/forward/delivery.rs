@@ -63,6 +63,7 @@ impl Forwarder {
             let verdict = self.deliver_front(deadline, probe).await;
             self.settle_front(verdict);
         }
+        self.sync_storage();
         self.drain_spill(deadline).await;
     }
 
@@ -73,6 +74,7 @@ impl Forwarder {
         };
         match verdict {
             Verdict::Delivered => {
+                self.settled(&p);
                 self.telemetry.delivered(self.dest, p.samples);
                 self.row.payloads_delivered.fetch_add(1, Relaxed);
                 if self.dest.is_main() {
@@ -82,7 +84,10 @@ impl Forwarder {
                         .fetch_add(1, Relaxed);
                 }
             }
-            Verdict::Drop(reason) => self.telemetry.drop_for(self.dest, reason, p.samples),
+            Verdict::Drop(reason) => {
+                self.settled(&p);
+                self.telemetry.drop_for(self.dest, reason, p.samples);
+            }
             Verdict::Split => self.split_or_drop(p),
             Verdict::Undelivered => self.undelivered(p),
         }
@@ -93,11 +98,18 @@ impl Forwarder {
     fn split_or_drop(&mut self, p: Payload) {
         match split(&p, &self.encoder) {
             Ok(parts) => {
+                if self.storage.as_ref().is_some_and(|s| s.has(&p)) {
+                    for part in &parts {
+                        self.keep(part);
+                    }
+                    self.settled(&p);
+                }
                 for part in parts.into_iter().rev() {
                     self.pending.push_front(part);
                 }
             }
             Err(e) => {
+                self.settled(&p);
                 tracing::warn!(
                     kind = p.kind.as_str(),
                     bytes = p.body.len(),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{Deadline, Destination, DestinationId, ForwardError, Forwarder};
 use crate::auth::{ApiKey, ApiKeySource};
-use crate::config::{EndpointKey, ForwardConfig};
+use crate::config::{EndpointKey, ForwardConfig, StorageConfig};
 use crate::encode::Payload;
 use crate::telemetry::Telemetry;
 
@@ -83,6 +83,26 @@ impl Fanout {
         Ok(Self { forwarders: out })
     }
 
+    /// Keep every destination's retry queue on disk too (see [`Forwarder::with_storage`]): one
+    /// directory per destination under `cfg.path`, the size bound shared evenly, so that the whole
+    /// storage stays within `cfg.max_bytes`. What a previous run left for a destination goes to that
+    /// destination alone.
+    ///
+    /// # Errors
+    /// As [`Forwarder::with_storage`].
+    pub fn with_storage(self, cfg: &StorageConfig) -> Result<Self, ForwardError> {
+        let share = StorageConfig {
+            path: cfg.path.clone(),
+            max_bytes: cfg.max_bytes / self.forwarders.len().max(1) as u64,
+        };
+        let forwarders = self
+            .forwarders
+            .into_iter()
+            .map(|f| f.with_storage(&share))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { forwarders })
+    }
+
     /// The forwarders, the main one first.
     pub fn forwarders(&self) -> &[Forwarder] {
         &self.forwarders
@@ -91,6 +111,30 @@ impl Fanout {
     /// The forwarders, the main one first (`offpath replay` runs one at a time).
     pub fn into_forwarders(self) -> Vec<Forwarder> {
         self.forwarders
+    }
+
+    /// What waits in each destination's retry queue, then a copy of `payloads`, to every destination
+    /// before `deadline`, concurrently (see [`Forwarder::deliver`]): a destination busy with its own
+    /// retries never holds up another's new payloads. Every forwarder owns its copies (and its queue)
+    /// as soon as this is called.
+    pub fn deliver(
+        &mut self,
+        payloads: Vec<Payload>,
+        deadline: impl Into<Deadline>,
+    ) -> impl Future<Output = ()> + '_ {
+        let deadline = deadline.into();
+        let mut payloads = Some(payloads);
+        let n = self.forwarders.len();
+        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::with_capacity(n);
+        for (i, f) in self.forwarders.iter_mut().enumerate() {
+            let copy = if i + 1 == n {
+                payloads.take().unwrap_or_default()
+            } else {
+                payloads.as_ref().map(|p| p.to_vec()).unwrap_or_default()
+            };
+            runs.push(Box::pin(f.deliver(copy, deadline.clone())));
+        }
+        join_all(runs)
     }
 
     /// Deliver a copy of `payloads` to every destination before `deadline`, concurrently (see

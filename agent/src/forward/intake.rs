@@ -84,14 +84,6 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
     }
 }
 
-/// Read at most [`RESPONSE_READ_MAX`] bytes of an answer (what a transport error cut short is lost:
-/// the status is the answer, the body only goes to the log).
-async fn read_body(resp: reqwest::Response) -> Vec<u8> {
-    crate::http::read_body(resp, RESPONSE_READ_MAX)
-        .await
-        .unwrap_or_default()
-}
-
 fn excerpt(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_MAX)]);
     s.trim().to_owned()
@@ -122,8 +114,13 @@ impl Forwarder {
         match deadline.bound(req.send()).await {
             Some(Ok(resp)) => {
                 let status = resp.status().as_u16();
-                // The status is the answer; a body cut short by the deadline only loses the log text.
-                let body = deadline.bound(read_body(resp)).await.unwrap_or_default();
+                // The status is the answer; a body cut short by the deadline or a transport error only
+                // loses the log text.
+                let body = deadline
+                    .bound(crate::http::read_body(resp, RESPONSE_READ_MAX))
+                    .await
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
                 if !(200..300).contains(&status) {
                     let text = excerpt(&body);
                     if status == 400 && !self.logged_rejection {
@@ -179,7 +176,9 @@ impl Forwarder {
             .await
             .map_err(ForwardError::Transport)?;
         let status = resp.status().as_u16();
-        let body = read_body(resp).await;
+        let body = crate::http::read_body(resp, RESPONSE_READ_MAX)
+            .await
+            .unwrap_or_default();
         match status {
             200..=299 => Ok(()),
             401 | 403 => Err(ForwardError::KeyRejected { status }),

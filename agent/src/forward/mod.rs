@@ -84,7 +84,7 @@ use retry::Breaker;
 pub use retry::{Backoff, BreakerState, RetryPolicy};
 
 use crate::auth::{ApiKey, ApiKeySource};
-use crate::config::ForwardConfig;
+use crate::config::{ForwardConfig, StorageConfig};
 use crate::encode::{Encoder, Payload};
 use crate::telemetry::{DestinationStats, Telemetry};
 
@@ -138,6 +138,9 @@ pub enum ForwardError {
     /// The intake could not be reached.
     #[error("could not reach the intake (check DD_DD_URL / DD_SITE / DD_PROXY_HTTPS)")]
     Transport(#[source] reqwest::Error),
+    /// The retry storage cannot be used (`DD_FORWARDER_STORAGE_PATH`).
+    #[error(transparent)]
+    Storage(#[from] store::StoreError),
 }
 
 /// Ships payloads to the Datadog intake; see the module documentation.
@@ -171,6 +174,8 @@ pub struct Forwarder {
     logged_rejection: bool,
     /// A refused key is logged once until a payload is delivered again.
     logged_key_problem: bool,
+    /// The on-disk copy of the retry queue (`DD_FORWARDER_STORAGE_PATH`), when on.
+    storage: Option<store::Durable>,
 }
 
 impl Forwarder {
@@ -249,7 +254,51 @@ impl Forwarder {
             encoder: Encoder::new(cfg.zstd_level),
             logged_rejection: false,
             logged_key_problem: false,
+            storage: None,
         })
+    }
+
+    /// Keep what waits for a retry on disk too (see [`store`]), and take over what a previous run
+    /// left there: it joins the retry queue, sent at the next delivery, oldest first; what no longer
+    /// fits the size bound goes to the fallback.
+    ///
+    /// # Errors
+    /// [`ForwardError::Storage`] when the directory cannot be used or another process holds it.
+    ///
+    /// Each destination has its own directory, named after [`Forwarder::storage_name`]: what is read
+    /// back is this destination's and goes to it alone.
+    pub fn with_storage(mut self, cfg: &StorageConfig) -> Result<Self, ForwardError> {
+        let (durable, held, overflow) = store::Durable::open(
+            cfg,
+            &self.storage_name(),
+            self.dest,
+            Arc::clone(&self.telemetry),
+        )?;
+        self.storage = Some(durable);
+        let dest = self.dest;
+        for mut p in overflow {
+            p.destination = dest;
+            self.divert(p);
+        }
+        for mut p in held {
+            // They have their files already: into the retry queue, sent at the next delivery.
+            p.destination = dest;
+            self.undelivered(p);
+        }
+        self.sync_storage();
+        Ok(self)
+    }
+
+    /// What names this destination's retry storage directory (see `store::dir_name`): the intake URL
+    /// for the main destination (as before there were several), the destination's name
+    /// (`<endpoint>#<key end>`) for an additional one, so that two keys of one endpoint never share a
+    /// directory.
+    pub fn storage_name(&self) -> String {
+        if self.dest.is_main() {
+            self.intake_url.clone()
+        } else {
+            self.row.destination.name()
+        }
     }
 
     /// Replace the retry and breaker tuning (tests, and the Lambda extension's short budgets).
@@ -339,6 +388,29 @@ impl Forwarder {
         }
     }
 
+    /// What waits in the retry queue, oldest first, then `payloads`, before `deadline`: a flush's
+    /// delivery in one call ([`Forwarder::retry_queued`] then [`Forwarder::send`], with the new
+    /// payloads owned from the call on too).
+    pub fn deliver(
+        &mut self,
+        payloads: Vec<Payload>,
+        deadline: impl Into<Deadline>,
+    ) -> impl Future<Output = ()> + '_ {
+        self.settle_abandoned();
+        self.pending.extend(self.queue.drain());
+        self.sync_queue_bytes();
+        let dest = self.dest;
+        self.pending.extend(payloads.into_iter().map(|mut p| {
+            p.destination = dest;
+            p
+        }));
+        let deadline = deadline.into();
+        async move {
+            self.refresh_key(deadline.at()).await;
+            self.run(&deadline).await;
+        }
+    }
+
     /// Retry what waits in the retry queue, oldest first, before `deadline`. Like [`Forwarder::send`],
     /// it takes the queued payloads over when called, so dropping the future loses nothing.
     pub fn retry_queued(&mut self, deadline: impl Into<Deadline>) -> impl Future<Output = ()> + '_ {
@@ -357,7 +429,13 @@ impl Forwarder {
     pub fn take_queued(&mut self) -> Vec<Payload> {
         self.settle_abandoned();
         let mut all: Vec<Payload> = self.spill.drain(..).collect();
-        all.extend(self.queue.drain());
+        let queued = self.queue.drain();
+        // Handed to the caller for the fallback: settled here, as a diverted payload is.
+        for p in &queued {
+            self.settled(p);
+        }
+        self.sync_storage();
+        all.extend(queued);
         self.sync_queue_bytes();
         all
     }
@@ -384,6 +462,7 @@ impl Forwarder {
         while let Some(p) = self.pending.pop_front() {
             self.undelivered(p);
         }
+        self.sync_storage();
     }
 
     fn publish_breaker(&self) {

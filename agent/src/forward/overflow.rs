@@ -1,8 +1,11 @@
 //! What the intake does not take: the retry queue, and the way to the fallback (`overflow`), with
 //! `spill` holding what waits for room in the fallback channel.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::store::body_id;
 use super::{BreakerState, Deadline, Forwarder};
 use crate::encode::Payload;
 use crate::telemetry::PointDrop;
@@ -20,6 +23,7 @@ impl Forwarder {
             self.divert(p);
             return;
         }
+        self.keep(&p);
         let evicted = self.queue.push(p);
         self.sync_queue_bytes();
         for old in evicted {
@@ -27,10 +31,44 @@ impl Forwarder {
         }
     }
 
+    /// Give `p` a file in the retry storage (if on and it has none) before it waits for a retry; the
+    /// payloads whose files the storage's size bound evicted leave the retry queue for the fallback.
+    pub(super) fn keep(&mut self, p: &Payload) {
+        let Some(storage) = &mut self.storage else {
+            return;
+        };
+        for id in storage.keep(p) {
+            // A payload being tried (in `pending`) just loses its file; it gets one again if it fails.
+            if let Some(old) = self.queue.take(|q| body_id(q) == id) {
+                self.telemetry
+                    .forward
+                    .storage_overflow
+                    .fetch_add(1, Relaxed);
+                self.divert(old);
+            }
+        }
+        self.sync_queue_bytes();
+    }
+
+    /// `p` is settled (delivered, dropped, or handed to the fallback): delete its file, if any.
+    pub(super) fn settled(&mut self, p: &Payload) {
+        if let Some(storage) = &mut self.storage {
+            storage.settled(p);
+        }
+    }
+
+    /// Make the storage's writes and deletions of this delivery durable (one fsync batch).
+    pub(super) fn sync_storage(&mut self) {
+        if let Some(storage) = &mut self.storage {
+            storage.sync();
+        }
+    }
+
     /// Give a payload to the fallback (in order: after what already waits in `spill`), or drop and
     /// count it when there is none. When the fallback channel is full it waits in `spill`; the
     /// delivery then waits for room ([`Forwarder::drain_spill`]).
-    fn divert(&mut self, p: Payload) {
+    pub(super) fn divert(&mut self, p: Payload) {
+        self.settled(&p);
         let Some(tx) = &self.overflow else {
             self.telemetry
                 .drop_for(self.dest, PointDrop::RetryQueueOverflow, p.samples);

@@ -67,6 +67,14 @@ impl RetryQueue {
         evicted
     }
 
+    /// Take out the first payload `which` matches.
+    pub fn take(&mut self, which: impl Fn(&Payload) -> bool) -> Option<Payload> {
+        let i = self.items.iter().position(which)?;
+        let p = self.items.remove(i)?;
+        self.bytes -= p.body.len();
+        Some(p)
+    }
+
     /// Take everything, oldest first.
     pub fn drain(&mut self) -> Vec<Payload> {
         self.bytes = 0;

@@ -51,7 +51,7 @@ pub enum Outcome {
     },
 }
 
-/// Classify one attempt (PROTOCOLS.md §2.8).
+/// Classify one attempt (`docs/protocols.md`, "Answers").
 pub const fn classify(attempt: Attempt) -> Outcome {
     match attempt {
         Attempt::Status(200..=299) => Outcome::Delivered,

@@ -1,7 +1,7 @@
 //! The Unix stream framing as pure state: bytes in, whole frames out. No I/O, no allocation after
 //! [`FrameDecoder::new`].
 //!
-//! Framing (as the Agent, PROTOCOLS.md §1.1): each frame is a `u32` little-endian payload length, then
+//! Framing (as the Agent, `docs/protocols.md`, "Transports and framing"): each frame is a `u32` little-endian payload length, then
 //! the payload. A length over the maximum (`DD_DOGSTATSD_BUFFER_SIZE`) is an error that ends the stream:
 //! a client that sends one is broken or not speaking this protocol, and nothing after it can be trusted
 //! to start on a frame boundary.

@@ -22,8 +22,9 @@
 //!   consumer holds.
 //! - **Workers.** With several aggregate workers (`OFFPATH_AGGREGATE_WORKERS`), there is one queue
 //!   per worker ([`Listeners::start_sharded`]) and each receive thread splits what it read into lines
-//!   and copies each to the packet of its worker, chosen by metric name ([`shard_of`]): every context
-//!   is aggregated by exactly one worker, with no merge at flush. With one worker datagrams go whole,
+//!   and copies each to the packet of its worker, chosen by metric name and tag set ([`Route`]): every
+//!   context is aggregated by exactly one worker, with no merge at flush, and the contexts of one hot
+//!   name spread over all the workers. With one worker datagrams go whole,
 //!   without a copy.
 //! - **Backpressure.** UDP: packets go to the queue with `try_send`; a full queue drops the packet and
 //!   counts each datagram in it as [`PacketDrop::QueueFull`](crate::telemetry::PacketDrop::QueueFull)
@@ -73,7 +74,7 @@ use crate::telemetry::Telemetry;
 
 pub use frame::{FRAME_HEADER, FrameDecoder, FrameError};
 pub use packet::Packet;
-pub use route::shard_of;
+pub use route::{Route, shard_of};
 pub use stream::MAX_CONNECTIONS as MAX_STREAM_CONNECTIONS;
 
 use datagram::{BATCH, RcvBuf};
@@ -164,11 +165,12 @@ impl Listeners {
         telemetry: &Arc<Telemetry>,
         queue: Sender<Packet>,
     ) -> Result<Listeners, IngestError> {
-        Self::start_sharded(cfg, telemetry, vec![queue])
+        Self::start_sharded(cfg, telemetry, vec![queue], Route::default())
     }
 
     /// [`Listeners::start`] with one queue per aggregate worker: every line goes to the queue
-    /// [`shard_of`] names, so all the lines of a metric name reach the same worker. With one queue,
+    /// `route` names ([`Workers::route`](crate::aggregate::Workers::route)), so all the lines of a
+    /// context reach the same worker. With one queue,
     /// the same as [`Listeners::start`]; with none, every packet is dropped and counted as `queue_full`.
     ///
     /// # Errors
@@ -177,6 +179,7 @@ impl Listeners {
         cfg: &IngestConfig,
         telemetry: &Arc<Telemetry>,
         queues: Vec<Sender<Packet>>,
+        route: Route,
     ) -> Result<Listeners, IngestError> {
         let udp_threads = match cfg.receive_threads {
             0 => std::thread::available_parallelism()
@@ -203,6 +206,7 @@ impl Listeners {
                 Arc::clone(&pool),
                 telemetry.register_listener(name),
             )
+            .with_route(route.clone())
         };
         let drain_limit = |rcvbuf: usize| rcvbuf.max(DRAIN_MIN_BUFFERS * buffer_size);
 

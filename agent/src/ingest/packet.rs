@@ -10,7 +10,7 @@
 //! its full size in RSS; untouched, only the pages a datagram reached cost memory.
 //!
 //! With several aggregate workers there is one queue per worker and the sink splits every datagram by
-//! metric name ([`shard_of`](super::shard_of)); a packet dropped on a full queue then counts the datagrams
+//! metric name and tag set ([`Route`]); a packet dropped on a full queue then counts the datagrams
 //! it held lines of, so `queue_full` counts datagram parts.
 
 use std::fmt;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use memchr::memchr;
 
-use super::route::shard_of;
+use super::route::Route;
 
 use crate::telemetry::{ListenerStats, PacketDrop};
 
@@ -199,12 +199,14 @@ impl Pool {
 /// (counted) until it takes one again, so a stuck worker costs one wait, not one per packet.
 ///
 /// With one queue, datagrams go whole. With several (one per aggregate worker), every datagram is split
-/// into lines, each line copied to the open packet of its queue ([`shard_of`]): consecutive lines of one
+/// into lines, each line copied to the open packet of its queue ([`Route`]): consecutive lines of one
 /// queue in one copy.
 #[derive(Debug)]
 pub(crate) struct Sink {
     /// One per aggregate worker (at least one).
     queues: Vec<Sender<Packet>>,
+    /// Which queue each line goes to (with several).
+    route: Route,
     pool: Arc<Pool>,
     stats: Arc<ListenerStats>,
     /// The packet being filled for each queue, sent by [`Sink::flush`].
@@ -237,6 +239,7 @@ impl Sink {
         let n = queues.len();
         Sink {
             queues,
+            route: Route::default(),
             pool,
             stats,
             open: (0..n).map(|_| None).collect(),
@@ -251,6 +254,12 @@ impl Sink {
             wait: None,
             stalled: vec![false; n],
         }
+    }
+
+    /// Route lines with `route` (the default knows no global tags).
+    pub(crate) fn with_route(mut self, route: Route) -> Sink {
+        self.route = route;
+        self
     }
 
     /// This sink waits up to `wait` for room in a full queue before it drops (bounded back-pressure,
@@ -351,7 +360,7 @@ impl Sink {
             let line_end = memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i);
             let line = &data[pos..line_end];
             if !line.is_empty() {
-                let q = shard_of(line, n);
+                let q = self.route.shard(line, n);
                 if q != run_queue || start == end {
                     if start < end {
                         self.put(run_queue, &data[start..end]);

@@ -1,4 +1,4 @@
-//! Several aggregate workers flush exactly what one would: the receive side's split by metric name
+//! Several aggregate workers flush exactly what one would: the receive side's split by name and tag set
 //! ([`Sink`] with one queue per worker) feeding [`Aggregator::sharded`] gives, for any packet stream, the
 //! same series, sketches, events, service checks and counters as one [`Aggregator`] (series in another
 //! order).
@@ -75,7 +75,8 @@ fn sink(n: usize) -> (Sink, Vec<Receiver<Packet>>, Arc<ListenerStats>) {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded(4096)).unzip();
     let stats = Arc::new(ListenerStats::default());
     (
-        Sink::new(txs, Pool::new(BUFFER, 16), Arc::clone(&stats)),
+        Sink::new(txs, Pool::new(BUFFER, 16), Arc::clone(&stats))
+            .with_route(Route::new(&config(1).tags)),
         rxs,
         stats,
     )
@@ -388,7 +389,8 @@ fn worker_threads_answer_one_merged_flush_covering_everything_queued() {
     .unwrap();
     assert_eq!(workers.count(), 3);
     let stats = Arc::new(ListenerStats::default());
-    let mut sink = Sink::new(queues, Pool::new(BUFFER, 16), Arc::clone(&stats));
+    let mut sink =
+        Sink::new(queues, Pool::new(BUFFER, 16), Arc::clone(&stats)).with_route(workers.route());
     for d in &datagrams {
         sink.push_copy(d.as_bytes());
         sink.commit();
@@ -407,4 +409,49 @@ fn worker_threads_answer_one_merged_flush_covering_everything_queued() {
             .is_empty()
     );
     workers.join();
+}
+
+#[test]
+fn a_hot_names_contexts_spread_over_the_workers_and_flush_what_one_flushes() {
+    // One name, 600 tag sets, each sent in both tag orders, with a global tag, the configured host and a
+    // metadata tag on some lines.
+    let mut lines = Vec::new();
+    for endpoint in 0..60 {
+        for status in 0..10 {
+            lines.push(format!("hot:1|c|#endpoint:e{endpoint},status:{status}"));
+            lines.push(format!(
+                "hot:2|c|#status:{status},env:prod,endpoint:e{endpoint},host:box,dd.internal.card:low"
+            ));
+        }
+    }
+    let datagrams: Vec<Vec<u8>> = lines.chunks(9).map(|c| c.join("\n").into_bytes()).collect();
+    let mut steps: Vec<Step> = datagrams
+        .iter()
+        .map(|d| Step::Packet {
+            at: 0,
+            data: d.clone(),
+        })
+        .collect();
+    steps.push(Step::Flush {
+        at: 20,
+        final_flush: true,
+    });
+    let (want, want_counters) = single(&steps, 100_000);
+    assert_eq!(want[0].series.len(), 600);
+    let (got, got_counters) = sharded(&steps, 100_000, 3);
+    assert_eq!(got, want);
+    assert_eq!(got_counters, want_counters);
+    // Every worker gets a fair share of the name's lines.
+    let (mut sink, queues, _) = sink(3);
+    for d in &datagrams {
+        sink.push_copy(d);
+    }
+    sink.commit();
+    for q in &queues {
+        let n: usize = q
+            .try_iter()
+            .map(|p| p.data().split(|&b| b == b'\n').count())
+            .sum();
+        assert!((250..550).contains(&n), "{n} of 1200 lines in one queue");
+    }
 }

@@ -1,6 +1,6 @@
 //! The Unix stream listener: one thread polls the listening socket and every connection.
 //!
-//! Framing (as the Agent, PROTOCOLS.md §1.1): each frame is a `u32` little-endian payload length then
+//! Framing (as the Agent, `docs/protocols.md`, "Transports and framing"): each frame is a `u32` little-endian payload length then
 //! the payload. A frame longer than `DD_DOGSTATSD_BUFFER_SIZE` closes its connection and is counted
 //! as [`PacketDrop::OversizeFrame`](crate::telemetry::PacketDrop::OversizeFrame); other connections
 //! are unaffected. At most [`MAX_CONNECTIONS`] connections are served at once; one more is accepted and

@@ -7,7 +7,7 @@
 //! counted there too, as it was before there were several destinations, so for every destination `d`
 //!
 //! ```text
-//! points.received = dropped before delivery + d.delivered + d.fell_back + d.dropped
+//! points.received + d.recovered = dropped before delivery + d.delivered + d.fell_back + d.dropped
 //! ```
 //!
 //! where "dropped before delivery" (parse-side and aggregate drops) is `points.dropped` less the main
@@ -69,6 +69,8 @@ pub struct DestinationStats {
     pub destination: Destination,
     /// Points in payloads its intake accepted.
     pub delivered: AtomicU64,
+    /// Points of its copies read back at start from its retry storage (a previous run's).
+    pub recovered: AtomicU64,
     /// Points of its copies written to the fallback.
     pub fell_back: AtomicU64,
     /// Points of its copies dropped, indexed like [`PointDrop::ALL`].
@@ -91,6 +93,7 @@ impl DestinationStats {
         Self {
             destination,
             delivered: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             dropped: Default::default(),
             payloads_delivered: AtomicU64::new(0),
@@ -106,11 +109,17 @@ impl DestinationStats {
         self.dropped.iter().map(|c| c.load(Relaxed)).sum()
     }
 
-    /// `name: delivered=… fell_back=… dropped=…`, for the shutdown line.
+    /// `name: [recovered=… ]delivered=… fell_back=… dropped=…`, for the shutdown line.
     pub fn summary(&self) -> String {
+        let recovered = self.recovered.load(Relaxed);
         format!(
-            "{}: delivered={} fell_back={} dropped={}",
+            "{}: {}delivered={} fell_back={} dropped={}",
             self.destination.name(),
+            if recovered > 0 {
+                format!("recovered={recovered} ")
+            } else {
+                String::new()
+            },
             self.delivered.load(Relaxed),
             self.fell_back.load(Relaxed),
             self.dropped_total()
@@ -127,6 +136,8 @@ pub struct DestinationStatus {
     pub endpoint: String,
     /// Points of its copies the intake accepted.
     pub delivered: u64,
+    /// Points of its copies read back at start from its retry storage (a previous run's).
+    pub recovered: u64,
     /// Points of its copies written to the fallback.
     pub fell_back: u64,
     /// Points of its copies dropped, over every reason.
@@ -150,12 +161,13 @@ impl DestinationStatus {
             name: row.destination.name(),
             endpoint: row.destination.endpoint().to_owned(),
             delivered: row.delivered.load(Relaxed),
+            recovered: row.recovered.load(Relaxed),
             fell_back: row.fell_back.load(Relaxed),
             dropped: row.dropped_total(),
             payloads_delivered: row.payloads_delivered.load(Relaxed),
             retries: row.retries.load(Relaxed),
             retry_queue_bytes: row.retry_queue_bytes.load(Relaxed),
-            breaker: crate::lifecycle::status::breaker_name(row.breaker.load(Relaxed)),
+            breaker: crate::control::status::breaker_name(row.breaker.load(Relaxed)),
             last_intake_error: row.last_intake_error.lock().ok().and_then(|e| e.clone()),
         }
     }

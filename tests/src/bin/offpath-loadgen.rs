@@ -11,6 +11,11 @@
 //! a receiver that lost nothing sums its counts to exactly the number of count lines sent
 //! (`expected.count_value_sum` in the report), and holds exactly `expected.samples` values.
 //!
+//! **Hot mode** (`--mode hot`): the realistic mix for 20 % of the lines (`--hot-percent`), and for the
+//! other 80 % one count name, `<prefix>.count.hot`, over `--hot-contexts` (10,000) tag sets
+//! `endpoint:…,status_code:…` (the common `request.duration{endpoint,status}` shape): a skewed workload
+//! where one name carries most contexts and most lines. Its count lines carry `1` too.
+//!
 //! **Garbage mode** (`--mode garbage`): random bytes, mutated valid lines and pathological
 //! constructs (huge names, thousands of tags, broken event headers), for the malformed-packet soak.
 //!
@@ -59,6 +64,8 @@ enum Transport {
 enum Mode {
     /// The seeded realistic metric mix.
     Realistic,
+    /// The realistic mix plus one hot count name with many tag sets carrying most lines.
+    Hot,
     /// Random bytes, mutated valid lines and pathological constructs.
     Garbage,
 }
@@ -140,6 +147,12 @@ struct Args {
     /// What to send.
     #[arg(long, value_enum, default_value_t = Mode::Realistic)]
     mode: Mode,
+    /// Hot mode: tag sets of the hot name.
+    #[arg(long, default_value_t = 10_000)]
+    hot_contexts: u32,
+    /// Hot mode: share of the lines that carry the hot name, percent (1–99).
+    #[arg(long, default_value_t = 80)]
+    hot_percent: u32,
     /// Memory budget of the pre-generated pool, MiB.
     #[arg(long, default_value_t = 512)]
     pool_mib: usize,
@@ -289,6 +302,18 @@ impl ContextWriter<'_> {
                 }
             }
         }
+    }
+
+    /// One line of the hot name's tag set `h`.
+    fn hot_line(&self, out: &mut Vec<u8>, h: u32) {
+        const STATUS: [u16; 10] = [200, 201, 204, 301, 304, 400, 401, 404, 500, 503];
+        let _ = write!(
+            out,
+            "{}.count.hot:1|c|#endpoint:/api/v2/resource{}/items,status_code:{}",
+            self.prefix,
+            h / 10,
+            STATUS[(h % 10) as usize]
+        );
     }
 
     /// One full line for context `k`.
@@ -444,6 +469,18 @@ fn realistic_pool(a: &Args) -> anyhow::Result<Pool> {
     };
     let mut line = Vec::with_capacity(512);
     let mut generated = 0usize;
+    // Hot mode: the hot name's tag sets in a fresh order each time round, and how many hot lines are due
+    // (`hot_percent` per line, paid by `100 - hot_percent` per hot line).
+    let hot_percent = if a.mode == Mode::Hot {
+        if a.hot_contexts == 0 || !(1..=99).contains(&a.hot_percent) {
+            bail!("--mode hot needs --hot-contexts ≥ 1 and --hot-percent in 1..=99");
+        }
+        a.hot_percent
+    } else {
+        0
+    };
+    let mut hot_order: Vec<u32> = (0..a.hot_contexts).collect();
+    let (mut hot_next, mut hot_due) = (hot_order.len(), 0u32);
     // Whole cycles over every context, each in a fresh order; one only with --once.
     loop {
         shuffle(&mut order, &mut rng);
@@ -451,6 +488,18 @@ fn realistic_pool(a: &Args) -> anyhow::Result<Pool> {
             line.clear();
             cw.line(&mut line, k, &mut rng);
             packer.add(&mut pool, &line, context_type(k))?;
+            hot_due += hot_percent;
+            while hot_percent > 0 && hot_due >= 100 - hot_percent {
+                hot_due -= 100 - hot_percent;
+                if hot_next == hot_order.len() {
+                    shuffle(&mut hot_order, &mut rng);
+                    hot_next = 0;
+                }
+                line.clear();
+                cw.hot_line(&mut line, hot_order[hot_next]);
+                hot_next += 1;
+                packer.add(&mut pool, &line, 0)?;
+            }
             if pool.buf.len() > budget {
                 bail!(
                     "one cycle over {} contexts needs more than --pool-mib {}: raise it or lower --max-tags",
@@ -460,8 +509,9 @@ fn realistic_pool(a: &Args) -> anyhow::Result<Pool> {
             }
         }
         packer.finish(&mut pool)?;
-        generated += order.len();
-        let next_cycle_fits = pool.buf.len() / generated * (generated + order.len()) <= budget;
+        let cycle = order.len() * 100 / (100 - hot_percent as usize);
+        generated += cycle;
+        let next_cycle_fits = pool.buf.len() / generated * (generated + cycle) <= budget;
         if a.once || generated >= MIN_POOL_LINES || !next_cycle_fits {
             return Ok(pool);
         }
@@ -990,6 +1040,9 @@ struct Report {
     threads: usize,
     seed: u64,
     contexts: u32,
+    /// Hot mode: tag sets of the hot name (on top of `contexts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hot_contexts: Option<u32>,
     /// 0 = one line per packet.
     packet_bytes: usize,
     /// Rate asked for (lines/s); 0 = flat out.
@@ -1067,7 +1120,7 @@ fn main() -> anyhow::Result<()> {
     let threads = a.threads.max(1);
     let t0 = Instant::now();
     let pool = match a.mode {
-        Mode::Realistic => realistic_pool(&a)?,
+        Mode::Realistic | Mode::Hot => realistic_pool(&a)?,
         Mode::Garbage => garbage_pool(&a)?,
     };
     let build_s = t0.elapsed().as_secs_f64();
@@ -1129,7 +1182,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let names: Vec<&str> = match a.mode {
-        Mode::Realistic => TYPES.iter().map(|t| t.0).collect(),
+        Mode::Realistic | Mode::Hot => TYPES.iter().map(|t| t.0).collect(),
         Mode::Garbage => GARBAGE.to_vec(),
     };
     let tally: serde_json::Map<_, _> = names
@@ -1137,7 +1190,7 @@ fn main() -> anyhow::Result<()> {
         .zip(total.tally)
         .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(v)))
         .collect();
-    let realistic = a.mode == Mode::Realistic;
+    let realistic = a.mode != Mode::Garbage;
     let (lines_by_type, packets_by_kind) = match realistic {
         true => (Some(tally), None),
         false => (None, Some(tally)),
@@ -1148,6 +1201,7 @@ fn main() -> anyhow::Result<()> {
         threads,
         seed: a.seed,
         contexts: a.contexts,
+        hot_contexts: (a.mode == Mode::Hot).then_some(a.hot_contexts),
         packet_bytes: a.packet.0,
         target_rate: a.rate,
         lines: total.lines(),
@@ -1171,7 +1225,7 @@ fn main() -> anyhow::Result<()> {
         expected: Expected {
             count_value_sum: if realistic { total.tally[0] } else { 0 },
             samples: if realistic { total.lines() } else { 0 },
-            distinct_contexts: (realistic
+            distinct_contexts: (a.mode == Mode::Realistic
                 && a.once
                 && total.would_block_packets == 0
                 && total.error_packets == 0)

@@ -124,27 +124,35 @@ pub(super) async fn check_api_key(
         .header("DD-API-KEY", key)
         .send()
         .await;
+    let intake = url.as_str().trim_end_matches('/');
+    // DD_DD_URL wins over DD_SITE: name the site only when the intake is the site's.
+    let by_url = fwd.intake_url.trim_end_matches('/') != format!("https://api.{}", fwd.site);
     match response {
         Ok(r) if r.status().is_success() => {
-            report.push(
-                "api key",
-                Outcome::Ok,
-                format!(
-                    "valid for {} ({})",
-                    fwd.site,
-                    url.as_str().trim_end_matches('/')
-                ),
-            );
+            let detail = if by_url {
+                format!("valid at {intake} (DD_DD_URL / dd_url)")
+            } else {
+                format!("valid for {} ({intake})", fwd.site)
+            };
+            report.push("api key", Outcome::Ok, detail);
         }
         Ok(r) if matches!(r.status().as_u16(), 401 | 403) => report.push(
             "api key",
             Outcome::Fail,
-            format!(
-                "the intake rejected the API key (HTTP {}): {fix} of the organisation on site {} \
-                 (DD_SITE / site)",
-                r.status().as_u16(),
-                fwd.site
-            ),
+            if by_url {
+                format!(
+                    "the intake at {intake} rejected the API key (HTTP {}): {fix} of the \
+                     organisation behind that intake (DD_DD_URL / dd_url)",
+                    r.status().as_u16()
+                )
+            } else {
+                format!(
+                    "the intake rejected the API key (HTTP {}): {fix} of the organisation on site \
+                     {} (DD_SITE / site)",
+                    r.status().as_u16(),
+                    fwd.site
+                )
+            },
         ),
         Ok(r) => report.push(
             "api key",

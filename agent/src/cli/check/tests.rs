@@ -46,7 +46,15 @@ async fn a_valid_key_passes_every_check() {
     assert_eq!(report.exit_code(), 0);
     assert_eq!(line(&report, "intake dns").outcome, Outcome::Ok);
     assert_eq!(line(&report, "intake tcp").outcome, Outcome::Ok);
-    assert_eq!(line(&report, "api key").outcome, Outcome::Ok);
+    let l = line(&report, "api key");
+    assert_eq!(l.outcome, Outcome::Ok);
+    // DD_DD_URL wins over DD_SITE: the line names the URL, not a site that is not in use.
+    assert_eq!(
+        l.detail,
+        format!("valid at http://{addr} (DD_DD_URL / dd_url)"),
+        "{report}"
+    );
+    assert!(!l.detail.contains("datadoghq.com"), "{report}");
     assert!(!report.to_string().contains(KEY));
     assert!(!format!("{report:?}").contains(KEY));
 }

@@ -1,4 +1,5 @@
-//! The `emf` format: CloudWatch Embedded Metric Format (PROTOCOLS.md §5). Metrics that share timestamp,
+//! The `emf` format: CloudWatch Embedded Metric Format (`docs/protocols.md`, "CloudWatch Embedded Metric
+//! Format"). Metrics that share timestamp,
 //! host and tags go into one document: `_aws.Timestamp` in milliseconds, one directive with the configured
 //! namespace (`OFFPATH_FALLBACK_EMF_NAMESPACE`), at most [`EMF_MAX_METRICS`] metrics and
 //! [`EMF_MAX_VALUES`] values per metric per document (more become further documents, fullest metrics
@@ -110,7 +111,8 @@ impl Format for Emf {
 }
 
 impl Emf {
-    /// Write the documents of one group (PROTOCOLS.md §5 splitting: ≤100 metrics, ≤100 values each).
+    /// Write the documents of one group (split at ≤100 metrics, ≤100 values each: `docs/protocols.md`, "CloudWatch
+    /// Embedded Metric Format").
     fn emf_group(
         &self,
         mut g: EmfGroup<'_>,

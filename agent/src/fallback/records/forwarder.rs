@@ -1,5 +1,6 @@
 //! The `forwarder` format: `{"m":name,"v":number,"e":unix seconds,"t":[tags]}` lines, which the Datadog
-//! Forwarder turns into **distribution** points (PROTOCOLS.md §4.1). The line cannot carry a type, an
+//! Forwarder turns into **distribution** points (`docs/protocols.md`, "Datadog Forwarder lines"). The
+//! line cannot carry a type, an
 //! interval or a weight, so what goes out is a choice, and only distributions come through faithfully:
 //!
 //! - a `rate` point goes out as `value × interval` (the bucket's DogStatsD count, so `sum` of the
@@ -14,7 +15,7 @@
 //!   is one log event (about 100 bytes), which is what this format costs;
 //! - a non-empty host becomes a `host:<host>` tag (the line has no host field);
 //! - the Forwarder types every name as a distribution: a name that Datadog already holds as a gauge or
-//!   count conflicts (PROTOCOLS.md §4.1 "type-conflict caveat").
+//!   count conflicts (the same section of `docs/protocols.md`).
 
 use std::fmt::Write as _;
 

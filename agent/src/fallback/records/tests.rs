@@ -346,7 +346,7 @@ fn a_log_prefix_before_the_record_is_ignored() {
     assert_eq!(s.points, vec![(1, 2.0)]);
 }
 
-/// The agent's key function (PROTOCOLS.md §3.1), to check `bin_value` against.
+/// The agent's key function (`docs/protocols.md`, "Datadog's agent DDSketch"), to check `bin_value` against.
 fn key(v: f64) -> i32 {
     if v < 0.0 {
         return -key(-v);

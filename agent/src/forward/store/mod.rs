@@ -25,6 +25,7 @@
 //! The layer is thin: the file format and the bound are pure and tested on their own.
 
 mod bound;
+mod durable;
 pub mod format;
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -36,6 +37,7 @@ use bytes::Bytes;
 
 use bound::Bound;
 pub use bound::Seq;
+pub use durable::{BodyId, Durable, body_id};
 use format::{DecodeError, decode, header, stored_len};
 
 use crate::encode::Payload;

@@ -212,6 +212,9 @@ pub struct PointsStatus {
     pub delivered: u64,
     /// Points written to the fallback (CloudWatch Logs or stdout).
     pub fell_back: u64,
+    /// Points a previous run left in the retry storage, read back at start: they join `received`
+    /// on the left of the ledger.
+    pub recovered: u64,
     /// Dropped points, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Sum of `dropped`.
@@ -229,6 +232,18 @@ pub struct ForwardStatus {
     pub fallback_records: u64,
     /// Bytes written to the fallback sink.
     pub fallback_bytes: u64,
+    /// Bytes in the on-disk retry storage.
+    pub storage_bytes: u64,
+    /// Payload files in the on-disk retry storage.
+    pub storage_files: u64,
+    /// Payloads written to the retry storage.
+    pub storage_written: u64,
+    /// Torn or corrupt storage files found at start.
+    pub storage_corrupt: u64,
+    /// Payloads that left the storage for the fallback at its size bound.
+    pub storage_overflow: u64,
+    /// Storage writes and fsyncs that failed.
+    pub storage_errors: u64,
 }
 
 /// `/health` as seen by `/status`.
@@ -245,6 +260,8 @@ pub struct HealthStatus {
 pub struct Status {
     /// offpath's version.
     pub version: &'static str,
+    /// This process's id: with several offpaths on one machine, which one answered.
+    pub pid: u32,
     /// Seconds since the process started.
     pub uptime_seconds: u64,
     /// The `/health` verdict.
@@ -320,6 +337,7 @@ impl Status {
         let f = &t.forward;
         Self {
             version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
             uptime_seconds: t.started.elapsed().as_secs(),
             health: HealthStatus {
                 ok: verdict.is_ok(),
@@ -341,6 +359,7 @@ impl Status {
                 received: p.received.load(Relaxed),
                 delivered: p.delivered.load(Relaxed),
                 fell_back: p.fell_back.load(Relaxed),
+                recovered: p.recovered.load(Relaxed),
                 dropped_total: dropped.values().sum(),
                 dropped,
             },
@@ -352,6 +371,12 @@ impl Status {
                 retries: f.retries.load(Relaxed),
                 fallback_records: f.fallback_records.load(Relaxed),
                 fallback_bytes: f.fallback_bytes.load(Relaxed),
+                storage_bytes: f.storage_bytes.load(Relaxed),
+                storage_files: f.storage_files.load(Relaxed),
+                storage_written: f.storage_written.load(Relaxed),
+                storage_corrupt: f.storage_corrupt.load(Relaxed),
+                storage_overflow: f.storage_overflow.load(Relaxed),
+                storage_errors: f.storage_errors.load(Relaxed),
             },
             destinations: t
                 .destinations()
@@ -636,6 +661,7 @@ mod tests {
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(v["uptime_seconds"].is_u64());
+        assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["health"]["ok"], true);
         assert_eq!(v["listeners"][0]["name"], "udp 127.0.0.1:8125");
         assert_eq!(v["listeners"][0]["packets"], 7);

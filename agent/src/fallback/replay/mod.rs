@@ -8,8 +8,8 @@
 //! The records are re-encoded with the [`Encoder`] and sent with a [`Forwarder`] exactly as they were
 //! written: the same types, intervals, timestamps and sketches. Timestamps are never rewritten, so
 //! what Datadog would refuse as too old is counted and not sent: series points and sketch buckets
-//! older than 1 hour, events older than 18 hours, service checks older than 10 minutes (PROTOCOLS.md
-//! §2.3, §2.6; sketches follow the series rule).
+//! older than 1 hour, events older than 18 hours, service checks older than 10 minutes (`docs/protocols.md`,
+//! "Requests"; sketches follow the series rule).
 //!
 //! **Running twice, and `--dedupe`.** Datadog keeps one value per series and timestamp, so re-sending
 //! the same series points is harmless; sketch buckets are merged and events are created again, so
@@ -22,8 +22,8 @@
 //! tags and 10 s bucket. Nothing is remembered across runs: replaying the same range in two runs
 //! sends its sketches and events twice, with or without `--dedupe`.
 
-use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
+mod collect;
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -33,25 +33,10 @@ use tokio::time::Instant;
 
 use crate::encode::{EncodeError, Encoder};
 use crate::forward::Forwarder;
-use crate::model::Flush;
 use crate::telemetry::Telemetry;
+use collect::Collector;
 
-use super::destination::{DestinationFilter, Verdict};
-use super::records::{Parsed, RecordError, parse_record};
-
-/// Series points older than this (seconds) are refused by the intake.
-pub(crate) const SERIES_MAX_AGE: i64 = 3600;
-/// Sketch buckets older than this (seconds) are not sent (the series rule).
-pub(crate) const SKETCH_MAX_AGE: i64 = 3600;
-/// Events older than this (seconds) are refused by the intake.
-pub(crate) const EVENT_MAX_AGE: i64 = 18 * 3600;
-/// Service checks older than this (seconds) are refused by the intake.
-pub(crate) const SERVICE_CHECK_MAX_AGE: i64 = 600;
-/// Most record digests `--dedupe` remembers (16 bytes each, about 40 MiB in all); past it, records are
-/// still checked against those remembered but no more are added.
-pub(crate) const DEDUPE_MAX: usize = 2_000_000;
-/// Items (points, sketch buckets, events, service checks) gathered before a batch is encoded and sent.
-pub(crate) const BATCH_ITEMS: usize = 10_000;
+use super::destination::DestinationFilter;
 
 /// Where replay reads records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,266 +479,5 @@ impl Replayer<'_> {
     }
 }
 
-/// Gathers records into a [`Flush`]: skips other lines, duplicates (with dedupe) and what is too old.
-#[derive(Debug)]
-pub(crate) struct Collector {
-    now: i64,
-    flush: Flush,
-    items: usize,
-    seen: Option<HashSet<u128>>,
-    pub report: ReplayReport,
-    /// Which destination's records are kept.
-    pub destinations: DestinationFilter,
-}
-
-fn digest(line: &str) -> u128 {
-    let mut a = DefaultHasher::new();
-    line.hash(&mut a);
-    let mut b = DefaultHasher::new();
-    0x9e37_79b9_7f4a_7c15_u64.hash(&mut b);
-    line.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
-
-impl Collector {
-    pub fn new(now: i64, dedupe: bool) -> Self {
-        Self {
-            now,
-            flush: Flush::default(),
-            items: 0,
-            seen: dedupe.then(HashSet::new),
-            report: ReplayReport::default(),
-            destinations: DestinationFilter::default(),
-        }
-    }
-
-    /// Read one line.
-    pub fn line(&mut self, line: &str) {
-        self.report.lines += 1;
-        match self.destinations.check(line) {
-            Verdict::Keep => {}
-            Verdict::Other => {
-                self.report.other_destination += 1;
-                return;
-            }
-            Verdict::Unknown => {
-                self.report.unknown_destination += 1;
-                return;
-            }
-        }
-        let parsed = match parse_record(line) {
-            Ok(p) => p,
-            Err(RecordError::NotARecord) => {
-                self.report.skipped += 1;
-                return;
-            }
-            Err(e) => {
-                self.report.invalid += 1;
-                if self.report.invalid <= 5 {
-                    tracing::warn!(error = %e, "skipping an offpath record that cannot be read");
-                }
-                return;
-            }
-        };
-        self.report.records += 1;
-        if let Some(seen) = &mut self.seen {
-            let key = digest(
-                line.get(line.find('{').unwrap_or(0)..)
-                    .unwrap_or(line)
-                    .trim_end(),
-            );
-            if seen.contains(&key) {
-                self.report.duplicates += 1;
-                return;
-            }
-            if seen.len() < DEDUPE_MAX {
-                seen.insert(key);
-            } else {
-                self.report.dedupe_full = true;
-            }
-        }
-        let now = self.now;
-        match parsed {
-            Parsed::Series(mut s) => {
-                let before = s.points.len();
-                s.points.retain(|&(ts, _)| ts >= now - SERIES_MAX_AGE);
-                self.report.too_old += (before - s.points.len()) as u64;
-                if !s.points.is_empty() {
-                    s.samples = s.points.len() as u64;
-                    self.items += s.points.len();
-                    self.flush.series.push(s);
-                }
-            }
-            Parsed::Sketch(mut s) => {
-                let before = s.sketches.len();
-                s.sketches.retain(|d| d.ts >= now - SKETCH_MAX_AGE);
-                self.report.too_old += (before - s.sketches.len()) as u64;
-                if !s.sketches.is_empty() {
-                    s.samples = s.sketches.len() as u64;
-                    self.items += s.sketches.len();
-                    self.flush.sketches.push(s);
-                }
-            }
-            Parsed::Event(e) => {
-                if e.ts < now - EVENT_MAX_AGE {
-                    self.report.too_old += 1;
-                } else {
-                    self.items += 1;
-                    self.flush.events.push(e);
-                }
-            }
-            Parsed::ServiceCheck(c) => {
-                if c.ts < now - SERVICE_CHECK_MAX_AGE {
-                    self.report.too_old += 1;
-                } else {
-                    self.items += 1;
-                    self.flush.service_checks.push(c);
-                }
-            }
-        }
-    }
-
-    /// True when a batch is ready to send.
-    pub fn full(&self) -> bool {
-        self.items >= BATCH_ITEMS
-    }
-
-    /// Take what has been gathered.
-    pub fn take(&mut self) -> Flush {
-        self.items = 0;
-        std::mem::take(&mut self.flush)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW_MS: i64 = 1_714_564_800_000; // 2024-05-01T12:00:00Z
-
-    #[test]
-    fn times_are_read_as_rfc3339_epoch_seconds_or_a_time_ago() {
-        let cases: &[(&str, i64)] = &[
-            ("2024-05-01T12:00:00Z", NOW_MS),
-            ("2024-05-01T14:00:00+02:00", NOW_MS),
-            ("2024-05-01T11:59:59.5Z", NOW_MS - 500),
-            ("1714564800", NOW_MS),
-            ("90m", NOW_MS - 90 * 60_000),
-            ("2h", NOW_MS - 7_200_000),
-            ("1h30m", NOW_MS - 90 * 60_000),
-            ("45s", NOW_MS - 45_000),
-            ("7d", NOW_MS - 7 * 86_400_000),
-        ];
-        for (arg, want) in cases {
-            assert_eq!(parse_time("--since", arg, NOW_MS).unwrap(), *want, "{arg}");
-        }
-        for bad in [
-            "",
-            "yesterday",
-            "2h ago",
-            "5x",
-            "m",
-            "2024-05-01",
-            "99999999999999999999",
-        ] {
-            let e = parse_time("--since", bad, NOW_MS).unwrap_err();
-            assert!(e.to_string().contains("--since"), "{bad}: {e}");
-        }
-    }
-
-    #[cfg(not(feature = "cloudwatch"))]
-    #[tokio::test]
-    async fn a_build_without_cloudwatch_refuses_a_log_group_and_says_why() {
-        let config = crate::config::Config::load(&|k: &str| {
-            (k == "DD_API_KEY").then(|| "0123456789abcdef".to_owned())
-        })
-        .unwrap();
-        let telemetry = Telemetry::default();
-        let key = crate::auth::ApiKeySource::Fixed(config.forward.api_key.clone().unwrap());
-        let mut fwd = Forwarder::new(
-            &config.forward,
-            key,
-            std::sync::Arc::new(Telemetry::default()),
-            None,
-        )
-        .unwrap();
-        let source = ReplaySource::log_group("/g", None, None, None, NOW_MS).unwrap();
-        let opts = ReplayOptions::new(source, NOW_MS / 1000);
-        let e = replay(&opts, &Encoder::new(1), &mut fwd, &telemetry)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, ReplayError::NoCloudWatch(g) if g == "/g"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("--log-group"), "{e}");
-        assert!(e.to_string().contains("`cloudwatch` feature"), "{e}");
-    }
-
-    #[test]
-    fn a_log_group_source_defaults_to_the_last_hour_and_checks_the_range() {
-        let src = ReplaySource::log_group("g", None, None, None, NOW_MS).unwrap();
-        assert_eq!(
-            src,
-            ReplaySource::LogGroup {
-                group: "g".into(),
-                stream: None,
-                since_ms: NOW_MS - 3_600_000,
-                until_ms: None
-            }
-        );
-        assert!(matches!(
-            ReplaySource::log_group("g", None, Some("1h"), Some("2h"), NOW_MS),
-            Err(ReplayError::Range { .. })
-        ));
-        assert_eq!(ReplaySource::from_file_arg("-"), ReplaySource::Stdin);
-    }
-
-    #[test]
-    fn the_collector_keeps_records_and_counts_what_it_leaves_out() {
-        let now = 1_000_000;
-        let mut c = Collector::new(now, false);
-        let lines = [
-            "START RequestId: abc",
-            r#"{"offpath":1,"kind":"series","metric":"m","type":"gauge","points":[[999990,1.0],[990000,2.0]],"tags":[]}"#,
-            r#"{"offpath":1,"kind":"sketch","metric":"d","tags":[],"sketches":[{"ts":990000,"cnt":1,"min":1.0,"max":1.0,"sum":1.0,"avg":1.0,"k":[1338],"n":[1]}]}"#,
-            r#"{"offpath":1,"kind":"event","title":"t","text":"","ts":990000,"priority":"normal","alert_type":"info","aggregation_key":"","source_type_name":"","tags":[]}"#,
-            r#"{"offpath":1,"kind":"service_check","check":"c","status":0,"ts":990000,"message":"","tags":[]}"#,
-            r#"{"offpath":9,"kind":"series"}"#,
-        ];
-        for l in lines {
-            c.line(l);
-        }
-        let f = c.take();
-        assert_eq!(f.series.len(), 1);
-        assert_eq!(f.series[0].points, [(999_990, 1.0)]);
-        assert_eq!(f.series[0].samples, 1);
-        assert!(f.sketches.is_empty());
-        assert_eq!(f.events.len(), 1);
-        assert!(f.service_checks.is_empty());
-        assert_eq!(
-            c.report,
-            ReplayReport {
-                lines: 6,
-                records: 4,
-                skipped: 1,
-                invalid: 1,
-                too_old: 3,
-                ..ReplayReport::default()
-            }
-        );
-    }
-
-    #[test]
-    fn dedupe_skips_identical_records_even_behind_different_prefixes() {
-        let rec = r#"{"offpath":1,"kind":"series","metric":"m","type":"gauge","points":[[100,1.0]],"tags":[]}"#;
-        for (dedupe, kept, dups) in [(false, 3, 0), (true, 1, 2)] {
-            let mut c = Collector::new(100, dedupe);
-            c.line(rec);
-            c.line(rec);
-            c.line(&format!("2024-05-01T12:00:00Z {rec}"));
-            assert_eq!(c.take().series.len(), kept);
-            assert_eq!(c.report.duplicates, dups);
-        }
-    }
-}
+mod tests;

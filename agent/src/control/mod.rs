@@ -1,4 +1,5 @@
-//! Signals, flush triggers and shutdown under a deadline.
+//! How the process is controlled and observed: the shutdown signals, and the local `/health` and
+//! `/status` endpoint ([`status`]).
 
 pub mod status;
 

@@ -1,0 +1,154 @@
+//! The parse + aggregate hot path of one worker, for instruction counts and quick timings.
+//!
+//! `cargo bench -p offpath --bench hotpath -- [contexts] [passes] [uniform|hot]` (defaults 10000, 20,
+//! uniform) inserts 100,000 lines as 8 KiB packets once (making the contexts), then `passes` more times
+//! in [`measured`], and prints the best pass in lines per second of thread CPU time. For instruction counts
+//! per line, run the built binary under callgrind with collection on in `measured` only:
+//!
+//! ```sh
+//! valgrind --tool=callgrind --toggle-collect='*hotpath*measured*' target/release/deps/hotpath-* 10000 3
+//! ```
+//!
+//! and divide the total `Ir` by `passes × 100,000`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use offpath::aggregate::Aggregator;
+use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
+use offpath::telemetry::Telemetry;
+
+const T0: i64 = 1_700_000_000;
+const LINES: usize = 100_000;
+
+fn config() -> AggregateConfig {
+    AggregateConfig {
+        namespace: String::new(),
+        tags: vec!["env:prod".into(), "service:checkout".into()],
+        hostname: "bench-host".into(),
+        histogram_aggregates: vec![
+            HistogramAggregate::Max,
+            HistogramAggregate::Median,
+            HistogramAggregate::Avg,
+            HistogramAggregate::Count,
+        ],
+        histogram_percentiles: vec![0.95],
+        context_limit: NonZeroUsize::new(1_000_000).unwrap(),
+        mapping: MetricMapping::Agent,
+        filter: offpath::enrich::FilterConfig::default(),
+        workers: NonZeroUsize::MIN,
+        own_names: Vec::new(),
+    }
+}
+
+/// Line of context `i` (as the aggregate bench: 60 % counts, 20 % gauges, 10 % timers, 10 % distributions,
+/// 4 tags).
+fn uniform_line(i: usize, round: usize) -> String {
+    let (kind, name) = match i % 10 {
+        0..=5 => ("c", "http.requests"),
+        6 | 7 => ("g", "queue.depth"),
+        8 => ("ms", "http.latency"),
+        _ => ("d", "db.query.time"),
+    };
+    let value = (i * 7 + round * 13) % 500;
+    format!(
+        "{name}.{}:{value}|{kind}|#endpoint:/api/v1/item{},status:{},region:eu-west-{},shard:{i}",
+        i % 50,
+        i % 97,
+        200 + i % 5,
+        i % 3
+    )
+}
+
+/// 80 % of the lines one count name over `contexts` tag sets, the rest uniform lines.
+fn hot_line(n: usize, contexts: usize) -> String {
+    if n % 5 == 4 {
+        return uniform_line((n / 5) % 1000, n);
+    }
+    let h = n % contexts;
+    format!(
+        "request.count:1|c|#endpoint:/api/v2/resource{}/items,status_code:{}",
+        h / 10,
+        [200, 201, 204, 301, 304, 400, 401, 404, 500, 503][h % 10]
+    )
+}
+
+fn packets(lines: &[String]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
+    for l in lines {
+        if out
+            .last()
+            .is_some_and(|c| !c.is_empty() && c.len() + 1 + l.len() > 8192)
+        {
+            out.push(Vec::new());
+        }
+        let cur = out.last_mut().unwrap();
+        if !cur.is_empty() {
+            cur.push(b'\n');
+        }
+        cur.extend_from_slice(l.as_bytes());
+    }
+    out
+}
+
+/// The measured work: every packet inserted once.
+#[inline(never)]
+fn measured(agg: &mut Aggregator, datagrams: &[Vec<u8>], now: i64) {
+    for p in datagrams {
+        agg.insert_packet(std::hint::black_box(p), now);
+    }
+}
+
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; take the numbers and the workload from what is left.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let contexts: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let passes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let hot = args.get(2).is_some_and(|a| a == "hot");
+    let lines: Vec<String> = (0..LINES)
+        .map(|n| match hot {
+            true => hot_line(n, contexts),
+            false => uniform_line(n % contexts, n / contexts),
+        })
+        .collect();
+    let datagrams = packets(&lines);
+    let mut agg = Aggregator::new(&config(), Arc::new(Telemetry::default()));
+    // Make every context first; the passes then find them (a bucket sees every pass: same `now`).
+    warm_up(&mut agg, &datagrams);
+    let mut best = Duration::MAX;
+    for _ in 0..passes {
+        let start = cpu_time();
+        measured(&mut agg, &datagrams, T0);
+        best = best.min(cpu_time() - start);
+    }
+    println!(
+        "hotpath: {} {contexts} contexts ({} live), {passes} passes of {LINES} lines: best {:.2} M lines/s \
+         ({:.0} ns/line)",
+        if hot { "hot" } else { "uniform" },
+        agg.context_count(),
+        LINES as f64 / best.as_secs_f64() / 1e6,
+        best.as_secs_f64() * 1e9 / LINES as f64
+    );
+}
+
+#[inline(never)]
+fn warm_up(agg: &mut Aggregator, datagrams: &[Vec<u8>]) {
+    for p in datagrams {
+        agg.insert_packet(p, T0);
+    }
+}
