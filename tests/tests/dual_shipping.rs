@@ -109,7 +109,14 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
         "the healthy intake did not get everything: {}",
         status(&offpath)
     );
-    let s = status(&offpath);
+    // The intake stores a payload before offpath reads its answer: wait for the count.
+    let wait_until = std::time::Instant::now() + DEADLINE;
+    let mut s = status(&offpath);
+    while s["destinations"][0]["delivered"] != POINTS {
+        assert!(std::time::Instant::now() < wait_until, "{s}");
+        std::thread::sleep(Duration::from_millis(20));
+        s = status(&offpath);
+    }
     let dests = s["destinations"]
         .as_array()
         .expect("destinations in /status");
@@ -189,6 +196,260 @@ async fn a_failing_endpoint_falls_back_alone_while_the_healthy_one_gets_everythi
         stdout.contains(&format!("{failing_name}: replay:")),
         "{stdout}"
     );
+    assert!(
+        failing.violations().is_empty(),
+        "{:?}",
+        failing.violations()
+    );
+}
+
+/// A flush of `n` gauges named `name` (one point, one sample each).
+fn flush_of(name: &str, n: usize) -> offpath::model::Flush {
+    use offpath::model::{Flush, Series, SeriesKind};
+    Flush {
+        series: (0..n)
+            .map(|i| Series {
+                name: name.to_owned(),
+                tags: vec![format!("i:{i}")],
+                host: "fan-host".to_owned(),
+                kind: SeriesKind::Gauge,
+                interval: 0,
+                points: vec![(1_700_000_000, i as f64)],
+                samples: 1,
+            })
+            .collect(),
+        ..Flush::default()
+    }
+}
+
+/// Whether `intake` accepted a series named `name`.
+fn got(intake: &FakeIntake, name: &str) -> bool {
+    !intake.series(name).is_empty()
+}
+
+/// A destination that hangs, or answers 500, never holds up another: while its delivery waits (for
+/// its answer, or its backoff), the healthy destination's intake already has the flush; at the next
+/// flush, while it retries what it queued, the healthy one gets the new payloads; once it answers, it
+/// gets every payload too, and each destination's ledger counts each of its copies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_or_failing_destination_never_holds_up_the_other() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use offpath::auth::{ApiKey, ApiKeySource};
+    use offpath::config::{Endpoint, EndpointKey};
+    use offpath::encode::Encoder;
+    use offpath::forward::{Backoff, Deadline, Fanout, RetryPolicy};
+    use offpath::telemetry::Telemetry;
+    use offpath_tests::fake_intake::Answer;
+    use tokio::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(60);
+    // A failed attempt waits 30 s before the next one, within the deadline: a delivery to the failing
+    // destination lasts until its deadline is brought forward.
+    let policy = RetryPolicy {
+        backoff: Backoff {
+            base: Duration::from_secs(30),
+            max: Duration::from_secs(30),
+        },
+        breaker_threshold: 1_000,
+        probe: Backoff {
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        },
+    };
+    for failure in [Reply::Hang, Reply::Status(500)] {
+        let healthy = FakeIntake::start(KEY_A).await;
+        let failing = FakeIntake::start(KEY_B).await;
+        failing.set_default_reply(failure);
+        let mut cfg = offpath_tests::support::forward_config(&healthy.url(), KEY_A);
+        cfg.endpoints = vec![
+            Endpoint {
+                url: healthy.url(),
+                keys: vec![EndpointKey::Main],
+            },
+            Endpoint {
+                url: failing.url(),
+                keys: vec![EndpointKey::Additional(ApiKey::new(KEY_B))],
+            },
+        ];
+        let telemetry = Arc::new(Telemetry::default());
+        let (tx, mut fallback) = tokio::sync::mpsc::channel(64);
+        let mut fanout = Fanout::build(
+            &cfg,
+            ApiKeySource::Fixed(ApiKey::new(KEY_A)),
+            &telemetry,
+            Some(&tx),
+        )
+        .unwrap()
+        .with_retry_policy(policy);
+        let enc = Encoder::new(1);
+
+        for (round, name) in [(1, "fan.one"), (2, "fan.two")] {
+            let payloads = enc.encode(&flush_of(name, 10)).unwrap();
+            let (deadline, cut) = Deadline::movable(Instant::now() + WAIT);
+            let delivery = fanout.deliver(payloads, deadline);
+            tokio::pin!(delivery);
+            // Both conditions are awaited while the delivery is polled (it drives the requests).
+            let (healthy_first, reached) = tokio::select! {
+                () = &mut delivery => (false, false),
+                r = async {
+                    let healthy_got = healthy.wait_until(WAIT, |i| got(i, name)).await;
+                    // The failing destination is being tried meanwhile (flush 2: its queue first).
+                    (healthy_got, failing.wait_arrivals(round, WAIT).await)
+                } => r,
+            };
+            assert!(
+                healthy_first,
+                "{failure:?}, flush {round}: the healthy intake did not get {name} while the other \
+                 destination was failing"
+            );
+            assert!(reached, "{failure:?}: nothing reached the failing intake");
+            cut.bring_forward(Instant::now());
+            delivery.await;
+        }
+        let rows = telemetry.destinations();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].delivered.load(Relaxed), 20, "{failure:?}");
+        assert_eq!(rows[1].delivered.load(Relaxed), 0, "{failure:?}");
+        assert!(rows[1].retry_queue_bytes.load(Relaxed) > 0, "{failure:?}");
+        assert!(!got(&failing, "fan.one"));
+        if matches!(failure, Reply::Status(_)) {
+            assert!(
+                failing
+                    .requests()
+                    .iter()
+                    .all(|r| r.answer == Answer::Status(500))
+            );
+        }
+
+        // It answers again: its queue goes out, and every payload reached every destination once.
+        failing.set_default_reply(Reply::Status(202));
+        fanout.deliver(Vec::new(), Instant::now() + WAIT).await;
+        assert!(
+            got(&failing, "fan.one") && got(&failing, "fan.two"),
+            "{failure:?}"
+        );
+        for (row, intake) in rows.iter().zip([&healthy, &failing]) {
+            assert_eq!(
+                row.delivered.load(Relaxed),
+                20,
+                "{failure:?} {}",
+                row.summary()
+            );
+            assert_eq!(row.fell_back.load(Relaxed) + row.dropped_total(), 0);
+            assert_eq!(row.retry_queue_bytes.load(Relaxed), 0);
+            for name in ["fan.one", "fan.two"] {
+                assert_eq!(intake.series(name).len(), 10, "{failure:?} {name}");
+            }
+            assert!(intake.violations().is_empty(), "{:?}", intake.violations());
+            assert!(intake.requests().iter().all(|r| r.api_key_ok));
+        }
+        assert!(fallback.try_recv().is_err(), "nothing went to the fallback");
+    }
+}
+
+/// Points in the stored payloads under `root` (every destination's directory).
+fn stored_points(root: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "oprq") {
+                if let Ok(p) = std::fs::read(file.path()).map_err(|_| ()).and_then(|b| {
+                    offpath::forward::store::format::decode(bytes::Bytes::from(b)).map_err(|_| ())
+                }) {
+                    total += p.samples;
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Poll `cond` every 20 ms until it holds; fail with `what` after [`DEADLINE`].
+#[track_caller]
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With the retry storage on, each destination keeps its own directory: what the failing destination
+/// had on disk when the process was killed goes, at the next start, to that destination alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_storage_sends_a_destinations_payloads_back_to_it_alone() {
+    let healthy = FakeIntake::start(KEY_A).await;
+    let failing = FakeIntake::start(KEY_B).await;
+    failing.set_default_reply(Reply::Hang);
+    let healthy_url = healthy.url();
+    let extra = format!(r#"{{"{}": ["{KEY_B}"]}}"#, failing.url());
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().to_str().unwrap().to_owned();
+    let env = [
+        ("DD_API_KEY", KEY_A),
+        ("DD_DD_URL", healthy_url.as_str()),
+        ("DD_ADDITIONAL_ENDPOINTS", extra.as_str()),
+        ("DD_HOSTNAME", "dual-host"),
+        ("OFFPATH_FLUSH_INTERVAL", "1"),
+        ("OFFPATH_SELF_TELEMETRY", "false"),
+        // No fallback, and a request outlives every flush's deadline: the hung destination's breaker
+        // never opens, so what it did not deliver waits for it (in memory and on disk).
+        ("OFFPATH_FALLBACK", "off"),
+        ("DD_FORWARDER_TIMEOUT", "60"),
+        ("DD_FORWARDER_STORAGE_PATH", dir.as_str()),
+        ("DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES", "104857600"),
+    ];
+    let mut first = tokio::task::block_in_place(|| Offpath::start(&[], &env));
+    tokio::task::block_in_place(|| {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for l in lines() {
+            socket.send_to(l.as_bytes(), first.udp.unwrap()).unwrap();
+        }
+        wait_for("the main destination's delivery", || {
+            status(&first)["destinations"][0]["delivered"] == POINTS
+        });
+        // The failing destination's copies: on disk, in its own directory.
+        wait_for("the failing destination's copies on disk", || {
+            stored_points(root.path()) == POINTS
+        });
+    });
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 2);
+    first.signal(libc::SIGKILL);
+    tokio::task::block_in_place(|| first.wait());
+    assert!(complete(&healthy));
+    let healthy_requests = healthy.requests().len();
+
+    failing.set_default_reply(Reply::Status(202));
+    let mut second = tokio::task::block_in_place(|| Offpath::start(&[], &env));
+    assert!(
+        failing.wait_until(DEADLINE, complete).await,
+        "the failing destination did not get its stored payloads"
+    );
+    tokio::task::block_in_place(|| {
+        wait_for("the storage emptied", || stored_points(root.path()) == 0);
+        wait_for("the count of the recovered delivery", || {
+            status(&second)["destinations"][1]["delivered"] == POINTS
+        });
+        let s = status(&second);
+        assert_eq!(s["destinations"][1]["recovered"], POINTS, "{s}");
+        assert_eq!(s["destinations"][0]["recovered"], 0, "{s}");
+        assert_eq!(s["destinations"][0]["delivered"], 0, "{s}");
+        // The process ledger is the main destination's: nothing of it was recovered.
+        assert_eq!(s["points"]["recovered"], 0, "{s}");
+        assert_eq!(second.stop(), Some(0), "stderr:\n{}", second.stderr());
+    });
+    // The main destination got nothing again (exactly once: `complete` checks the sums).
+    assert_eq!(healthy.requests().len(), healthy_requests);
+    assert!(complete(&healthy) && complete(&failing));
     assert!(
         failing.violations().is_empty(),
         "{:?}",

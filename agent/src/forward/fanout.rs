@@ -103,6 +103,18 @@ impl Fanout {
         Ok(Self { forwarders })
     }
 
+    /// Replace every destination's retry and breaker tuning (see [`Forwarder::with_retry_policy`]).
+    #[must_use]
+    pub fn with_retry_policy(self, policy: super::RetryPolicy) -> Self {
+        Self {
+            forwarders: self
+                .forwarders
+                .into_iter()
+                .map(|f| f.with_retry_policy(policy))
+                .collect(),
+        }
+    }
+
     /// The forwarders, the main one first.
     pub fn forwarders(&self) -> &[Forwarder] {
         &self.forwarders
