@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn two_keys_of_one_endpoint_ending_alike_are_refused_without_showing_them() {
-        let add = parse(r#"{"https://b.example": ["secretaaaaa", "secretbaaaa"]}"#).unwrap();
+        let add = parse(r#"{"https://b.example": ["secret1aaaaa", "secret2aaaaa"]}"#).unwrap();
         let err = merge(
             "https://api.datadoghq.com",
             "datadoghq.com",

@@ -244,15 +244,16 @@ keys! {
     /// `DD_FORWARDER_STORAGE_PATH`.
     FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
         "forwarder_storage_path", NONE, parse::path,
-        "Sidecar: directory of the on-disk retry storage (one sub-directory per intake, locked by \
-         one process): payloads that failed a first attempt are written there and sent at the next \
+        "Sidecar: directory of the on-disk retry storage (one sub-directory per destination, locked \
+         by one process): payloads that failed a first attempt are written there and sent at the next \
          start after a crash. Used when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0; ignored in \
          Lambda.");
     /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
     FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
         "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
-        "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
-         Agent). Over it the oldest payloads go to the fallback.");
+        "Sidecar: bytes the retry storage may hold, at most 1099511627776, shared evenly by the \
+         destinations; 0 turns it off (as in the Agent). Over it the oldest payloads go to the \
+         fallback.");
 
     // Fallback.
 
