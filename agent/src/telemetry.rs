@@ -141,8 +141,13 @@ pub struct ListenerStats {
     pub bytes: AtomicU64,
     /// Packets dropped, indexed like [`PacketDrop::ALL`].
     pub dropped: [AtomicU64; 3],
-    /// Unix stream connections closed at once because the listener already served its maximum.
+    /// Unix stream connections closed at once: every slot was taken and the peer's user already held
+    /// its share.
     pub connections_refused: AtomicU64,
+    /// Unix stream connections closed to give their slot to another user's new connection.
+    pub connections_evicted: AtomicU64,
+    /// Unix stream connections closed for trickling a frame, or idle while slots were short.
+    pub connections_timed_out: AtomicU64,
     /// Failed `accept` calls of the Unix stream listener (out of file descriptors, typically); new
     /// connections wait in the socket's backlog meanwhile.
     pub accept_errors: AtomicU64,
@@ -234,6 +239,17 @@ pub struct ForwardStats {
     pub storage_errors: AtomicU64,
 }
 
+/// The status endpoint's own connections.
+#[derive(Debug, Default)]
+pub struct StatusServerStats {
+    /// Closed at once: every slot, the reserved one included, was busy.
+    pub refused: AtomicU64,
+    /// Closed by the header or connection timeout.
+    pub timed_out: AtomicU64,
+    /// Closed while waiting for their request headers, to make room for a new connection.
+    pub evicted: AtomicU64,
+}
+
 /// All of offpath's counters; one per process, shared by `Arc`.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -249,6 +265,8 @@ pub struct Telemetry {
     pub forward: ForwardStats,
     /// The ledger per destination, by [`DestinationId`] (dual shipping); see `telemetry/destinations.rs`.
     destinations: Mutex<[Option<Arc<DestinationStats>>; MAX_DESTINATIONS]>,
+    /// The status endpoint's connections.
+    pub status_server: StatusServerStats,
 }
 
 impl Default for Telemetry {
@@ -260,6 +278,7 @@ impl Default for Telemetry {
             points: PointStats::default(),
             forward: ForwardStats::default(),
             destinations: Mutex::new(Default::default()),
+            status_server: StatusServerStats::default(),
         }
     }
 }

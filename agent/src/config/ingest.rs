@@ -15,6 +15,10 @@ pub const MAX_BUFFER_SIZE: usize = 1 << 20;
 /// Largest `DD_DOGSTATSD_QUEUE_SIZE`: 256 Ki packets per aggregate worker (the queue's slots are
 /// allocated at start).
 pub const MAX_QUEUE_SIZE: usize = 1 << 18;
+/// Most packets queued over all aggregate workers, `DD_DOGSTATSD_QUEUE_SIZE` × `OFFPATH_AGGREGATE_WORKERS`
+/// (each worker's queue slots are allocated at start): the largest queue with the sidecar's default
+/// workers (at most 4).
+pub const MAX_QUEUED_PACKETS: usize = 1 << 20;
 /// Largest `DD_DOGSTATSD_SO_RCVBUF`: 1 GiB (the kernel takes a C int, doubled).
 pub const MAX_SO_RCVBUF: usize = 1 << 30;
 /// Most `OFFPATH_RECEIVE_THREADS`.
@@ -57,6 +61,23 @@ impl IngestConfig {
             receive_threads: r.value(&k::RECEIVE_THREADS)?,
         })
     }
+}
+
+/// `DD_DOGSTATSD_QUEUE_SIZE` × `workers` must stay within [`MAX_QUEUED_PACKETS`]: the error names
+/// `DD_DOGSTATSD_QUEUE_SIZE` and the workers it was multiplied by.
+pub(super) fn check_queued_packets(
+    queue_size: NonZeroUsize,
+    workers: NonZeroUsize,
+) -> Result<(), ConfigError> {
+    if queue_size.get().saturating_mul(workers.get()) <= MAX_QUEUED_PACKETS {
+        return Ok(());
+    }
+    Err(ConfigError {
+        key: k::DOGSTATSD_QUEUE_SIZE.key.envs[0],
+        value: format!("{queue_size} (with {workers} OFFPATH_AGGREGATE_WORKERS)"),
+        expected: "at most 1048576 packets queued over all aggregate workers \
+                   (DD_DOGSTATSD_QUEUE_SIZE x OFFPATH_AGGREGATE_WORKERS): lower either",
+    })
 }
 
 /// `DD_DOGSTATSD_PORT`: a port, `0` to disable UDP (`None`), or `__random__` (as in the Agent) for an

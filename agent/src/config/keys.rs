@@ -149,8 +149,8 @@ keys! {
     /// `DD_DOGSTATSD_QUEUE_SIZE`.
     DOGSTATSD_QUEUE_SIZE: NonZeroUsize = Setting::new(&["DD_DOGSTATSD_QUEUE_SIZE"],
         "dogstatsd_queue_size", Value("1024"), ingest::queue_size,
-        "Packets queued between the listeners and each aggregate worker, at most 262144; a full \
-         queue drops and counts.");
+        "Packets queued between the listeners and each aggregate worker, at most 262144 and \
+         1048576 over all the workers (allocated at start); a full queue drops and counts.");
     /// `OFFPATH_RECEIVE_THREADS`.
     RECEIVE_THREADS: usize = Setting::new(&["OFFPATH_RECEIVE_THREADS"], "offpath.receive_threads",
         Value("0"), ingest::receive_threads,

@@ -189,10 +189,13 @@ impl Config {
     /// A [`ConfigError`] naming the first invalid key.
     pub fn load_for(deployment: Deployment, src: &dyn Source) -> Result<Self, ConfigError> {
         let r = Reader::new(src, deployment);
+        let ingest = IngestConfig::load(&r)?;
+        let aggregate = AggregateConfig::load(&r)?;
+        ingest::check_queued_packets(ingest.queue_size, aggregate.workers)?;
         Ok(Self {
             host: HostConfig::load(&r)?,
-            ingest: IngestConfig::load(&r)?,
-            aggregate: AggregateConfig::load(&r)?,
+            ingest,
+            aggregate,
             forward: ForwardConfig::load(&r)?,
             fallback: FallbackConfig::load(&r)?,
             ops: OpsConfig::load(&r)?,

@@ -2,7 +2,7 @@
 
 use super::aggregate::MAX_CONTEXT_LIMIT;
 use super::forward::KNOWN_SITES;
-use super::ingest::{MAX_BUFFER_SIZE, MAX_QUEUE_SIZE};
+use super::ingest::{MAX_BUFFER_SIZE, MAX_QUEUE_SIZE, MAX_QUEUED_PACKETS};
 use super::*;
 use crate::auth::SecretArn;
 use std::collections::HashMap;
@@ -315,6 +315,43 @@ fn sizes_and_counts_are_bounded_with_an_error_naming_the_key() {
     assert_eq!(c.ingest.queue_size.get(), MAX_QUEUE_SIZE);
     assert_eq!(c.ingest.buffer_size.get(), MAX_BUFFER_SIZE);
     assert_eq!(c.aggregate.context_limit.get(), MAX_CONTEXT_LIMIT);
+}
+
+#[test]
+fn the_queues_over_all_workers_are_bounded_with_an_error_naming_the_queue_size() {
+    // The largest queue fits the sidecar's default workers (at most 4) and one Lambda worker.
+    let c = load(&[
+        ("DD_DOGSTATSD_QUEUE_SIZE", "262144"),
+        ("OFFPATH_AGGREGATE_WORKERS", "4"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.ingest.queue_size.get() * c.aggregate.workers.get(),
+        MAX_QUEUED_PACKETS
+    );
+    assert!(load(&[("DD_DOGSTATSD_QUEUE_SIZE", "262144")]).is_ok());
+    for (queue, workers) in [("262144", "5"), ("262144", "64"), ("16385", "64")] {
+        let e = load(&[
+            ("DD_DOGSTATSD_QUEUE_SIZE", queue),
+            ("OFFPATH_AGGREGATE_WORKERS", workers),
+        ])
+        .unwrap_err();
+        assert_eq!(e.key, "DD_DOGSTATSD_QUEUE_SIZE", "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("1048576")
+                && msg.contains("OFFPATH_AGGREGATE_WORKERS")
+                && msg.contains(workers),
+            "{msg}"
+        );
+    }
+    assert!(
+        load(&[
+            ("DD_DOGSTATSD_QUEUE_SIZE", "16384"),
+            ("OFFPATH_AGGREGATE_WORKERS", "64"),
+        ])
+        .is_ok()
+    );
 }
 
 #[test]

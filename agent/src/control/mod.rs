@@ -1,6 +1,7 @@
 //! How the process is controlled and observed: the shutdown signals, and the local `/health` and
 //! `/status` endpoint ([`status`]).
 
+mod server;
 pub mod status;
 
 pub use status::unix_now;

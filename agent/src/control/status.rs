@@ -7,11 +7,10 @@
 //!   self-telemetry ([`crate::telemetry::prometheus`]).
 //!
 //! The pipeline owns a shared `Health` and updates it; `serve` takes an already-bound listener
-//! and a shutdown future. Connections are bounded and short (one request each, header timeout).
+//! and a shutdown future. Connections are bounded, short and fair (one request each, short header
+//! timeout, a slot reserved for `/health`): see [`super::server`].
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
@@ -21,21 +20,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::dogstatsd::ParseError;
 use crate::telemetry::{DestinationStatus, PacketDrop, PointDrop, Telemetry};
 
-/// Connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 16;
-/// Time a client has to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on one connection's life.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use super::server::serve;
 
 /// A write to a fallback sink waiting longer than this makes `/health` unhealthy.
 pub const STALL_LIMIT: Duration = Duration::from_secs(5);
@@ -184,8 +174,13 @@ pub struct ListenerStatus {
     pub bytes: u64,
     /// Packets dropped, by reason (`queue_full`, `truncated`, `oversize_frame`).
     pub dropped: BTreeMap<&'static str, u64>,
-    /// Unix stream connections closed at once: the listener already served its maximum.
+    /// Unix stream connections closed at once: every slot was taken and the peer's user already held
+    /// its share.
     pub connections_refused: u64,
+    /// Unix stream connections closed to give their slot to another user's new connection.
+    pub connections_evicted: u64,
+    /// Unix stream connections closed for trickling a frame (10 s) or idling while slots were short.
+    pub connections_timed_out: u64,
     /// Failed `accept` calls of the Unix stream listener (out of file descriptors, typically).
     pub accept_errors: u64,
 }
@@ -246,6 +241,18 @@ pub struct ForwardStatus {
     pub storage_errors: u64,
 }
 
+/// The status endpoint's own connections ([`super::server`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusServerStatus {
+    /// Closed at once: every slot, the reserved one included, was busy answering.
+    pub refused: u64,
+    /// Closed for sending no whole request within the header timeout, or outliving the connection
+    /// timeout.
+    pub timed_out: u64,
+    /// Closed while still waiting for their request headers, to give their slot to a new connection.
+    pub evicted: u64,
+}
+
 /// `/health` as seen by `/status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthStatus {
@@ -286,6 +293,8 @@ pub struct Status {
     pub forward: ForwardStatus,
     /// Each destination's ledger and delivery state (dual shipping), the main one first.
     pub destinations: Vec<DestinationStatus>,
+    /// The status endpoint's refused, timed-out and evicted connections.
+    pub status_server: StatusServerStatus,
 }
 
 /// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
@@ -315,6 +324,8 @@ impl Status {
                             .map(|r| (r.as_str(), l.dropped[*r as usize].load(Relaxed)))
                             .collect(),
                         connections_refused: l.connections_refused.load(Relaxed),
+                        connections_evicted: l.connections_evicted.load(Relaxed),
+                        connections_timed_out: l.connections_timed_out.load(Relaxed),
                         accept_errors: l.accept_errors.load(Relaxed),
                     })
                     .collect()
@@ -383,6 +394,11 @@ impl Status {
                 .iter()
                 .map(|r| DestinationStatus::of(r))
                 .collect(),
+            status_server: StatusServerStatus {
+                refused: t.status_server.refused.load(Relaxed),
+                timed_out: t.status_server.timed_out.load(Relaxed),
+                evicted: t.status_server.evicted.load(Relaxed),
+            },
         }
     }
 }
@@ -394,60 +410,16 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Serve `/health` and `/status` on `listener` until `shutdown` completes.
-///
-/// # Errors
-/// Never in practice: accept errors (e.g. too many open files) are logged and serving continues.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    telemetry: Arc<Telemetry>,
-    health: Arc<Health>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "status endpoint: accept failed");
-                    // Back off so that a persistent error (EMFILE) does not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::debug!(%peer, "status endpoint: too many connections, closing");
-            continue;
-        };
-        let telemetry = Arc::clone(&telemetry);
-        let health = Arc::clone(&health);
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &telemetry, &health, unix_now());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                tracing::debug!(error = %e, %peer, "status endpoint: connection error");
-            }
-            drop(permit);
-        });
-    }
-    connections.shutdown().await;
-    Ok(())
+/// `503 busy` for a request other than `/health` in the slot reserved for it.
+pub(super) fn busy() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy: every status connection slot is taken; only /health is answered now\n",
+    )
 }
 
-fn respond(
+/// The answer to one request.
+pub(super) fn respond(
     req: &Request<Incoming>,
     telemetry: &Telemetry,
     health: &Health,
@@ -521,6 +493,7 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
     use tokio::sync::oneshot;
 
     struct Server {

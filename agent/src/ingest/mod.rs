@@ -49,6 +49,7 @@
 //!   `Sender` of the queue is dropped and the consumer sees the queue close after the last packet.
 
 mod datagram;
+mod fair;
 mod frame;
 mod packet;
 mod route;

@@ -3,8 +3,13 @@
 //! Framing (as the Agent, `docs/protocols.md`, "Transports and framing"): each frame is a `u32` little-endian payload length then
 //! the payload. A frame longer than `DD_DOGSTATSD_BUFFER_SIZE` closes its connection and is counted
 //! as [`PacketDrop::OversizeFrame`](crate::telemetry::PacketDrop::OversizeFrame); other connections
-//! are unaffected. At most [`MAX_CONNECTIONS`] connections are served at once; one more is accepted and
-//! closed at once, and counted in `ListenerStats::connections_refused`.
+//! are unaffected. At most [`MAX_CONNECTIONS`] connections are served at once, shared fairly between the
+//! local users that connect ([`fair`](super::fair)): when every slot is taken, a new connection from a
+//! uid holding fewer than another takes the slot of that uid's longest idle connection (counted in
+//! `ListenerStats::connections_evicted`); otherwise it is accepted and closed at once (counted in
+//! `connections_refused`). A frame trickled for longer than 10 s, or a connection silent for 60 s while
+//! slots are short, is closed (`connections_timed_out`). Every connection gets one read per round and
+//! the listening socket is served every round, so no client starves another or the accept.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -13,11 +18,16 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::READ_TIMEOUT;
+use super::fair::{self, Admit, Expiry, Meta, UNKNOWN_UID};
 use super::frame::FrameDecoder;
 use super::packet::Sink;
 
 /// Connections served at once by one Unix stream listener.
 pub const MAX_CONNECTIONS: usize = 128;
+
+/// Connections accepted (or refused) per round at most: a client connecting in a loop cannot keep the
+/// listener from reading the connections it serves; the rest wait in the backlog for the next round.
+const ACCEPTS_PER_ROUND: usize = 2 * MAX_CONNECTIONS;
 
 /// Reads per connection when draining at stop (each up to one buffer), so a client that keeps
 /// writing cannot hold shutdown.
@@ -34,22 +44,25 @@ enum Read1 {
     Closed,
 }
 
-/// One client connection and its frame decoder (which holds the bytes not yet forming a frame).
+/// One client connection, its frame decoder (which holds the bytes not yet forming a frame) and what
+/// fairness needs to know of it.
 struct Conn {
     stream: UnixStream,
     frames: FrameDecoder,
+    meta: Meta,
 }
 
 impl Conn {
-    fn new(stream: UnixStream, frame_max: usize) -> Conn {
+    fn new(stream: UnixStream, frame_max: usize, meta: Meta) -> Conn {
         Conn {
             stream,
             frames: FrameDecoder::new(frame_max),
+            meta,
         }
     }
 
     /// One `read` straight into the decoder's free space, then hand over every whole frame.
-    fn read_once(&mut self, sink: &mut Sink) -> Read1 {
+    fn read_once(&mut self, sink: &mut Sink, now: Instant) -> Read1 {
         let free = self.frames.spare();
         if free.is_empty() {
             return Read1::Closed;
@@ -66,11 +79,10 @@ impl Conn {
             }
             Ok(n) => {
                 self.frames.filled(n);
-                if hand_over(&mut self.frames, sink) {
-                    Read1::Data
-                } else {
-                    Read1::Closed
-                }
+                let (keep, completed) = hand_over(&mut self.frames, sink);
+                self.meta
+                    .data(now, completed > 0, self.frames.buffered() > 0);
+                if keep { Read1::Data } else { Read1::Closed }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read1::Idle,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Read1::Data,
@@ -82,9 +94,9 @@ impl Conn {
     }
 }
 
-/// Hand every whole frame to `sink`, counting frames and bytes. Returns false (close the connection)
-/// on a frame longer than the buffer size, counted as `oversize_frame`.
-fn hand_over(frames: &mut FrameDecoder, sink: &mut Sink) -> bool {
+/// Hand every whole frame to `sink`, counting frames and bytes. Returns whether to keep the connection
+/// (false on a frame longer than the buffer size, counted as `oversize_frame`) and the frames taken.
+fn hand_over(frames: &mut FrameDecoder, sink: &mut Sink) -> (bool, u64) {
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut keep = true;
     while let Some(next) = frames.next_frame() {
@@ -105,7 +117,7 @@ fn hand_over(frames: &mut FrameDecoder, sink: &mut Sink) -> bool {
         }
     }
     sink.received(count, bytes);
-    keep
+    (keep, count)
 }
 
 /// When the listening socket is watched again after `accept` failed: an exponential backoff from
@@ -171,6 +183,7 @@ pub(crate) fn run(listener: UnixListener, mut sink: Sink, stop: &AtomicBool) {
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n <= 0 {
             let e = io::Error::last_os_error();
+            expire(&mut conns, &mut sink, Instant::now());
             if n < 0 && e.kind() != io::ErrorKind::Interrupted {
                 errors += 1;
                 if errors == 1 || errors.is_power_of_two() {
@@ -179,31 +192,69 @@ pub(crate) fn run(listener: UnixListener, mut sink: Sink, stop: &AtomicBool) {
             }
             continue;
         }
+        let now = Instant::now();
         // Back to front: `swap_remove(i)` moves an already served connection into slot i.
         for i in (0..conns.len()).rev() {
             let ready = fds.get(i + 1).is_some_and(|p| p.revents != 0);
-            if ready && conns.get_mut(i).map(|c| c.read_once(&mut sink)) == Some(Read1::Closed) {
+            if ready && conns.get_mut(i).map(|c| c.read_once(&mut sink, now)) == Some(Read1::Closed)
+            {
                 conns.swap_remove(i);
             }
         }
         sink.commit();
+        expire(&mut conns, &mut sink, Instant::now());
         if fds.first().is_some_and(|p| p.revents != 0) {
-            match accept(&listener, &mut conns, &sink, frame_max) {
+            match accept(&listener, &mut conns, &mut sink, frame_max) {
                 Ok(0) => {}
                 Ok(_) => backoff.accepted(),
                 Err(e) => accept_failed(&e, &mut backoff, &sink),
             }
         }
     }
-    let _ = accept(&listener, &mut conns, &sink, frame_max);
+    let _ = accept(&listener, &mut conns, &mut sink, frame_max);
     for conn in &mut conns {
-        for _ in 0..DRAIN_READS {
-            if conn.read_once(&mut sink) != Read1::Data {
-                break;
-            }
-        }
+        drain(conn, &mut sink);
     }
     sink.commit();
+}
+
+/// Read what `conn` already holds without waiting (at most `DRAIN_READS` reads) and hand it over.
+fn drain(conn: &mut Conn, sink: &mut Sink) {
+    for _ in 0..DRAIN_READS {
+        if conn.read_once(sink, Instant::now()) != Read1::Data {
+            break;
+        }
+    }
+}
+
+/// Close the connections that trickle a frame, or sit idle while slots are short ([`fair::expired`]).
+fn expire(conns: &mut Vec<Conn>, sink: &mut Sink, now: Instant) {
+    let crowded = conns.len() > MAX_CONNECTIONS / 2;
+    for i in (0..conns.len()).rev() {
+        let Some(why) = conns
+            .get(i)
+            .and_then(|c| fair::expired(&c.meta, now, crowded))
+        else {
+            continue;
+        };
+        let mut conn = conns.swap_remove(i);
+        if why == Expiry::Idle {
+            drain(&mut conn, sink);
+        }
+        let uid = conn.meta.uid;
+        let n = sink.stats().connections_timed_out.fetch_add(1, Relaxed) + 1;
+        if n.is_power_of_two() {
+            let what = match why {
+                Expiry::SlowFrame => "a frame did not arrive whole within 10 s",
+                Expiry::Idle => "idle for 60 s while connection slots are short",
+            };
+            tracing::warn!(
+                uid,
+                timed_out = n,
+                "closing a Unix stream connection: {what}"
+            );
+        }
+    }
 }
 
 /// Count a failed `accept`, rest the listening socket, and log the 1st, 2nd, 4th, 8th… failure.
@@ -229,35 +280,59 @@ fn pollfd(fd: libc::c_int) -> libc::pollfd {
     }
 }
 
-/// Accept every pending connection; past [`MAX_CONNECTIONS`], close and count them. Returns how many
-/// were accepted (refused ones included), or the error that stopped it.
+/// Accept the pending connections (at most [`ACCEPTS_PER_ROUND`]); past [`MAX_CONNECTIONS`], give each
+/// the slot of another uid's connection when that is fair ([`fair::admit`]), else close it; both
+/// counted. Returns how many were accepted (refused ones included), or the error that stopped it.
 fn accept(
     listener: &UnixListener,
     conns: &mut Vec<Conn>,
-    sink: &Sink,
+    sink: &mut Sink,
     frame_max: usize,
 ) -> io::Result<usize> {
     let mut accepted = 0;
-    loop {
+    while accepted < ACCEPTS_PER_ROUND {
         match listener.accept() {
             Ok((stream, _)) => {
                 accepted += 1;
-                if conns.len() >= MAX_CONNECTIONS {
-                    let refused = sink.stats().connections_refused.fetch_add(1, Relaxed);
-                    if refused == 0 || (refused + 1).is_power_of_two() {
-                        tracing::warn!(
-                            max = MAX_CONNECTIONS,
-                            refused = refused + 1,
-                            "too many Unix stream connections; closing new ones"
-                        );
+                let uid = peer_uid(&stream).unwrap_or(UNKNOWN_UID);
+                let metas: Vec<Meta> = conns.iter().map(|c| c.meta).collect();
+                match fair::admit(&metas, uid, MAX_CONNECTIONS) {
+                    Admit::Accept => {}
+                    Admit::Evict(i) => {
+                        // What it already sent is read first: only the slot is taken from it.
+                        let mut old = conns.swap_remove(i);
+                        drain(&mut old, sink);
+                        let old = old.meta.uid;
+                        let n = sink.stats().connections_evicted.fetch_add(1, Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            tracing::warn!(
+                                max = MAX_CONNECTIONS,
+                                uid,
+                                evicted_uid = old,
+                                evicted = n,
+                                "every Unix stream connection slot is taken: closing the longest \
+                                 idle connection of the user holding the most for a new user's"
+                            );
+                        }
                     }
-                    continue;
+                    Admit::Refuse => {
+                        let refused = sink.stats().connections_refused.fetch_add(1, Relaxed);
+                        if refused == 0 || (refused + 1).is_power_of_two() {
+                            tracing::warn!(
+                                max = MAX_CONNECTIONS,
+                                uid,
+                                refused = refused + 1,
+                                "too many Unix stream connections for this user's share; closing new ones"
+                            );
+                        }
+                        continue;
+                    }
                 }
                 if let Err(e) = stream.set_nonblocking(true) {
                     tracing::debug!(error = %e, "cannot make a Unix stream connection non-blocking");
                     continue;
                 }
-                conns.push(Conn::new(stream, frame_max));
+                conns.push(Conn::new(stream, frame_max, Meta::new(uid, Instant::now())));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // The client gave up before it was accepted.
@@ -266,6 +341,35 @@ fn accept(
             Err(e) => return Err(e),
         }
     }
+    Ok(accepted)
+}
+
+/// The uid of the process that connected (`SO_PEERCRED`, taken at `connect`).
+#[cfg(target_os = "linux")]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `stream` is an open Unix socket; `cred` and `len` outlive the call and `len` is the
+    // exact size of `cred`, which the kernel fills.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_uid(_stream: &UnixStream) -> Option<u32> {
+    None
 }
 
 #[cfg(test)]

@@ -96,15 +96,17 @@ impl fmt::Debug for Secret {
 fn redact(text: &str, secret: &str) -> String {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(secret) {
-        let (before, after) = (&rest[..at], &rest[at + secret.len()..]);
-        let bounded = !before.ends_with(is_word) && !after.starts_with(is_word);
-        out.push_str(before);
+    // Everything before `from` is in `out`; matches are looked for from `from` on, and their
+    // neighbours read in the whole text (a match right after an unredacted one is inside a word).
+    let mut from = 0;
+    while let Some(at) = text[from..].find(secret).map(|i| from + i) {
+        let end = at + secret.len();
+        let bounded = !text[..at].ends_with(is_word) && !text[end..].starts_with(is_word);
+        out.push_str(&text[from..at]);
         out.push_str(if bounded { "<redacted>" } else { secret });
-        rest = after;
+        from = end;
     }
-    out.push_str(rest);
+    out.push_str(&text[from..]);
     out
 }
 

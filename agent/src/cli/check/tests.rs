@@ -59,6 +59,50 @@ async fn a_valid_key_passes_every_check() {
     assert!(!format!("{report:?}").contains(KEY));
 }
 
+#[test]
+fn the_key_is_redacted_as_a_whole_token_never_inside_a_word() {
+    assert_eq!(
+        redact("OFFPATH_FALLBACK_LOG_GROUP=K (key K, OK, K-9, KK)", "K"),
+        "OFFPATH_FALLBACK_LOG_GROUP=<redacted> (key <redacted>, OK, K-9, KK)"
+    );
+    assert_eq!(redact(KEY, KEY), "<redacted>");
+    assert_eq!(
+        redact(&format!("DD-API-KEY: {KEY}."), KEY),
+        "DD-API-KEY: <redacted>."
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_intake_is_a_warning_naming_the_key_and_a_one_letter_key_mangles_nothing() {
+    let addr = fake_server(intake).await;
+    let c = config(&[
+        ("DD_API_KEY", "K".into()),
+        ("DD_DD_URL", format!("http://{addr}")),
+    ]);
+    let report = check_config(&c, "test", &[]).await;
+    let warning = report
+        .lines
+        .iter()
+        .find(|l| l.outcome == Outcome::Warn && l.detail.contains("plain http://"))
+        .unwrap_or_else(|| panic!("no plain-http warning in:\n{report}"));
+    assert!(warning.detail.contains("DD_DD_URL"), "{report}");
+    let text = report.to_string();
+    assert!(text.contains("DD_API_KEY"), "{text}");
+    assert!(
+        !text.contains("<redacted>_") && !text.contains("_<redacted>"),
+        "{text}"
+    );
+    let https = config(&[
+        ("DD_API_KEY", KEY.into()),
+        ("DD_DD_URL", "https://127.0.0.1:1".into()),
+    ]);
+    assert!(
+        https.warnings().iter().all(|w| !w.contains("http://")),
+        "{:?}",
+        https.warnings()
+    );
+}
+
 #[tokio::test]
 async fn a_rejected_key_fails_and_names_dd_api_key_without_printing_it() {
     let addr = fake_server(intake).await;
