@@ -399,6 +399,35 @@ mod tests {
     }
 
     #[test]
+    fn a_client_connecting_in_a_loop_cannot_hold_the_listener_in_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, _rx) = crossbeam_channel::bounded(4);
+        let stats = std::sync::Arc::new(crate::telemetry::ListenerStats::default());
+        let pool = super::super::packet::Pool::new(64, 4);
+        let mut sink = Sink::new(vec![tx], pool, std::sync::Arc::clone(&stats));
+        let pending = ACCEPTS_PER_ROUND + 10;
+        let clients: Vec<UnixStream> = (0..pending)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let mut conns = Vec::new();
+        // One round takes at most its share, the next one the rest.
+        assert_eq!(
+            accept(&listener, &mut conns, &mut sink, 64).unwrap(),
+            ACCEPTS_PER_ROUND
+        );
+        assert_eq!(accept(&listener, &mut conns, &mut sink, 64).unwrap(), 10);
+        assert_eq!(conns.len(), MAX_CONNECTIONS);
+        assert_eq!(
+            stats.connections_refused.load(Relaxed),
+            (pending - MAX_CONNECTIONS) as u64
+        );
+        drop(clients);
+    }
+
+    #[test]
     fn the_backoff_stays_capped_after_very_many_failures() {
         let t0 = Instant::now();
         let mut b = AcceptBackoff::default();
