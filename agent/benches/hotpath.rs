@@ -1,8 +1,9 @@
 //! The parse + aggregate hot path of one worker, for instruction counts and quick timings.
 //!
-//! `cargo bench -p offpath --bench hotpath -- [contexts] [passes] [uniform|hot]` (defaults 10000, 20,
-//! uniform) inserts 100,000 lines as 8 KiB packets once (making the contexts), then `passes` more times
-//! in [`measured`], and prints the best pass in lines per second of thread CPU time. For instruction counts
+//! `cargo bench -p offpath --bench hotpath -- [contexts] [passes] [uniform|hot] [stats-on|stats-off]`
+//! (defaults 10000, 20, uniform, stats-on: the cardinality view as shipped, `OFFPATH_CONTEXT_STATS`)
+//! inserts 100,000 lines as 8 KiB packets once (making the contexts), then `passes` more times in
+//! [`measured`], and prints the best pass in lines per second of thread CPU time. For instruction counts
 //! per line, run the built binary under callgrind with collection on in `measured` only:
 //!
 //! ```sh
@@ -23,7 +24,7 @@ use offpath::telemetry::Telemetry;
 const T0: i64 = 1_700_000_000;
 const LINES: usize = 100_000;
 
-fn config() -> AggregateConfig {
+fn config(context_stats: bool) -> AggregateConfig {
     AggregateConfig {
         namespace: String::new(),
         tags: vec!["env:prod".into(), "service:checkout".into()],
@@ -40,6 +41,7 @@ fn config() -> AggregateConfig {
         filter: offpath::enrich::FilterConfig::default(),
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
+        context_stats,
     }
 }
 
@@ -120,6 +122,7 @@ fn main() {
     let contexts: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let passes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let hot = args.get(2).is_some_and(|a| a == "hot");
+    let stats = args.get(3).is_none_or(|a| a != "stats-off");
     let lines: Vec<String> = (0..LINES)
         .map(|n| match hot {
             true => hot_line(n, contexts),
@@ -127,7 +130,7 @@ fn main() {
         })
         .collect();
     let datagrams = packets(&lines);
-    let mut agg = Aggregator::new(&config(), Arc::new(Telemetry::default()));
+    let mut agg = Aggregator::new(&config(stats), Arc::new(Telemetry::default()));
     // Make every context first; the passes then find them (a bucket sees every pass: same `now`).
     warm_up(&mut agg, &datagrams);
     let mut best = Duration::MAX;
@@ -137,10 +140,11 @@ fn main() {
         best = best.min(cpu_time() - start);
     }
     println!(
-        "hotpath: {} {contexts} contexts ({} live), {passes} passes of {LINES} lines: best {:.2} M lines/s \
+        "hotpath: {} {contexts} contexts ({} live, context stats {}), {passes} passes of {LINES} lines: best {:.2} M lines/s \
          ({:.0} ns/line)",
         if hot { "hot" } else { "uniform" },
         agg.context_count(),
+        if stats { "on" } else { "off" },
         LINES as f64 / best.as_secs_f64() / 1e6,
         best.as_secs_f64() * 1e9 / LINES as f64
     );

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
                     .clamp(0, 255) as u8,
             )
         }),
+        Command::Stats(args) => cli::runtime().map(|rt| {
+            ExitCode::from(rt.block_on(cli::stats::stats_command(&args)).clamp(0, 255) as u8)
+        }),
         Command::Replay(args) => cli::replay::replay(&args),
         Command::ConfigTable => {
             print!("{}", offpath::config::markdown_table());

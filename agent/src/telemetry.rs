@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::dogstatsd::ParseError;
 
+pub mod contexts;
 mod destinations;
 pub mod prometheus;
 mod self_metrics;
@@ -267,6 +268,8 @@ pub struct Telemetry {
     destinations: Mutex<[Option<Arc<DestinationStats>>; MAX_DESTINATIONS]>,
     /// The status endpoint's connections.
     pub status_server: StatusServerStats,
+    /// The cardinality view the aggregate workers publish (`/status/contexts`).
+    pub contexts: contexts::ContextBoard,
 }
 
 impl Default for Telemetry {
@@ -279,6 +282,7 @@ impl Default for Telemetry {
             forward: ForwardStats::default(),
             destinations: Mutex::new(Default::default()),
             status_server: StatusServerStats::default(),
+            contexts: contexts::ContextBoard::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::bucket::{
     BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
 };
+use super::cardinality::NameStats;
 use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
@@ -121,6 +122,8 @@ pub struct Aggregator {
     own_names: Vec<String>,
     /// The mapper and the blocklist (`AggregateConfig::filter`); `None` when neither is configured.
     filter: Option<Box<Filter>>,
+    /// Per-name counts for the cardinality view (`AggregateConfig::context_stats`).
+    names: Option<Box<NameStats>>,
 }
 
 /// A distribution value produced inside the process rather than received over DogStatsD (the Lambda
@@ -173,6 +176,9 @@ impl Aggregator {
                 );
             });
         }
+        let names = cfg
+            .context_stats
+            .then(|| Box::new(NameStats::new(&telemetry.contexts, cfg.context_limit.get())));
         Self {
             global_tags,
             global_hashes,
@@ -185,6 +191,7 @@ impl Aggregator {
             telemetry,
             own_names: cfg.own_names.clone(),
             filter: Filter::new(&cfg.filter, &cfg.namespace),
+            names,
         }
     }
 
@@ -244,10 +251,14 @@ impl Aggregator {
             ..Flush::default()
         };
         let (globals, hostname, shape) = (&self.global_tags, self.host.hostname(), &self.shape);
+        let names = &mut self.names;
         self.contexts.retain(|ctx| {
             if ctx.has_due(now, final_flush) {
                 let id = identity(ctx, globals, hostname);
                 let due = ctx.take_due(now, final_flush);
+                if let Some(n) = names.as_deref_mut() {
+                    n.flushed(ctx.name(), due.iter().map(|b| u64::from(b.samples)).sum());
+                }
                 emit(
                     ctx.class,
                     id,
@@ -257,8 +268,16 @@ impl Aggregator {
                     &mut flush.sketches,
                 );
             }
-            !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now
+            let keep =
+                !ctx.is_empty() || ctx.last_bucket() + BUCKET_SECS + CONTEXT_EXPIRY_SECS > now;
+            if !keep && let Some(n) = names.as_deref_mut() {
+                n.removed(ctx.name());
+            }
+            keep
         });
+        if let Some(n) = self.names.as_deref_mut() {
+            n.publish(&self.telemetry.contexts, self.contexts.len(), now);
+        }
         flush
     }
 
@@ -371,10 +390,19 @@ impl Aggregator {
         let mut key = self.line_key(class, name, line_tags);
         key.prefixed &= !own;
         let now_bucket = bucket_start(now);
+        let before = self.contexts.len();
         let ctx = match self.contexts.get_or_insert(&key, now_bucket) {
             Ok(ctx) => ctx,
             Err(Refused::Limit) => {
                 tally.drop_points(PointDrop::ContextLimit, finite);
+                if let Some(names) = self.names.as_deref_mut() {
+                    let prefix = if key.prefixed {
+                        self.contexts.namespace()
+                    } else {
+                        ""
+                    };
+                    names.dropped(prefix, key.name, finite, self.contexts.len());
+                }
                 return;
             }
             Err(Refused::TooLong) => {
@@ -417,6 +445,17 @@ impl Aggregator {
         bucket.count(kept);
         if kept < finite {
             tally.drop_points(PointDrop::AggregateLimit, finite - kept);
+        }
+        // The cardinality view counts contexts as they are made (the table grew), not lines.
+        if let Some(names) = self.names.as_deref_mut()
+            && self.contexts.len() != before
+        {
+            let prefix = if key.prefixed {
+                self.contexts.namespace()
+            } else {
+                ""
+            };
+            names.added(prefix, key.name);
         }
     }
 

@@ -30,6 +30,7 @@
 
 mod aggregator;
 mod bucket;
+mod cardinality;
 mod class;
 mod context;
 pub mod sketch;

@@ -32,6 +32,7 @@ fn config() -> AggregateConfig {
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
         filter: crate::enrich::FilterConfig::default(),
+        context_stats: false,
     }
 }
 
@@ -900,4 +901,50 @@ mod worker {
         assert_eq!(lost, 3);
         drop(packets);
     }
+}
+
+#[test]
+fn the_cardinality_view_counts_contexts_points_and_limit_drops_per_shipped_name() {
+    let mut h = Harness::new(AggregateConfig {
+        namespace: "app.".to_owned(),
+        context_limit: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+        context_stats: true,
+        ..config()
+    });
+    h.send(
+        &[
+            "req:1|c|#id:1",
+            "req:1|c|#id:2",
+            "req:1|c|#id:3",
+            "req:1|c|#id:3",
+            "depth:5|g",
+            "late:1|c|#id:1",
+            "late:1|c|#id:2|@0.5",
+        ],
+        T0,
+    );
+    let telemetry = Arc::clone(&h.telemetry);
+    let board = &telemetry.contexts;
+    assert_eq!(board.view(10).live, 0, "published at flush only");
+    h.flush(T0 + 10, false);
+    let v = board.view(10);
+    assert_eq!((v.limit, v.live), (4, 4));
+    let rows: Vec<(&str, u64, f64, u64)> = v
+        .metrics
+        .iter()
+        .map(|r| (r.name.as_str(), r.contexts, r.points_per_second, r.dropped))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("app.req", 3, 0.4, 0),
+            ("app.depth", 1, 0.1, 0),
+            ("app.late", 0, 0.0, 2)
+        ]
+    );
+    assert_eq!(board.view(1).metrics.len(), 1, "top");
+    // No more lines: the contexts expire, and their names with them.
+    h.flush(T0 + 60, false);
+    let v = board.view(10);
+    assert_eq!((v.live, v.metrics.len()), (0, 0), "{v:?}");
 }

@@ -82,6 +82,9 @@ pub enum Command {
     /// Ask a running offpath for GET /health on its status address; exit 0 when healthy.
     /// Meant for container health checks (the image has no curl).
     Health(HealthArgs),
+    /// Show the cardinality view of a running offpath (GET /status/contexts): live contexts against
+    /// DD_AGGREGATE_CONTEXT_LIMIT, and per metric name its contexts, points/s and drops.
+    Stats(StatsArgs),
     /// Print every configuration key (environment variable, YAML key, default, meaning) as the
     /// markdown table the README carries.
     ConfigTable,
@@ -152,6 +155,35 @@ pub struct HealthArgs {
     /// the background and wait until it listens.
     #[arg(long, value_name = "SECONDS")]
     pub wait: Option<u64>,
+    /// YAML configuration file, to read the status address from.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `offpath stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StatsArgs {
+    /// Status address to query (default: OFFPATH_STATUS_ADDR from the configuration, 127.0.0.1:8126).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Metric names shown, largest first (at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub top: u16,
+    /// Print the JSON of /status/contexts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw the table every --interval seconds, like top (Ctrl-C quits).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between redraws with --watch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub interval: u64,
+    /// With --watch, stop after this many redraws.
+    #[arg(long, value_name = "N", hide = true)]
+    pub count: Option<u64>,
+    /// Seconds to wait for each answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    pub timeout: u64,
     /// YAML configuration file, to read the status address from.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,

@@ -6,6 +6,7 @@
 //!                                                                     ├─> check    configuration and connectivity
 //!                                                                     ├─> replay   fallback records back to Datadog
 //!                                                                     ├─> health   ask a running offpath for /health
+//!                                                                     ├─> stats    the cardinality view of a running offpath
 //!                                                                     └─> config-table
 //! ```
 
@@ -14,6 +15,7 @@ pub(crate) mod check;
 pub(crate) mod health;
 pub(crate) mod replay;
 pub(crate) mod run;
+pub(crate) mod stats;
 #[cfg(test)]
 mod test_server;
 

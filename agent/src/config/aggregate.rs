@@ -81,6 +81,8 @@ pub struct AggregateConfig {
     pub own_names: Vec<String>,
     /// The mapper and the blocklist, applied to every received metric line.
     pub filter: FilterConfig,
+    /// Per-name counts for the cardinality view (`OFFPATH_CONTEXT_STATS`, true).
+    pub context_stats: bool,
 }
 
 impl AggregateConfig {
@@ -118,6 +120,7 @@ impl AggregateConfig {
             },
             own_names: Vec::new(),
             filter: super::filter::load(r)?,
+            context_stats: r.value(&k::CONTEXT_STATS)?,
         })
     }
 }

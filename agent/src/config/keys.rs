@@ -217,6 +217,12 @@ keys! {
     AGGREGATE_CONTEXT_LIMIT: NonZeroUsize = Setting::new(&["DD_AGGREGATE_CONTEXT_LIMIT"],
         "aggregate_context_limit", Value("100000"), aggregate::context_limit,
         "Live contexts, at most 10000000; new contexts over the limit are dropped and counted.");
+    /// `OFFPATH_CONTEXT_STATS`.
+    CONTEXT_STATS: bool = Setting::new(&["OFFPATH_CONTEXT_STATS"], "offpath.context_stats",
+        Value("true"), parse::boolean,
+        "Keep live contexts, points/s and context-limit drops per metric name for \
+         /status/contexts and offpath stats (counted when a context is made or forgotten and at \
+         flush), and warn when one name holds over a quarter of DD_AGGREGATE_CONTEXT_LIMIT.");
     /// `OFFPATH_AGGREGATE_WORKERS`.
     AGGREGATE_WORKERS: usize = Setting::new(&["OFFPATH_AGGREGATE_WORKERS"],
         "offpath.aggregate_workers", ByDeployment { sidecar: "0", lambda: "1" }, aggregate::workers,

@@ -426,10 +426,13 @@ pub(super) fn respond(
     now: i64,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/health" | "/status" | "/metrics") {
+    if !matches!(
+        path,
+        "/health" | "/status" | "/status/contexts" | "/metrics"
+    ) {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: try /health, /status or /metrics\n",
+            "not found: try /health, /status, /status/contexts or /metrics\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -452,8 +455,35 @@ pub(super) fn respond(
             Bytes::from(body),
         );
     }
-    let status = Status::snapshot(telemetry, health, now);
-    match serde_json::to_vec_pretty(&status) {
+    if path == "/status/contexts" {
+        return match top_param(req.uri().query()) {
+            Some(top) => json(&telemetry.contexts.view(top)),
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "top must be a number of metric names, at most 1000\n",
+            ),
+        };
+    }
+    json(&Status::snapshot(telemetry, health, now))
+}
+
+/// `?top=N` of `/status/contexts` (20 when absent); `None` when it is not a number up to 1000.
+fn top_param(query: Option<&str>) -> Option<usize> {
+    let top = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("top="));
+    match top {
+        None => Some(20),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= crate::telemetry::contexts::PUBLISHED_NAMES),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
             build(StatusCode::OK, "application/json", Bytes::from(body))
@@ -667,6 +697,38 @@ mod tests {
             body.contains("offpath_points_received_total 12\n"),
             "{body}"
         );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn status_contexts_answers_the_cardinality_view_in_the_documented_shape() {
+        use crate::telemetry::contexts::NameRow;
+        let t = Arc::new(Telemetry::default());
+        let slot = t.contexts.register(1000);
+        let row = |name: &str, contexts, points_per_second, dropped| NameRow {
+            name: name.into(),
+            contexts,
+            points_per_second,
+            dropped,
+        };
+        let rows = vec![row("small", 2, 0.0, 0), row("big", 5, 1.5, 3)];
+        t.contexts.publish(slot, 7, rows, 0);
+        let server = Server::start(t, healthy()).await;
+        let (code, body) = request(server.addr, "GET", "/status/contexts?top=1").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"limit": 1000, "live": 7, "metrics": [
+                {"name": "big", "contexts": 5, "points_per_second": 1.5, "dropped": 3}]})
+        );
+        let (_, body) = request(server.addr, "GET", "/status/contexts").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["metrics"][1]["name"], "small", "largest first: {v}");
+        for bad in ["top=x", "top=1001", "top=-1"] {
+            let path = format!("/status/contexts?{bad}");
+            assert_eq!(request(server.addr, "GET", &path).await.0, 400, "{bad}");
+        }
         server.stop().await;
     }
 

@@ -40,6 +40,7 @@ fn config(context_limit: usize) -> AggregateConfig {
         workers: NonZeroUsize::MIN,
         own_names: Vec::new(),
         filter: crate::enrich::FilterConfig::default(),
+        context_stats: false,
     }
 }
 
