@@ -20,6 +20,7 @@ pub mod auth;
 mod backoff;
 pub mod config;
 pub mod control;
+pub mod destination;
 pub mod dogstatsd;
 pub mod encode;
 pub mod enrich;

@@ -17,6 +17,7 @@
 //! credentials), so no stage asks where it runs. To add a key, see `docs/architecture.md`.
 
 mod aggregate;
+mod endpoints;
 mod fallback;
 mod filter;
 mod forward;
@@ -39,6 +40,7 @@ use tracing::level_filters::LevelFilter;
 
 pub use aggregate::AggregateConfig;
 pub(crate) use aggregate::percentile_name;
+pub use endpoints::{AdditionalEndpoints, Endpoint, EndpointKey};
 pub use fallback::{FallbackConfig, FallbackSink};
 pub use forward::{ForwardConfig, StorageConfig};
 pub use host::{HostConfig, HostnameConfig};
