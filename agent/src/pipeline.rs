@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! Listeners (threads) ──one bounded Packet queue per worker──> aggregate workers (parse + Aggregator)
-//!       Engine::flush ──Control::Flush──> each worker ──Flush (merged)──> Encoder ──Vec<Payload>──> Forwarder
-//!       Forwarder ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
+//!       Engine::flush ──Control::Flush──> each worker ──Flush (merged)──> Encoder ──Vec<Payload>──> Fanout
+//!       Fanout ──a copy to each destination's Forwarder (DD_ADDITIONAL_ENDPOINTS), concurrently
+//!       Forwarders ──overflow mpsc<Payload>──> fallback task (CloudWatch Logs / stdout)
 //!       no API key: Engine::flush ──Flush──> Fallback::write_flush (local stdout mode)
 //! ```
 //! The sidecar ([`run`]) flushes closed buckets every `OFFPATH_FLUSH_INTERVAL`; the Lambda extension
@@ -24,7 +25,7 @@ use crate::control::status::{Health, unix_now};
 use crate::encode::{Encoder, Payload};
 use crate::errors::Chain;
 use crate::fallback::{self, Fallback, FallbackError};
-use crate::forward::{Deadline, ForwardError, Forwarder};
+use crate::forward::{Deadline, Fanout, ForwardError};
 use crate::host::{Facts, HostInfo};
 use crate::ingest::{IngestError, Listeners};
 use crate::model::Flush;
@@ -66,7 +67,7 @@ pub enum PipelineError {
 enum Delivery {
     /// `DD_API_KEY` (or `DD_API_KEY_SECRET_ARN`) set: the intake, with the fallback task behind it.
     Intake {
-        forwarder: Box<Forwarder>,
+        forwarder: Box<Fanout>,
         overflow: mpsc::Sender<Payload>,
         fallback_task: Option<fallback::FallbackTask>,
     },
@@ -177,16 +178,18 @@ impl Engine {
         }
         let delivery = if let Some(key) = api_key {
             let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-            let mut forwarder = Forwarder::new(
-                &config.forward,
-                key,
-                Arc::clone(&telemetry),
-                Some(overflow.clone()),
-            )?;
+            let mut forwarder = Fanout::build(&config.forward, key, &telemetry, Some(&overflow))?;
             if let Some(storage) = &config.forward.storage {
                 forwarder = forwarder.with_storage(storage)?;
             }
             let forwarder = Box::new(forwarder);
+            let names: Vec<String> = telemetry
+                .destinations()
+                .iter()
+                .map(|d| d.destination.name())
+                .collect();
+            let mut fallback = fallback;
+            fallback.set_destinations(&names);
             Delivery::Intake {
                 forwarder,
                 overflow,
@@ -312,7 +315,6 @@ impl Engine {
                 }
             }
             Delivery::Intake { forwarder, .. } => {
-                forwarder.retry_queued(deadline.clone()).await;
                 let payloads = match self.encoder.encode(&flush) {
                     Ok(p) => p,
                     Err(e) => {
@@ -320,13 +322,12 @@ impl Engine {
                         self.telemetry
                             .points
                             .drop_points(PointDrop::TooLarge, samples);
-                        return FlushReport::default();
+                        Vec::new()
                     }
                 };
                 let n = payloads.len();
-                if n > 0 {
-                    forwarder.send(payloads, deadline).await;
-                }
+                // Each destination retries what it queued, then takes the new payloads, side by side.
+                forwarder.deliver(payloads, deadline).await;
                 FlushReport {
                     payloads: n,
                     samples,
@@ -384,14 +385,13 @@ impl Engine {
                     );
                 }
                 for p in rest {
-                    let samples = p.samples;
+                    let (dest, samples) = (p.destination, p.samples);
                     if tokio::time::timeout_at(deadline, overflow.send(p))
                         .await
                         .map_or(true, |r| r.is_err())
                     {
                         self.telemetry
-                            .points
-                            .drop_points(PointDrop::ShutdownDeadline, samples);
+                            .drop_for(dest, PointDrop::ShutdownDeadline, samples);
                     }
                 }
                 drop(forwarder);

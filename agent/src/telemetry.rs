@@ -11,9 +11,13 @@ use std::time::Instant;
 use crate::dogstatsd::ParseError;
 
 pub mod contexts;
+mod destinations;
 pub mod prometheus;
 mod self_metrics;
+pub use destinations::{DestinationStats, DestinationStatus, Tally};
 pub(crate) use self_metrics::SelfMetrics;
+
+use crate::forward::{Destination, DestinationId, MAX_DESTINATIONS};
 
 /// Why whole packets were dropped before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +264,8 @@ pub struct Telemetry {
     pub points: PointStats,
     /// Delivery counters.
     pub forward: ForwardStats,
+    /// The ledger per destination, by [`DestinationId`] (dual shipping); see `telemetry/destinations.rs`.
+    destinations: Mutex<[Option<Arc<DestinationStats>>; MAX_DESTINATIONS]>,
     /// The status endpoint's connections.
     pub status_server: StatusServerStats,
     /// The cardinality view the aggregate workers publish (`/status/contexts`).
@@ -274,6 +280,7 @@ impl Default for Telemetry {
             parse: ParseStats::default(),
             points: PointStats::default(),
             forward: ForwardStats::default(),
+            destinations: Mutex::new(Default::default()),
             status_server: StatusServerStats::default(),
             contexts: contexts::ContextBoard::default(),
         }
@@ -291,6 +298,86 @@ impl Telemetry {
             all.push(Arc::clone(&stats));
         }
         stats
+    }
+
+    /// Register `destination` (replacing the row of its id) and get its row.
+    pub fn register_destination(&self, destination: Destination) -> Arc<DestinationStats> {
+        let id = destination.id();
+        let row = Arc::new(DestinationStats::new(destination));
+        if let Ok(mut all) = self.destinations.lock() {
+            all[id.index()] = Some(Arc::clone(&row));
+        }
+        row
+    }
+
+    /// The registered destinations' rows, in id order.
+    pub fn destinations(&self) -> Vec<Arc<DestinationStats>> {
+        self.destinations
+            .lock()
+            .map(|all| all.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn row(&self, dest: DestinationId) -> Option<Arc<DestinationStats>> {
+        self.destinations
+            .lock()
+            .ok()
+            .and_then(|all| all[dest.index()].clone())
+    }
+
+    /// `samples` of `dest`'s copies were delivered (the main destination's also in `points.delivered`).
+    pub fn delivered(&self, dest: DestinationId, samples: u64) {
+        if let Some(row) = self.row(dest) {
+            row.delivered.fetch_add(samples, Relaxed);
+        }
+        if dest.is_main() {
+            self.points.delivered.fetch_add(samples, Relaxed);
+        }
+    }
+
+    /// `samples` of `dest`'s copies were read back from its retry storage at start (the main
+    /// destination's also in `points.recovered`).
+    pub fn recovered(&self, dest: DestinationId, samples: u64) {
+        if let Some(row) = self.row(dest) {
+            row.recovered.fetch_add(samples, Relaxed);
+        }
+        if dest.is_main() {
+            self.points.recovered.fetch_add(samples, Relaxed);
+        }
+    }
+
+    /// `samples` of `dest`'s copies were written to the fallback (the main destination's also in
+    /// `points.fell_back`).
+    pub fn fell_back(&self, tally: &Tally) {
+        for (dest, n) in tally.iter() {
+            if let Some(row) = self.row(dest) {
+                row.fell_back.fetch_add(n, Relaxed);
+            }
+            if dest.is_main() {
+                self.points.fell_back.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// `samples` of `dest`'s copies were dropped for `reason` (the main destination's also in
+    /// `points.dropped`).
+    pub fn drop_for(&self, dest: DestinationId, reason: PointDrop, samples: u64) {
+        if samples == 0 {
+            return;
+        }
+        if let Some(row) = self.row(dest) {
+            row.dropped[reason as usize].fetch_add(samples, Relaxed);
+        }
+        if dest.is_main() {
+            self.points.drop_points(reason, samples);
+        }
+    }
+
+    /// [`Telemetry::drop_for`] for every destination of `tally`.
+    pub fn drop_tally(&self, reason: PointDrop, tally: &Tally) {
+        for (dest, n) in tally.iter() {
+            self.drop_for(dest, reason, n);
+        }
     }
 
     /// Sum of packets received over every listener.
@@ -339,6 +426,12 @@ impl Telemetry {
             let n = self.packets_dropped(r);
             if n > 0 {
                 s.push_str(&format!(" packets_dropped.{}={n}", r.as_str()));
+            }
+        }
+        let rows = self.destinations();
+        if rows.len() > 1 {
+            for row in rows {
+                s.push_str(&format!("; {}", row.summary()));
             }
         }
         s

@@ -242,6 +242,8 @@ pub fn forward_config(url: &str, key: &str) -> offpath::config::ForwardConfig {
         api_key_secret_arn: None,
         aws_credentials: offpath::auth::AwsCredentialSource::EnvironmentAndContainer,
         intake_url: url.to_owned(),
+        endpoints: Vec::new(),
+        endpoint_notes: Vec::new(),
         site: "datadoghq.com".to_owned(),
         proxy: None,
         skip_tls_verify: false,

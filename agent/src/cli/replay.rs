@@ -12,6 +12,7 @@ use super::{init_logging, load_config, runtime};
 
 /// `offpath replay`: re-ship offpath records from a file, stdin or a CloudWatch Logs group.
 pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    use offpath::fallback::destination::DestinationFilter;
     use offpath::fallback::replay::{ReplayOptions, ReplaySource};
     let (config, warnings) = match load_config(args.config.as_deref()) {
         Ok(c) => c,
@@ -52,7 +53,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.dedupe = args.dedupe;
     let telemetry = Arc::new(Telemetry::default());
     let rt = runtime()?;
-    let report = rt.block_on(async {
+    let reports = rt.block_on(async {
         let fwd = &config.forward;
         let connected = offpath::auth::connect(
             fwd.api_key.clone(),
@@ -78,16 +79,79 @@ pub(crate) fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             key = offpath::auth::ApiKeySource::Fixed(read);
         }
         let encoder = offpath::encode::Encoder::new(fwd.zstd_level);
-        let mut forwarder =
-            offpath::forward::Forwarder::new(fwd, key, Arc::clone(&telemetry), None)?;
-        offpath::fallback::replay::replay(&opts, &encoder, &mut forwarder, &telemetry)
-            .await
-            .map_err(anyhow::Error::from)
+        // One run per destination (dual shipping), each sending only the records of its own.
+        let fanout = offpath::forward::Fanout::build(fwd, key, &telemetry, None)?;
+        let names: Vec<String> = telemetry
+            .destinations()
+            .iter()
+            .map(|d| d.destination.name())
+            .collect();
+        let forwarders = fanout.into_forwarders();
+        let _stdin_copy = if forwarders.len() > 1 && matches!(opts.source, ReplaySource::Stdin) {
+            // Each run reads the records again: keep stdin in a file for them.
+            let copy = StdinCopy::take()?;
+            opts.source = ReplaySource::File(copy.path.clone());
+            Some(copy)
+        } else {
+            None
+        };
+        let mut reports = Vec::with_capacity(forwarders.len());
+        for (i, mut forwarder) in forwarders.into_iter().enumerate() {
+            let mut run = opts.clone();
+            run.destinations = DestinationFilter {
+                only: (i > 0).then(|| names.get(i).cloned()).flatten(),
+                known: names.clone(),
+            };
+            let report =
+                offpath::fallback::replay::replay(&run, &encoder, &mut forwarder, &telemetry)
+                    .await?;
+            reports.push((names.get(i).cloned().unwrap_or_default(), report));
+        }
+        Ok(reports)
     })?;
-    println!("{report}");
-    Ok(if report.not_delivered == 0 {
+    let mut ok = true;
+    for (name, report) in &reports {
+        if reports.len() == 1 {
+            println!("{report}");
+        } else {
+            println!("{name}: {report}");
+        }
+        if report.unknown_destination > 0 {
+            eprintln!(
+                "offpath replay: {} records name a destination that is not configured; they were not \
+                 sent (check DD_ADDITIONAL_ENDPOINTS and DD_DD_URL / DD_SITE)",
+                report.unknown_destination
+            );
+        }
+        ok &= report.not_delivered == 0 && report.unknown_destination == 0;
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Standard input kept in a file, so that each destination's run can read the records again; removed
+/// when dropped.
+struct StdinCopy {
+    path: std::path::PathBuf,
+}
+
+impl StdinCopy {
+    fn take() -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("offpath-replay-{}.jsonl", std::process::id()));
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot keep stdin in {}", path.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut file)
+            .with_context(|| format!("cannot keep stdin in {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for StdinCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

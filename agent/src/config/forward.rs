@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::endpoints::{self, Endpoint};
 use super::key::Reader;
 use super::keys as k;
 use super::parse;
@@ -40,6 +41,12 @@ pub struct ForwardConfig {
     pub aws_credentials: AwsCredentialSource,
     /// Intake base URL without path: `DD_DD_URL`/`DD_URL`, else `https://api.<DD_SITE>`.
     pub intake_url: String,
+    /// Every intake endpoint with its keys, the main endpoint (`intake_url`) first: the main key merged
+    /// with `DD_ADDITIONAL_ENDPOINTS` as the Datadog Agent merges them (see `config/endpoints.rs`).
+    /// Used only with an API key (or its secret); empty means the main endpoint alone.
+    pub endpoints: Vec<Endpoint>,
+    /// What the merge of `DD_ADDITIONAL_ENDPOINTS` left out (endpoints without a key), for the log.
+    pub endpoint_notes: Vec<String>,
     /// `DD_SITE` as given (default `datadoghq.com`).
     pub site: String,
     /// HTTPS proxy (`DD_PROXY_HTTPS`, `HTTPS_PROXY`).
@@ -76,9 +83,27 @@ impl ForwardConfig {
             Some(url) => url,
             None => format!("https://api.{site}"),
         };
+        let api_key: Option<ApiKey> = r.get(&k::API_KEY)?;
+        let api_key_secret_arn = r.get(&k::API_KEY_SECRET_ARN)?;
+        // The value holds API keys: an error shows the key's name and what it accepts, never the value.
+        let additional = r.get(&k::ADDITIONAL_ENDPOINTS).map_err(|mut e| {
+            e.value = "(not shown: it holds API keys)".to_owned();
+            e
+        })?;
+        let additional = additional.unwrap_or_default();
+        if !additional.0.is_empty() && api_key.is_none() && api_key_secret_arn.is_none() {
+            return Err(ConfigError {
+                key: k::ADDITIONAL_ENDPOINTS.key.envs[0],
+                value: "(not shown: it holds API keys)".to_owned(),
+                expected: "DD_API_KEY (or DD_API_KEY_SECRET_ARN) for the main endpoint too: without \
+                    it offpath runs locally and ships nowhere",
+            });
+        }
+        let (endpoints, endpoint_notes) =
+            endpoints::merge(&intake_url, &site, api_key.as_ref(), &additional)?;
         Ok(Self {
-            api_key: r.get(&k::API_KEY)?,
-            api_key_secret_arn: r.get(&k::API_KEY_SECRET_ARN)?,
+            api_key,
+            api_key_secret_arn,
             aws_credentials: match r.deployment() {
                 Deployment::Lambda => AwsCredentialSource::EnvironmentAndContainer,
                 Deployment::Sidecar if cfg!(feature = "cloudwatch") => {
@@ -87,6 +112,8 @@ impl ForwardConfig {
                 Deployment::Sidecar => AwsCredentialSource::EnvironmentAndContainer,
             },
             intake_url,
+            endpoints,
+            endpoint_notes,
             site,
             proxy: r.get(&k::PROXY_HTTPS)?,
             skip_tls_verify: r.value(&k::SKIP_SSL_VALIDATION)?,
@@ -102,7 +129,16 @@ impl ForwardConfig {
     /// that is not one of Datadog's sites (when it names the intake), an intake reached over plain
     /// HTTP with an API key (the key travels in clear).
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.endpoint_notes.clone();
+        for e in self.endpoints.iter().skip(1) {
+            if e.url.starts_with("http://") {
+                out.push(format!(
+                    "the additional endpoint {} (DD_ADDITIONAL_ENDPOINTS) is plain http://: its API keys \
+                     and the metrics travel unencrypted; use https://",
+                    e.url
+                ));
+            }
+        }
         let from_site = self.intake_url == format!("https://api.{}", self.site);
         if from_site && !KNOWN_SITES.contains(&self.site.as_str()) {
             out.push(format!(

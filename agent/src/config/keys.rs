@@ -5,6 +5,7 @@
 //! parser, and the doc line of the README table. The section modules read these statics through their
 //! `Reader`; `docs/architecture.md` says how to add one.
 
+use super::endpoints::{self, AdditionalEndpoints};
 use super::key::{AnySetting, KeyDefault, NONE, Setting};
 use super::{FallbackFormat, FallbackMode, FlushStrategy, HistogramAggregate, MetricMapping};
 use super::{
@@ -59,6 +60,14 @@ keys! {
         forward::intake_url,
         "Intake URL override (scheme, host, port; no path). Wins over DD_SITE. A plain http:// URL is \
          logged as a warning (the API key travels unencrypted).");
+    /// `DD_ADDITIONAL_ENDPOINTS`.
+    ADDITIONAL_ENDPOINTS: AdditionalEndpoints = Setting::new(&["DD_ADDITIONAL_ENDPOINTS"],
+        "additional_endpoints", NONE, endpoints::parse,
+        "Dual shipping: intake URL to a list of API keys, JSON ({\"https://app.datadoghq.eu\": \
+         [\"<key>\"]}; a YAML mapping in the file). Every payload goes to every (endpoint, key), at \
+         most 8 in all; the main endpoint's URL shares its retry queue (keys merged, duplicates \
+         removed, as in the Agent). Each endpoint has its own retry queue, breaker and ledger.")
+        .json();
     /// `DD_PROXY_HTTPS`, `HTTPS_PROXY`.
     PROXY_HTTPS: String = Setting::new(&["DD_PROXY_HTTPS", "HTTPS_PROXY"], "proxy.https",
         NONE, parse::text, "HTTPS proxy for the intake.");
@@ -241,15 +250,16 @@ keys! {
     /// `DD_FORWARDER_STORAGE_PATH`.
     FORWARDER_STORAGE_PATH: PathBuf = Setting::new(&["DD_FORWARDER_STORAGE_PATH"],
         "forwarder_storage_path", NONE, parse::path,
-        "Sidecar: directory of the on-disk retry storage (one sub-directory per intake, locked by \
-         one process): payloads that failed a first attempt are written there and sent at the next \
+        "Sidecar: directory of the on-disk retry storage (one sub-directory per destination, locked \
+         by one process): payloads that failed a first attempt are written there and sent at the next \
          start after a crash. Used when DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES is above 0; ignored in \
          Lambda.");
     /// `DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES`.
     FORWARDER_STORAGE_MAX_SIZE: u64 = Setting::new(&["DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES"],
         "forwarder_storage_max_size_in_bytes", Value("0"), forward::storage_bytes,
-        "Sidecar: bytes the retry storage may hold, at most 1099511627776; 0 turns it off (as in the \
-         Agent). Over it the oldest payloads go to the fallback.");
+        "Sidecar: bytes the retry storage may hold, at most 1099511627776, shared evenly by the \
+         destinations; 0 turns it off (as in the Agent). Over it the oldest payloads go to the \
+         fallback.");
 
     // Fallback.
 

@@ -17,6 +17,7 @@
 //! credentials), so no stage asks where it runs. To add a key, see `docs/architecture.md`.
 
 mod aggregate;
+mod endpoints;
 mod fallback;
 mod filter;
 mod forward;
@@ -38,6 +39,7 @@ use tracing::level_filters::LevelFilter;
 
 pub(crate) use aggregate::percentile_name;
 pub use aggregate::{AggregateConfig, HistogramAggregate, MetricMapping};
+pub use endpoints::{AdditionalEndpoints, Endpoint, EndpointKey};
 pub use fallback::{FallbackConfig, FallbackFormat, FallbackMode, FallbackSink};
 pub use forward::{ForwardConfig, StorageConfig};
 pub use host::{HostConfig, HostnameConfig, TagCardinality};

@@ -519,6 +519,79 @@ fn host_settings_use_the_agents_names_and_defaults() {
 }
 
 #[test]
+fn additional_endpoints_from_the_environment_merge_with_the_main_endpoint() {
+    let c = load(&[
+        ("DD_API_KEY", "k0"),
+        ("DD_SITE", "datadoghq.eu"),
+        (
+            "DD_ADDITIONAL_ENDPOINTS",
+            r#"{"https://app.datadoghq.eu": ["k1", "k0"], "https://api.us5.datadoghq.com/": ["k2"]}"#,
+        ),
+    ])
+    .unwrap();
+    let eps = &c.forward.endpoints;
+    assert_eq!(eps.len(), 2);
+    assert_eq!(eps[0].url, "https://api.datadoghq.eu");
+    assert_eq!(
+        eps[0].keys,
+        vec![
+            EndpointKey::Main,
+            EndpointKey::Additional(crate::auth::ApiKey::new("k1"))
+        ]
+    );
+    assert_eq!(eps[1].url, "https://api.us5.datadoghq.com");
+    // Without the key, only the main endpoint.
+    let c = load(&[("DD_API_KEY", "k0")]).unwrap();
+    assert_eq!(c.forward.endpoints.len(), 1);
+    assert_eq!(c.forward.endpoints[0].keys, vec![EndpointKey::Main]);
+}
+
+#[test]
+fn additional_endpoints_from_a_yaml_mapping_or_a_json_string_in_the_file() {
+    for text in [
+        "api_key: k0\nadditional_endpoints:\n  \"https://app.datadoghq.eu\":\n    - k1\n    - k2\n",
+        "api_key: k0\nadditional_endpoints: '{\"https://app.datadoghq.eu\": [\"k1\", \"k2\"]}'\n",
+    ] {
+        let (file, warnings) = YamlFile::parse(text, "datadog.yaml").unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.forward.endpoints.len(), 2, "{text}");
+        assert_eq!(c.forward.endpoints[1].keys.len(), 2);
+    }
+}
+
+#[test]
+fn malformed_additional_endpoints_stop_offpath_naming_the_key_never_the_keys() {
+    for bad in [
+        r#"{"https://a.example": "#,
+        r#"["https://a.example"]"#,
+        r#"{"a.example": ["secretkey9"]}"#,
+        r#"{"https://a.example": [{"secretkey9": 1}]}"#,
+    ] {
+        let err = load(&[("DD_API_KEY", "k0"), ("DD_ADDITIONAL_ENDPOINTS", bad)]).unwrap_err();
+        assert_eq!(err.key, "DD_ADDITIONAL_ENDPOINTS", "{bad}");
+        let msg = err.to_string();
+        assert!(msg.contains("DD_ADDITIONAL_ENDPOINTS"), "{msg}");
+        assert!(!msg.contains("secretkey9"), "{msg}");
+    }
+    // A YAML sequence where a mapping is expected: the file's error names the key and its line.
+    let (file, _) = YamlFile::parse(
+        "api_key: k0\nadditional_endpoints:\n  - https://a.example\n",
+        "d.yaml",
+    )
+    .unwrap();
+    let err = Config::load(&file).unwrap_err();
+    assert_eq!(err.key, "DD_ADDITIONAL_ENDPOINTS");
+    // Additional endpoints without a main key would ship nowhere: refused.
+    let err = load(&[(
+        "DD_ADDITIONAL_ENDPOINTS",
+        r#"{"https://a.example": ["k1"]}"#,
+    )])
+    .unwrap_err();
+    assert_eq!(err.key, "DD_ADDITIONAL_ENDPOINTS");
+}
+
+#[test]
 fn the_retry_storage_is_on_with_a_size_and_a_path_and_never_in_lambda() {
     let path = ("DD_FORWARDER_STORAGE_PATH", "/var/lib/offpath");
     let size = ("DD_FORWARDER_STORAGE_MAX_SIZE_IN_BYTES", "1048576");

@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::dogstatsd::ParseError;
-use crate::telemetry::{PacketDrop, PointDrop, Telemetry};
+use crate::telemetry::{DestinationStatus, PacketDrop, PointDrop, Telemetry};
 
 pub(crate) use super::server::serve;
 
@@ -291,6 +291,8 @@ pub struct Status {
     pub last_intake_error: Option<String>,
     /// Delivery and fallback counters.
     pub forward: ForwardStatus,
+    /// Each destination's ledger and delivery state (dual shipping), the main one first.
+    pub destinations: Vec<DestinationStatus>,
     /// The status endpoint's refused, timed-out and evicted connections.
     pub status_server: StatusServerStatus,
 }
@@ -387,6 +389,11 @@ impl Status {
                 storage_overflow: f.storage_overflow.load(Relaxed),
                 storage_errors: f.storage_errors.load(Relaxed),
             },
+            destinations: t
+                .destinations()
+                .iter()
+                .map(|r| DestinationStatus::of(r))
+                .collect(),
             status_server: StatusServerStatus {
                 refused: t.status_server.refused.load(Relaxed),
                 timed_out: t.status_server.timed_out.load(Relaxed),

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::{EncodeError, Limits, Payload, PayloadKind};
+use crate::forward::DestinationId;
 
 /// One thing a payload carries: a series, a sketch series, an event or a service check.
 pub(super) trait Item: Sized {
@@ -247,6 +248,7 @@ impl<'z> Batcher<'z> {
             raw_len: raw.len(),
             items: spans.len(),
             samples: spans.iter().map(|s| s.samples).sum(),
+            destination: DestinationId::MAIN,
         });
         Ok(())
     }

@@ -19,6 +19,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
+use crate::forward::DestinationId;
 use crate::model::{Event, Flush, Series, SketchSeries};
 use batch::{Batcher, Framing, Item};
 
@@ -115,6 +116,9 @@ pub struct Payload {
     /// DogStatsD samples the items account for (one per event and service check); what
     /// `points.delivered` / `points.fell_back` / `points.dropped` are counted in.
     pub samples: u64,
+    /// The destination this copy is for (dual shipping: one copy per destination, each settled once);
+    /// the main one unless the pipeline says otherwise.
+    pub destination: DestinationId,
 }
 
 impl Payload {
@@ -387,6 +391,14 @@ fn encode_halves<T: Item>(
 /// [`EncodeError::Unsplittable`] when the payload holds a single item with a single point or bucket
 /// (or one event); decode errors as in [`decode`].
 pub(crate) fn split(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeError> {
+    let mut parts = split_parts(payload, enc)?;
+    for p in &mut parts {
+        p.destination = payload.destination;
+    }
+    Ok(parts)
+}
+
+fn split_parts(payload: &Payload, enc: &Encoder) -> Result<Vec<Payload>, EncodeError> {
     let flush = decode(payload)?;
     match payload.kind {
         PayloadKind::Series => encode_halves(enc, payload.kind, &Framing::PROTOBUF, flush.series),

@@ -372,6 +372,7 @@ fn a_garbage_body_is_a_decode_error_not_a_panic() {
         raw_len: 8,
         items: 1,
         samples: 1,
+        destination: crate::forward::DestinationId::MAIN,
     };
     assert!(matches!(decode(&p), Err(EncodeError::Decompress(_))));
 }

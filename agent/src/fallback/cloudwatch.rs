@@ -19,6 +19,8 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::forward::DestinationId;
+use crate::telemetry::Tally;
 
 /// Most events in one PutLogEvents call.
 pub const BATCH_MAX_EVENTS: usize = 10_000;
@@ -46,6 +48,8 @@ pub(crate) struct Pending {
     pub line: String,
     /// Samples it accounts for.
     pub samples: u64,
+    /// The destination whose copy it holds (dual shipping).
+    pub dest: DestinationId,
 }
 
 impl Pending {
@@ -58,7 +62,15 @@ impl Pending {
             ts_ms,
             line,
             samples,
+            dest: DestinationId::MAIN,
         }
+    }
+
+    /// The same record, holding `dest`'s copy.
+    #[must_use]
+    pub fn for_dest(mut self, dest: DestinationId) -> Self {
+        self.dest = dest;
+        self
     }
 
     fn cost(&self) -> usize {
@@ -90,14 +102,15 @@ impl Buffer {
     }
 
     /// Add a record; returns the samples of the oldest records dropped to make room for it.
-    pub fn push(&mut self, p: Pending) -> u64 {
-        let mut dropped = 0;
+    pub fn push(&mut self, p: Pending) -> Tally {
+        let mut dropped = Tally::default();
         while self.bytes + p.line.len() > self.max_bytes {
             let Some(old) = self.pop_oldest() else {
                 // Larger than the whole buffer: nothing to keep.
-                return dropped + p.samples;
+                dropped.add(p.dest, p.samples);
+                return dropped;
             };
-            dropped += old.samples;
+            dropped.add(old.dest, old.samples);
         }
         if let Some(last) = self.events.back()
             && last.ts_ms > p.ts_ms
@@ -167,12 +180,12 @@ impl Buffer {
     }
 
     /// Return an unsent batch to the front (it is older than anything after it).
-    pub fn put_back(&mut self, batch: Vec<Pending>) -> u64 {
-        let mut dropped = 0;
+    pub fn put_back(&mut self, batch: Vec<Pending>) -> Tally {
+        let mut dropped = Tally::default();
         for p in batch.into_iter().rev() {
             if self.bytes + p.line.len() > self.max_bytes {
                 // The buffer filled meanwhile: the oldest (this batch) gives way.
-                dropped += p.samples;
+                dropped.add(p.dest, p.samples);
                 continue;
             }
             self.bytes += p.line.len();
@@ -182,10 +195,20 @@ impl Buffer {
     }
 
     /// Remove everything (shutdown accounting); returns the samples held.
-    pub fn clear(&mut self) -> u64 {
+    pub fn clear(&mut self) -> Tally {
         self.bytes = 0;
-        self.events.drain(..).map(|p| p.samples).sum()
+        tally(self.events.drain(..))
     }
+}
+
+/// The samples of `records`, per destination.
+pub(crate) fn tally(records: impl IntoIterator<Item = impl std::borrow::Borrow<Pending>>) -> Tally {
+    let mut t = Tally::default();
+    for p in records {
+        let p = p.borrow();
+        t.add(p.dest, p.samples);
+    }
+    t
 }
 
 /// When the next call may start after failed calls: [`crate::backoff::Backoff`] (the one formula every
@@ -438,6 +461,7 @@ mod tests {
             ts_ms,
             line: "x".repeat(len),
             samples: 1,
+            dest: DestinationId::MAIN,
         }
     }
 
@@ -496,12 +520,12 @@ mod tests {
     #[test]
     fn a_full_buffer_drops_the_oldest_records_and_reports_their_samples() {
         let mut b = Buffer::new(100);
-        assert_eq!(b.push(p(5, 40)), 0);
-        assert_eq!(b.push(p(1, 40)), 0);
-        assert_eq!(b.push(p(9, 40)), 1);
+        assert_eq!(b.push(p(5, 40)).total(), 0);
+        assert_eq!(b.push(p(1, 40)).total(), 0);
+        assert_eq!(b.push(p(9, 40)).total(), 1);
         let left: Vec<i64> = b.next_batch().iter().map(|p| p.ts_ms).collect();
         assert_eq!(left, [5, 9]);
-        assert_eq!(b.push(p(1, 500)), 1);
+        assert_eq!(b.push(p(1, 500)).total(), 1);
         assert!(b.is_empty());
     }
 
@@ -513,7 +537,7 @@ mod tests {
         }
         let batch = b.next_batch();
         b.push(p(10, 10));
-        assert_eq!(b.put_back(batch), 0);
+        assert_eq!(b.put_back(batch).total(), 0);
         let again: Vec<i64> = b.next_batch().iter().map(|p| p.ts_ms).collect();
         assert_eq!(again, [0, 1, 2, 10]);
     }

@@ -29,6 +29,7 @@
 
 #[cfg(feature = "cloudwatch")]
 mod cloudwatch;
+pub mod destination;
 pub mod records;
 pub mod replay;
 mod stdout;
@@ -49,15 +50,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, MissedTickBehavior};
 
-#[cfg(feature = "cloudwatch")]
-use crate::config::FallbackFormat;
-use crate::config::{FallbackConfig, FallbackSink};
+use crate::config::{FallbackConfig, FallbackFormat, FallbackSink};
 use crate::control::status::Stall;
 use crate::encode::{Payload, decode};
 use crate::errors::Chain;
-use crate::forward::Deadline;
+use crate::forward::{Deadline, DestinationId};
 use crate::model::Flush;
-use crate::telemetry::{PointDrop, Telemetry};
+use crate::telemetry::{PointDrop, Tally, Telemetry};
 #[cfg(feature = "cloudwatch")]
 use cloudwatch::{BUFFER_MAX_BYTES, Buffer, CallBackoff, CallError, Destination, Pending};
 use records::{Formatter, Record};
@@ -71,6 +70,10 @@ pub(crate) const PERIODIC_FLUSH_BUDGET: Duration = Duration::from_secs(5);
 /// Time the [`spawn`]ed task gives its last flush once its channel closes, unless
 /// [`FallbackTask::finish`] gave it a deadline.
 pub(crate) const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
+
+/// How every `offpath` record begins (the version first); an additional destination's records carry
+/// their `"dest"` member right after it.
+const RECORD_HEAD: &str = "{\"offpath\":1,";
 
 /// An error setting up the fallback; the message names the setting to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,7 +114,7 @@ struct CloudWatchSink {
     backoff: CallBackoff,
     /// Samples of the batch whose PutLogEvents call is under way (0 between calls): taken out of the
     /// buffer, so a fallback dropped mid-call (its task aborted at the shutdown deadline) counts them.
-    in_flight: u64,
+    in_flight: Tally,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,9 @@ pub struct Fallback {
     scratch: Vec<Record>,
     /// The shutdown deadline once known: no wait of the sink goes past it.
     stop_by: Option<Instant>,
+    /// The `"dest"` member of each destination's records (JSON, by [`DestinationId`]), when there are
+    /// additional destinations ([`Fallback::set_destinations`]).
+    dest_fields: Vec<String>,
 }
 
 #[cfg(feature = "cloudwatch")]
@@ -173,6 +179,7 @@ impl Fallback {
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            dest_fields: Vec::new(),
             stop_by: None,
         })
     }
@@ -220,11 +227,12 @@ impl Fallback {
                 dest: Destination::new(client, group, stream, cfg.format == FallbackFormat::Emf),
                 buffer: Buffer::new(BUFFER_MAX_BYTES),
                 backoff: CallBackoff::new(Duration::from_millis(100), Duration::from_secs(30)),
-                in_flight: 0,
+                in_flight: Tally::default(),
             })),
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            dest_fields: Vec::new(),
             stop_by: None,
         })
     }
@@ -247,6 +255,7 @@ impl Fallback {
             formatter: Formatter::new(cfg),
             telemetry,
             scratch: Vec::new(),
+            dest_fields: Vec::new(),
             stop_by: None,
         })
     }
@@ -333,46 +342,86 @@ impl Fallback {
         for p in payloads {
             if matches!(self.sink, Sink::Off) {
                 self.telemetry
-                    .points
-                    .drop_points(PointDrop::FallbackOff, p.samples);
+                    .drop_for(p.destination, PointDrop::FallbackOff, p.samples);
+                continue;
+            }
+            if !p.destination.is_main() && self.formatter.format() != FallbackFormat::Offpath {
+                self.telemetry
+                    .drop_for(p.destination, PointDrop::FallbackOff, p.samples);
                 continue;
             }
             match decode(&p) {
-                Ok(flush) => self.write_flush(&flush).await,
+                Ok(flush) => self.write_flush_for(&flush, p.destination).await,
                 Err(e) => {
                     tracing::error!(error = %Chain(&e), kind = p.kind.as_str(), "cannot decode a payload for the fallback; dropping it");
                     self.telemetry
-                        .points
-                        .drop_points(PointDrop::FallbackRejected, p.samples);
+                        .drop_for(p.destination, PointDrop::FallbackRejected, p.samples);
                 }
             }
+        }
+    }
+
+    /// Dual shipping: the destinations payloads may come from, in id order. The `offpath` records of
+    /// an additional destination's copy name it (`"dest":"<endpoint>#<key end>"`, right after
+    /// `"offpath":1`), so that `offpath replay` re-sends them to it alone; records are cut smaller by
+    /// the member's size to stay within the record limit. The `forwarder` and `emf` formats cannot name
+    /// a destination: an additional destination's copy is not written in them (each copy would count
+    /// again), and is counted as `fallback_off` in its ledger.
+    pub fn set_destinations(&mut self, names: &[String]) {
+        self.dest_fields = names
+            .iter()
+            .map(|n| {
+                let name = serde_json::to_string(n).unwrap_or_else(|_| "\"\"".to_owned());
+                format!("\"dest\":{name},")
+            })
+            .collect();
+        let longest = self.dest_fields.iter().map(String::len).max().unwrap_or(0);
+        if self.dest_fields.len() > 1 {
+            self.formatter = self
+                .formatter
+                .clone()
+                .with_max_bytes(records::MAX_RECORD_BYTES - longest);
         }
     }
 
     /// Write a flush's records (local mode, and the decoded payloads of the forwarder).
     /// `points.fell_back` grows when the records are written ([`Fallback::flush`]).
     pub async fn write_flush(&mut self, flush: &Flush) {
+        self.write_flush_for(flush, DestinationId::MAIN).await;
+    }
+
+    /// [`Fallback::write_flush`] of `dest`'s copy: its records say which destination missed them, and
+    /// are counted in that destination's ledger.
+    async fn write_flush_for(&mut self, flush: &Flush, dest: DestinationId) {
         let mut records = std::mem::take(&mut self.scratch);
         records.clear();
         let over = self.formatter.write_flush(flush, &mut records);
-        self.telemetry
-            .points
-            .drop_points(PointDrop::TooLarge, over.samples);
-        self.telemetry
-            .points
-            .drop_points(PointDrop::NonFinite, over.non_finite);
-        self.write_records(&mut records).await;
+        if let Some(field) = self
+            .dest_fields
+            .get(dest.index())
+            .filter(|_| !dest.is_main())
+        {
+            for r in &mut records {
+                if let Some(rest) = r.line.strip_prefix(RECORD_HEAD) {
+                    r.line = format!("{RECORD_HEAD}{field}{rest}");
+                }
+            }
+        }
+        let t = &self.telemetry;
+        t.drop_for(dest, PointDrop::TooLarge, over.samples);
+        t.drop_for(dest, PointDrop::NonFinite, over.non_finite);
+        self.write_records(&mut records, dest).await;
         self.scratch = records;
     }
 
-    async fn write_records(&mut self, records: &mut Vec<Record>) {
+    async fn write_records(&mut self, records: &mut Vec<Record>, dest: DestinationId) {
         let t = &self.telemetry;
         match &mut self.sink {
             Sink::Off => {
                 let samples = records.drain(..).map(|r| r.samples).sum();
-                t.points.drop_points(PointDrop::FallbackOff, samples);
+                t.drop_for(dest, PointDrop::FallbackOff, samples);
             }
-            Sink::Stdout(s) => s.push(records),
+            Sink::Stdout(s) => s.push_for(records, dest),
             #[cfg(feature = "cloudwatch")]
             Sink::CloudWatch(cw) => {
                 let now = now_ms();
@@ -385,8 +434,9 @@ impl Fallback {
                         let budget = stop_by.map_or(at, |d| d.min(at));
                         flush_cloudwatch(cw, t, budget, false).await;
                     }
-                    let dropped = cw.buffer.push(Pending::new(r.ts, r.line, r.samples, now));
-                    t.points.drop_points(PointDrop::FallbackOverflow, dropped);
+                    let p = Pending::new(r.ts, r.line, r.samples, now).for_dest(dest);
+                    let dropped = cw.buffer.push(p);
+                    t.drop_tally(PointDrop::FallbackOverflow, &dropped);
                 }
             }
         }
@@ -428,37 +478,38 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
             return;
         }
         let batch = cw.buffer.next_batch();
-        cw.in_flight = batch.iter().map(|p| p.samples).sum();
+        cw.in_flight = cloudwatch::tally(&batch);
         let result = tokio::time::timeout_at(deadline, cw.dest.put(&batch)).await;
-        cw.in_flight = 0;
+        cw.in_flight = Tally::default();
         match result {
             Ok(Ok(rejected)) => {
                 cw.backoff.succeed();
-                let (mut ok, mut bad, mut records, mut bytes) = (0, 0, 0, 0);
+                let (mut ok, mut bad) = (Tally::default(), Tally::default());
+                let (mut records, mut bytes) = (0, 0);
                 for (i, p) in batch.iter().enumerate() {
                     if rejected.contains(i) {
-                        bad += p.samples;
+                        bad.add(p.dest, p.samples);
                     } else {
-                        ok += p.samples;
+                        ok.add(p.dest, p.samples);
                         records += 1;
                         bytes += p.line.len() as u64;
                     }
                 }
-                if bad > 0 {
+                if bad.total() > 0 {
                     tracing::warn!(
                         ?rejected,
                         "CloudWatch Logs rejected fallback events (too old, too new or expired)"
                     );
                 }
-                t.points.fell_back.fetch_add(ok, Relaxed);
-                t.points.drop_points(PointDrop::FallbackRejected, bad);
+                t.fell_back(&ok);
+                t.drop_tally(PointDrop::FallbackRejected, &bad);
                 t.forward.fallback_records.fetch_add(records, Relaxed);
                 t.forward.fallback_bytes.fetch_add(bytes, Relaxed);
             }
             Ok(Err(CallError::NotFound)) if !created => {
                 created = true;
                 let dropped = cw.buffer.put_back(batch);
-                t.points.drop_points(PointDrop::FallbackOverflow, dropped);
+                t.drop_tally(PointDrop::FallbackOverflow, &dropped);
                 if let Err(CallError::Retry(e) | CallError::Refused(e)) = cw.dest.create().await {
                     tracing::warn!(error = %e, "cannot create the fallback log group or stream");
                     cw.backoff.fail(Instant::now());
@@ -466,8 +517,7 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
             }
             Ok(Err(CallError::Refused(e))) => {
                 tracing::error!(error = %e, events = batch.len(), "CloudWatch Logs refused a fallback batch; dropping it");
-                let samples = batch.iter().map(|p| p.samples).sum();
-                t.points.drop_points(PointDrop::FallbackRejected, samples);
+                t.drop_tally(PointDrop::FallbackRejected, &cloudwatch::tally(&batch));
             }
             Ok(Err(e)) => {
                 let msg = match e {
@@ -476,12 +526,12 @@ async fn flush_cloudwatch(cw: &mut CloudWatchSink, t: &Telemetry, deadline: Inst
                 };
                 tracing::warn!(error = %msg, "PutLogEvents failed; will retry");
                 let dropped = cw.buffer.put_back(batch);
-                t.points.drop_points(PointDrop::FallbackOverflow, dropped);
+                t.drop_tally(PointDrop::FallbackOverflow, &dropped);
                 cw.backoff.fail(Instant::now());
             }
             Err(_elapsed) => {
                 let dropped = cw.buffer.put_back(batch);
-                t.points.drop_points(PointDrop::FallbackOverflow, dropped);
+                t.drop_tally(PointDrop::FallbackOverflow, &dropped);
                 return;
             }
         }
@@ -587,14 +637,16 @@ struct Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         self.rx.close();
-        let mut lost: u64 = self.batch.drain(..).map(|p| p.samples).sum();
+        let mut lost = Tally::default();
+        for p in self.batch.drain(..) {
+            lost.add(p.destination, p.samples);
+        }
         while let Ok(p) = self.rx.try_recv() {
-            lost += p.samples;
+            lost.add(p.destination, p.samples);
         }
         self.fb
             .telemetry
-            .points
-            .drop_points(PointDrop::ShutdownDeadline, lost);
+            .drop_tally(PointDrop::ShutdownDeadline, &lost);
     }
 }
 
@@ -613,74 +665,20 @@ impl Drop for Fallback {
     fn drop(&mut self) {
         let held = match &mut self.sink {
             // The stdout writer counts what it still holds when it drops.
-            Sink::Off | Sink::Stdout(_) => 0,
+            Sink::Off | Sink::Stdout(_) => Tally::default(),
             #[cfg(feature = "cloudwatch")]
-            Sink::CloudWatch(cw) => cw.buffer.clear() + std::mem::take(&mut cw.in_flight),
+            Sink::CloudWatch(cw) => {
+                let mut held = cw.buffer.clear();
+                held.merge(&std::mem::take(&mut cw.in_flight));
+                held
+            }
         };
-        if held > 0 {
-            self.telemetry
-                .points
-                .drop_points(PointDrop::ShutdownDeadline, held);
-        }
+        self.telemetry
+            .drop_tally(PointDrop::ShutdownDeadline, &held);
     }
 }
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::FallbackFormat;
-
-    fn cfg(sink: FallbackSink, group: Option<&str>) -> FallbackConfig {
-        FallbackConfig {
-            sink,
-            log_group: group.map(str::to_owned),
-            log_stream: None,
-            format: FallbackFormat::Offpath,
-            emf_dimensions: vec![],
-            emf_namespace: "offpath".to_owned(),
-        }
-    }
-
-    #[cfg(feature = "cloudwatch")]
-    #[tokio::test]
-    async fn bad_cloudwatch_settings_are_refused_with_the_key_to_fix() {
-        let t = Arc::new(Telemetry::default());
-        let aws = aws_config::SdkConfig::builder()
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-        let mut c = cfg(FallbackSink::CloudWatch, Some("bad name"));
-        let e = Fallback::with_aws(&c, Arc::clone(&t), &aws).unwrap_err();
-        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_GROUP"));
-        c.log_group = Some("good".into());
-        c.log_stream = Some("a:b".into());
-        let e = Fallback::with_aws(&c, Arc::clone(&t), &aws).unwrap_err();
-        assert!(e.to_string().contains("OFFPATH_FALLBACK_LOG_STREAM"));
-        c.log_stream = None;
-        let no_region = aws_config::SdkConfig::builder().build();
-        let e = Fallback::with_aws(&c, Arc::clone(&t), &no_region).unwrap_err();
-        assert_eq!(e, FallbackError::NoRegion);
-        c.log_group = None;
-        let e = Fallback::with_aws(&c, t, &aws).unwrap_err();
-        assert_eq!(e, FallbackError::NoLogGroup);
-    }
-
-    #[cfg(not(feature = "cloudwatch"))]
-    #[tokio::test]
-    async fn a_build_without_cloudwatch_refuses_a_cloudwatch_sink_and_names_the_keys() {
-        let t = Arc::new(Telemetry::default());
-        let e = Fallback::new(&cfg(FallbackSink::CloudWatch, Some("g")), Arc::clone(&t))
-            .await
-            .unwrap_err();
-        assert_eq!(e, FallbackError::NoCloudWatch);
-        let msg = e.to_string();
-        assert!(msg.contains("OFFPATH_FALLBACK=cloudwatch"), "{msg}");
-        assert!(msg.contains("OFFPATH_FALLBACK_LOG_GROUP"), "{msg}");
-        assert!(msg.contains("`cloudwatch` feature"), "{msg}");
-        let fb = Fallback::new(&cfg(FallbackSink::Stdout, Some("g")), t)
-            .await
-            .unwrap();
-        assert_eq!(fb.sink(), FallbackSink::Stdout);
-    }
-}
+mod tests;

@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 
 use super::records::Record;
 use crate::control::status::{Stall, unix_now};
-use crate::forward::Deadline;
-use crate::telemetry::{PointDrop, Telemetry};
+use crate::forward::{Deadline, DestinationId};
+use crate::telemetry::{PointDrop, Tally, Telemetry};
 
 /// Bytes of records waiting for the writer at most (as the CloudWatch sink's buffer).
 pub const BUFFER_MAX_BYTES: usize = 32 << 20;
@@ -42,13 +42,15 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 struct InFlight {
     records: u64,
     bytes: u64,
-    samples: u64,
+    /// Samples per destination.
+    samples: Tally,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Records handed over and not yet taken by the thread, oldest first.
-    queue: VecDeque<Record>,
+    /// Records handed over and not yet taken by the thread, oldest first, with the destination whose
+    /// copy they hold.
+    queue: VecDeque<(DestinationId, Record)>,
     /// Bytes of `queue` (lines plus their newlines).
     queued_bytes: usize,
     /// The batch being written, until the thread settles it.
@@ -114,29 +116,34 @@ impl StdoutSink {
 
     /// Hand records to the writer (never waits). Over [`BUFFER_MAX_BYTES`] the oldest waiting records
     /// are dropped and counted as `fallback_overflow`.
+    #[cfg(test)]
     pub(super) fn push(&self, records: &mut Vec<Record>) {
+        self.push_for(records, DestinationId::MAIN);
+    }
+
+    /// [`StdoutSink::push`] of records that hold `dest`'s copy.
+    pub(super) fn push_for(&self, records: &mut Vec<Record>, dest: DestinationId) {
         if records.is_empty() {
             return;
         }
-        let mut dropped = 0;
+        let mut dropped = Tally::default();
         {
             let mut st = self.shared.lock();
             for r in records.drain(..) {
                 st.queued_bytes += r.line.len() + 1;
-                st.queue.push_back(r);
+                st.queue.push_back((dest, r));
             }
             while st.queued_bytes > BUFFER_MAX_BYTES && st.queue.len() > 1 {
-                if let Some(old) = st.queue.pop_front() {
+                if let Some((d, old)) = st.queue.pop_front() {
                     st.queued_bytes -= old.line.len() + 1;
-                    dropped += old.samples;
+                    dropped.add(d, old.samples);
                 }
             }
         }
         self.shared.work.notify_one();
         self.shared
             .telemetry
-            .points
-            .drop_points(PointDrop::FallbackOverflow, dropped);
+            .drop_tally(PointDrop::FallbackOverflow, &dropped);
     }
 
     /// Wait until the writer has settled everything handed over, or `deadline`; what is not written by
@@ -165,15 +172,20 @@ impl Drop for StdoutSink {
         let lost = {
             let mut st = self.shared.lock();
             st.abandoned = true;
-            let queued: u64 = st.queue.drain(..).map(|r| r.samples).sum();
+            let mut lost = Tally::default();
+            for (d, r) in st.queue.drain(..) {
+                lost.add(d, r.samples);
+            }
             st.queued_bytes = 0;
-            queued + st.in_flight.take().map_or(0, |f| f.samples)
+            if let Some(f) = st.in_flight.take() {
+                lost.merge(&f.samples);
+            }
+            lost
         };
         self.shared.work.notify_one();
         self.shared
             .telemetry
-            .points
-            .drop_points(PointDrop::ShutdownDeadline, lost);
+            .drop_tally(PointDrop::ShutdownDeadline, &lost);
     }
 }
 
@@ -195,17 +207,19 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
             }
             buf.clear();
             let mut batch = InFlight::default();
-            while let Some(r) = st.queue.front() {
+            while let Some((_, r)) = st.queue.front() {
                 if !buf.is_empty() && buf.len() + r.line.len() + 1 > WRITE_BATCH_BYTES {
                     break;
                 }
-                let Some(r) = st.queue.pop_front() else { break };
+                let Some((d, r)) = st.queue.pop_front() else {
+                    break;
+                };
                 buf.extend_from_slice(r.line.as_bytes());
                 buf.push(b'\n');
                 st.queued_bytes -= r.line.len() + 1;
                 batch.records += 1;
                 batch.bytes += r.line.len() as u64 + 1;
-                batch.samples += r.samples;
+                batch.samples.add(d, r.samples);
             }
             st.in_flight = Some(batch);
             batch
@@ -222,13 +236,11 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
             let t = &shared.telemetry;
             match &result {
                 Ok(()) => {
-                    t.points.fell_back.fetch_add(batch.samples, Relaxed);
+                    t.fell_back(&batch.samples);
                     t.forward.fallback_records.fetch_add(batch.records, Relaxed);
                     t.forward.fallback_bytes.fetch_add(batch.bytes, Relaxed);
                 }
-                Err(_) => t
-                    .points
-                    .drop_points(PointDrop::FallbackRejected, batch.samples),
+                Err(_) => t.drop_tally(PointDrop::FallbackRejected, &batch.samples),
             }
         }
         if let Err(e) = result {

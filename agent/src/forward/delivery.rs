@@ -75,13 +75,18 @@ impl Forwarder {
         match verdict {
             Verdict::Delivered => {
                 self.settled(&p);
-                let t = &self.telemetry;
-                t.points.delivered.fetch_add(p.samples, Relaxed);
-                t.forward.payloads_delivered.fetch_add(1, Relaxed);
+                self.telemetry.delivered(self.dest, p.samples);
+                self.row.payloads_delivered.fetch_add(1, Relaxed);
+                if self.dest.is_main() {
+                    self.telemetry
+                        .forward
+                        .payloads_delivered
+                        .fetch_add(1, Relaxed);
+                }
             }
             Verdict::Drop(reason) => {
                 self.settled(&p);
-                self.telemetry.points.drop_points(reason, p.samples);
+                self.telemetry.drop_for(self.dest, reason, p.samples);
             }
             Verdict::Split => self.split_or_drop(p),
             Verdict::Undelivered => self.undelivered(p),
@@ -114,8 +119,7 @@ impl Forwarder {
                     "dropping a payload too large for the intake"
                 );
                 self.telemetry
-                    .points
-                    .drop_points(PointDrop::TooLarge, p.samples);
+                    .drop_for(self.dest, PointDrop::TooLarge, p.samples);
             }
         }
     }
@@ -135,7 +139,10 @@ impl Forwarder {
                 if deadline.remaining() < MIN_ATTEMPT {
                     return Verdict::Undelivered;
                 }
-                self.telemetry.forward.retries.fetch_add(1, Relaxed);
+                self.row.retries.fetch_add(1, Relaxed);
+                if self.dest.is_main() {
+                    self.telemetry.forward.retries.fetch_add(1, Relaxed);
+                }
             }
             retry = true;
             let outcome = classify(self.attempt(&req, deadline).await);
@@ -215,14 +222,14 @@ impl Forwarder {
             .next_probe()
             .map(|t| t.saturating_duration_since(Instant::now()));
         let cause = self
-            .telemetry
-            .forward
+            .row
             .last_intake_error
             .lock()
             .ok()
             .and_then(|e| e.clone())
             .unwrap_or_default();
         tracing::warn!(
+            intake = %self.intake_url,
             probe_in = ?next,
             fallback = self.overflow.is_some(),
             cause = %cause,

@@ -190,7 +190,12 @@ impl Forwarder {
     }
 
     pub(super) fn last_error(&self, msg: String) {
-        if let Ok(mut last) = self.telemetry.forward.last_intake_error.lock() {
+        if self.dest.is_main()
+            && let Ok(mut last) = self.telemetry.forward.last_intake_error.lock()
+        {
+            *last = Some(msg.clone());
+        }
+        if let Ok(mut last) = self.row.last_intake_error.lock() {
             *last = Some(msg);
         }
     }

@@ -57,6 +57,8 @@
 
 mod deadline;
 mod delivery;
+mod destination;
+mod fanout;
 mod intake;
 mod overflow;
 mod queue;
@@ -73,6 +75,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use deadline::{Deadline, DeadlineCut};
+pub use destination::{
+    Destination, DestinationId, KEY_SUFFIX_CHARS, MAX_DESTINATIONS, SECRET_KEY_NAME,
+};
+pub use fanout::Fanout;
 use queue::RetryQueue;
 use retry::Breaker;
 pub use retry::{Backoff, BreakerState, RetryPolicy};
@@ -80,7 +86,7 @@ pub use retry::{Backoff, BreakerState, RetryPolicy};
 use crate::auth::{ApiKey, ApiKeySource};
 use crate::config::{ForwardConfig, StorageConfig};
 use crate::encode::{Encoder, Payload};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{DestinationStats, Telemetry};
 
 /// offpath's version, sent as `User-Agent: offpath/<version>` and `DD-Agent-Version`.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -142,6 +148,10 @@ pub enum ForwardError {
 pub struct Forwarder {
     client: reqwest::Client,
     intake_url: String,
+    /// Which destination this forwarder ships to (dual shipping); its copies are counted there.
+    dest: DestinationId,
+    /// The destination's ledger row and delivery state (`/status`).
+    row: Arc<DestinationStats>,
     /// Where the key comes from (asked before every delivery).
     key: ApiKeySource,
     /// The key in use as a header; `None` until the key from `DD_API_KEY_SECRET_ARN` is known (payloads
@@ -186,11 +196,31 @@ impl Forwarder {
         telemetry: Arc<Telemetry>,
         overflow: Option<mpsc::Sender<Payload>>,
     ) -> Result<Self, ForwardError> {
+        let main = Destination::new(
+            DestinationId::MAIN,
+            &cfg.intake_url,
+            key.initial().map(ApiKey::expose),
+        );
+        Self::for_destination(main, cfg, key, telemetry, overflow)
+    }
+
+    /// A forwarder for `destination` (its endpoint, not `cfg.intake_url`), as [`Forwarder::new`]
+    /// otherwise; it registers the destination's ledger row (replacing a row of the same id).
+    ///
+    /// # Errors
+    /// As [`Forwarder::new`].
+    pub fn for_destination(
+        destination: Destination,
+        cfg: &ForwardConfig,
+        key: ApiKeySource,
+        telemetry: Arc<Telemetry>,
+        overflow: Option<mpsc::Sender<Payload>>,
+    ) -> Result<Self, ForwardError> {
         let api_key = match key.initial() {
             Some(key) => Some(key.header_value().ok_or(ForwardError::ApiKeyFormat)?),
             None => None,
         };
-        let intake_url = cfg.intake_url.trim_end_matches('/').to_owned();
+        let intake_url = destination.endpoint().to_owned();
         let parsed = reqwest::Url::parse(&intake_url).map_err(|e| ForwardError::IntakeUrl {
             url: intake_url.clone(),
             reason: e.to_string(),
@@ -204,9 +234,13 @@ impl Forwarder {
 
         let client = intake::client(cfg)?;
         let policy = RetryPolicy::default();
+        let dest = destination.id();
+        let row = telemetry.register_destination(destination);
         Ok(Self {
             client,
             intake_url,
+            dest,
+            row,
             key,
             api_key,
             timeout: cfg.timeout,
@@ -230,19 +264,41 @@ impl Forwarder {
     ///
     /// # Errors
     /// [`ForwardError::Storage`] when the directory cannot be used or another process holds it.
+    ///
+    /// Each destination has its own directory, named after [`Forwarder::storage_name`]: what is read
+    /// back is this destination's and goes to it alone.
     pub fn with_storage(mut self, cfg: &StorageConfig) -> Result<Self, ForwardError> {
-        let (durable, held, overflow) =
-            store::Durable::open(cfg, &self.intake_url, Arc::clone(&self.telemetry))?;
+        let (durable, held, overflow) = store::Durable::open(
+            cfg,
+            &self.storage_name(),
+            self.dest,
+            Arc::clone(&self.telemetry),
+        )?;
         self.storage = Some(durable);
-        for p in overflow {
+        let dest = self.dest;
+        for mut p in overflow {
+            p.destination = dest;
             self.divert(p);
         }
-        for p in held {
+        for mut p in held {
             // They have their files already: into the retry queue, sent at the next delivery.
+            p.destination = dest;
             self.undelivered(p);
         }
         self.sync_storage();
         Ok(self)
+    }
+
+    /// What names this destination's retry storage directory (see `store::dir_name`): the intake URL
+    /// for the main destination (as before there were several), the destination's name
+    /// (`<endpoint>#<key end>`) for an additional one, so that two keys of one endpoint never share a
+    /// directory.
+    pub fn storage_name(&self) -> String {
+        if self.dest.is_main() {
+            self.intake_url.clone()
+        } else {
+            self.row.destination.name()
+        }
     }
 
     /// Replace the retry and breaker tuning (tests, and the Lambda extension's short budgets).
@@ -279,6 +335,11 @@ impl Forwarder {
         Ok(())
     }
 
+    /// The destination this forwarder ships to.
+    pub fn destination(&self) -> DestinationId {
+        self.dest
+    }
+
     /// Whether an API key is set (it is not until `DD_API_KEY_SECRET_ARN` is resolved).
     pub fn has_api_key(&self) -> bool {
         self.api_key.is_some()
@@ -310,7 +371,11 @@ impl Forwarder {
         deadline: impl Into<Deadline>,
     ) -> impl Future<Output = ()> + '_ {
         self.settle_abandoned();
-        self.pending.extend(payloads);
+        let dest = self.dest;
+        self.pending.extend(payloads.into_iter().map(|mut p| {
+            p.destination = dest;
+            p
+        }));
         let deadline = deadline.into();
         async move {
             self.refresh_key(deadline.at()).await;
@@ -320,6 +385,29 @@ impl Forwarder {
                 self.sync_queue_bytes();
                 self.run(&deadline).await;
             }
+        }
+    }
+
+    /// What waits in the retry queue, oldest first, then `payloads`, before `deadline`: a flush's
+    /// delivery in one call ([`Forwarder::retry_queued`] then [`Forwarder::send`], with the new
+    /// payloads owned from the call on too).
+    pub fn deliver(
+        &mut self,
+        payloads: Vec<Payload>,
+        deadline: impl Into<Deadline>,
+    ) -> impl Future<Output = ()> + '_ {
+        self.settle_abandoned();
+        self.pending.extend(self.queue.drain());
+        self.sync_queue_bytes();
+        let dest = self.dest;
+        self.pending.extend(payloads.into_iter().map(|mut p| {
+            p.destination = dest;
+            p
+        }));
+        let deadline = deadline.into();
+        async move {
+            self.refresh_key(deadline.at()).await;
+            self.run(&deadline).await;
         }
     }
 
@@ -378,16 +466,21 @@ impl Forwarder {
     }
 
     fn publish_breaker(&self) {
-        self.telemetry
-            .forward
-            .breaker
-            .store(self.breaker.state() as u64, Relaxed);
+        let state = self.breaker.state() as u64;
+        self.row.breaker.store(state, Relaxed);
+        if self.dest.is_main() {
+            self.telemetry.forward.breaker.store(state, Relaxed);
+        }
     }
 
     fn sync_queue_bytes(&self) {
-        self.telemetry
-            .forward
-            .retry_queue_bytes
-            .store(self.queue.bytes() as u64, Relaxed);
+        let bytes = self.queue.bytes() as u64;
+        self.row.retry_queue_bytes.store(bytes, Relaxed);
+        if self.dest.is_main() {
+            self.telemetry
+                .forward
+                .retry_queue_bytes
+                .store(bytes, Relaxed);
+        }
     }
 }

@@ -71,8 +71,7 @@ impl Forwarder {
         self.settled(&p);
         let Some(tx) = &self.overflow else {
             self.telemetry
-                .points
-                .drop_points(PointDrop::RetryQueueOverflow, p.samples);
+                .drop_for(self.dest, PointDrop::RetryQueueOverflow, p.samples);
             return;
         };
         let p = if self.spill.is_empty() {
@@ -82,8 +81,7 @@ impl Forwarder {
                 Err(TrySendError::Closed(p)) => {
                     // The fallback task is gone (it only ends when the forwarder is dropped).
                     self.telemetry
-                        .points
-                        .drop_points(PointDrop::FallbackOverflow, p.samples);
+                        .drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
                     return;
                 }
             }
@@ -97,8 +95,7 @@ impl Forwarder {
             if let Some(old) = self.spill.pop_front() {
                 bytes -= old.body.len();
                 self.telemetry
-                    .points
-                    .drop_points(PointDrop::FallbackOverflow, old.samples);
+                    .drop_for(self.dest, PointDrop::FallbackOverflow, old.samples);
             }
         }
     }
@@ -127,8 +124,7 @@ impl Forwarder {
         // The fallback task is gone (it only ends when the forwarder is dropped, or crashed).
         for p in self.spill.drain(..) {
             self.telemetry
-                .points
-                .drop_points(PointDrop::FallbackOverflow, p.samples);
+                .drop_for(self.dest, PointDrop::FallbackOverflow, p.samples);
         }
     }
 }

@@ -95,6 +95,7 @@ mod tests {
             raw_len: len,
             items: 1,
             samples: id,
+            destination: crate::forward::DestinationId::MAIN,
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::ReplayReport;
+use crate::fallback::destination::{DestinationFilter, Verdict};
 use crate::fallback::records::{Parsed, RecordError, parse_record};
 use crate::model::Flush;
 
@@ -31,6 +32,8 @@ pub(crate) struct Collector {
     items: usize,
     seen: Option<HashSet<u128>>,
     pub report: ReplayReport,
+    /// Which destination's records are kept (dual shipping).
+    pub destinations: DestinationFilter,
 }
 
 fn digest(line: &str) -> u128 {
@@ -50,12 +53,24 @@ impl Collector {
             items: 0,
             seen: dedupe.then(HashSet::new),
             report: ReplayReport::default(),
+            destinations: DestinationFilter::default(),
         }
     }
 
     /// Read one line.
     pub fn line(&mut self, line: &str) {
         self.report.lines += 1;
+        match self.destinations.check(line) {
+            Verdict::Keep => {}
+            Verdict::Other => {
+                self.report.other_destination += 1;
+                return;
+            }
+            Verdict::Unknown => {
+                self.report.unknown_destination += 1;
+                return;
+            }
+        }
         let parsed = match parse_record(line) {
             Ok(p) => p,
             Err(RecordError::NotARecord) => {

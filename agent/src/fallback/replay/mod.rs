@@ -36,6 +36,8 @@ use crate::forward::Forwarder;
 use crate::telemetry::Telemetry;
 use collect::Collector;
 
+use super::destination::DestinationFilter;
+
 /// Where replay reads records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplaySource {
@@ -116,6 +118,9 @@ pub struct ReplayOptions {
     /// AWS settings for a log group source; `None` = the standard SDK chain.
     #[cfg(feature = "cloudwatch")]
     pub aws: Option<aws_config::SdkConfig>,
+    /// Dual shipping: the records of which destination this run sends (default: the main one's, which
+    /// is every record without `dest`).
+    pub destinations: DestinationFilter,
 }
 
 impl ReplayOptions {
@@ -129,6 +134,7 @@ impl ReplayOptions {
             batch_deadline: Duration::from_secs(30),
             #[cfg(feature = "cloudwatch")]
             aws: None,
+            destinations: DestinationFilter::default(),
         }
     }
 }
@@ -156,6 +162,10 @@ pub struct ReplayReport {
     pub delivered: u64,
     /// Items sent but not delivered (refused by the intake, or still failing at the deadline).
     pub not_delivered: u64,
+    /// Records for another configured destination, left to its run (dual shipping).
+    pub other_destination: u64,
+    /// Records naming a destination that is not configured, not sent (check DD_ADDITIONAL_ENDPOINTS).
+    pub unknown_destination: u64,
 }
 
 impl std::fmt::Display for ReplayReport {
@@ -173,6 +183,12 @@ impl std::fmt::Display for ReplayReport {
             self.delivered,
             self.not_delivered
         )?;
+        if self.other_destination > 0 {
+            write!(f, " other_destination={}", self.other_destination)?;
+        }
+        if self.unknown_destination > 0 {
+            write!(f, " unknown_destination={}", self.unknown_destination)?;
+        }
         if self.dedupe_full {
             f.write_str(" (dedupe memory full)")?;
         }
@@ -282,10 +298,11 @@ pub(crate) fn parse_time(flag: &'static str, value: &str, now_ms: i64) -> Result
     Ok(now_ms - total)
 }
 
-/// Replay `opts.source` through `fwd`: read every record, re-encode with `enc`, send batch by batch,
-/// then retry what the forwarder queued until a last deadline. `telemetry` must be the forwarder's:
-/// what was delivered is read from its `points.delivered`. Build the forwarder without an overflow
-/// channel so that nothing goes back to a fallback.
+/// Replay `opts.source` through `fwd`: read every record of `fwd`'s destination
+/// (`opts.destinations`), re-encode with `enc`, send batch by batch, then retry what the forwarder
+/// queued until a last deadline. `telemetry` must be the forwarder's: what was delivered is read from
+/// its destination's ledger. Build the forwarder without an overflow channel so that nothing goes back
+/// to a fallback.
 ///
 /// # Errors
 /// A [`ReplayError`] when the source cannot be read or the records cannot be encoded; what was sent
@@ -296,9 +313,19 @@ pub async fn replay(
     fwd: &mut Forwarder,
     telemetry: &Telemetry,
 ) -> Result<ReplayReport, ReplayError> {
-    let delivered_before = telemetry.points.delivered.load(Relaxed);
+    let dest = fwd.destination();
+    let delivered = || {
+        let own = telemetry.destinations();
+        match own.iter().find(|d| d.destination.id() == dest) {
+            Some(row) => row.delivered.load(Relaxed),
+            None => telemetry.points.delivered.load(Relaxed),
+        }
+    };
+    let delivered_before = delivered();
+    let mut collector = Collector::new(opts.now, opts.dedupe);
+    collector.destinations = opts.destinations.clone();
     let mut r = Replayer {
-        collector: Collector::new(opts.now, opts.dedupe),
+        collector,
         enc,
         fwd,
         batch_deadline: opts.batch_deadline,
@@ -344,11 +371,7 @@ pub async fn replay(
         .await;
     let left: u64 = r.fwd.take_queued().iter().map(|p| p.samples).sum();
     let mut report = r.collector.report;
-    report.delivered = telemetry
-        .points
-        .delivered
-        .load(Relaxed)
-        .saturating_sub(delivered_before);
+    report.delivered = delivered().saturating_sub(delivered_before);
     report.not_delivered = report.sent.saturating_sub(report.delivered);
     if left > 0 {
         tracing::warn!(

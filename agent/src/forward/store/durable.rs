@@ -11,6 +11,7 @@ use super::{Put, Recovered, Seq, Store, StoreError};
 use crate::config::StorageConfig;
 use crate::encode::Payload;
 use crate::errors::Chain;
+use crate::forward::DestinationId;
 use crate::telemetry::Telemetry;
 
 /// A payload's identity in memory: the address and length of its body. The forwarder never shares
@@ -34,18 +35,23 @@ pub struct Durable {
     telemetry: Arc<Telemetry>,
     /// A write error is logged once until a write succeeds again (a full disk fails every write).
     logged_error: bool,
+    /// The bytes and files this store last added to the process-wide gauges (`forward.storage_bytes`,
+    /// `forward.storage_files` add up every destination's store).
+    published: (u64, u64),
 }
 
 impl Durable {
-    /// Open the storage of `destination` and read back what a previous run left: the payloads to
-    /// send again (each keeps its file until settled) and those over the size bound (for the
-    /// fallback). Counts recovered points, and torn or corrupt files.
+    /// Open the storage of `destination` (the directory's name, see [`super::dir_name`]) and read back
+    /// what a previous run left: the payloads to send again (each keeps its file until settled) and
+    /// those over the size bound (for the fallback). Counts recovered points in `dest`'s ledger, and
+    /// torn or corrupt files.
     ///
     /// # Errors
     /// The directory cannot be used, or another process holds it.
     pub fn open(
         cfg: &StorageConfig,
         destination: &str,
+        dest: DestinationId,
         telemetry: Arc<Telemetry>,
     ) -> Result<(Self, Vec<Payload>, Vec<Payload>), StoreError> {
         let (store, rec) = Store::open(&cfg.path, destination, cfg.max_bytes)?;
@@ -60,11 +66,12 @@ impl Durable {
             by_seq: HashMap::new(),
             telemetry,
             logged_error: false,
+            published: (0, 0),
         };
         let t = &me.telemetry;
         let points: u64 = payloads.iter().map(|(_, p)| p.samples).sum::<u64>()
             + overflow.iter().map(|p| p.samples).sum::<u64>();
-        t.points.recovered.fetch_add(points, Relaxed);
+        t.recovered(dest, points);
         t.forward.storage_corrupt.fetch_add(corrupt, Relaxed);
         t.forward
             .storage_overflow
@@ -164,9 +171,14 @@ impl Durable {
         }
     }
 
-    fn publish(&self) {
+    /// Bring the process-wide gauges up to date with this store (each store adds its own share).
+    fn publish(&mut self) {
+        let now = (self.store.bytes(), self.store.files() as u64);
+        let (bytes, files) = std::mem::replace(&mut self.published, now);
         let f = &self.telemetry.forward;
-        f.storage_bytes.store(self.store.bytes(), Relaxed);
-        f.storage_files.store(self.store.files() as u64, Relaxed);
+        f.storage_bytes.fetch_add(now.0, Relaxed);
+        f.storage_bytes.fetch_sub(bytes, Relaxed);
+        f.storage_files.fetch_add(now.1, Relaxed);
+        f.storage_files.fetch_sub(files, Relaxed);
     }
 }

@@ -19,6 +19,7 @@
 use bytes::Bytes;
 
 use crate::encode::{Payload, PayloadKind};
+use crate::forward::DestinationId;
 
 /// The first four bytes of every stored payload.
 pub const MAGIC: [u8; 4] = *b"OPRQ";
@@ -162,6 +163,8 @@ pub fn decode(file: Bytes) -> Result<Payload, DecodeError> {
         items: usize::try_from(u64_at(&file, 16)).unwrap_or(usize::MAX),
         raw_len: usize::try_from(u64_at(&file, 24)).unwrap_or(usize::MAX),
         body: file.slice(HEADER_LEN..),
+        // A store is one destination's directory: the forwarder that reads it tags what it sends.
+        destination: DestinationId::MAIN,
     })
 }
 
@@ -211,6 +214,7 @@ mod tests {
             raw_len: body.len() * 3,
             items: 7,
             samples: 1234,
+            destination: DestinationId::MAIN,
         }
     }
 

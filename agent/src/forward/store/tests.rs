@@ -10,6 +10,7 @@ fn payload(samples: u64, len: usize) -> Payload {
         raw_len: len * 2,
         items: 1,
         samples,
+        destination: crate::forward::DestinationId::MAIN,
     }
 }
 
