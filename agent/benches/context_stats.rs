@@ -121,7 +121,7 @@ fn main() {
     let rate = |d: Duration| lines / d.as_secs_f64() / 1e6;
     println!(
         "aggregate with flushes, {STEADY} contexts + {CHURN} new per bucket: context stats off {:.2} M \
-         lines/s, on {:.2} M lines/s ({:+.1} %)",
+         lines/s, on {:.2} M lines/s ({:+.1} % CPU time)",
         rate(best[0]),
         rate(best[1]),
         (best[1].as_secs_f64() / best[0].as_secs_f64() - 1.0) * 100.0
