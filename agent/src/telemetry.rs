@@ -437,3 +437,13 @@ impl Telemetry {
         s
     }
 }
+
+/// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
+pub(crate) const fn breaker_name(state: u64) -> &'static str {
+    match state {
+        0 => "closed",
+        1 => "open",
+        2 => "half_open",
+        _ => "unknown",
+    }
+}

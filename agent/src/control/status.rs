@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::dogstatsd::ParseError;
-use crate::telemetry::{DestinationStatus, PacketDrop, PointDrop, Telemetry};
+use crate::telemetry::{DestinationStatus, PacketDrop, PointDrop, Telemetry, breaker_name};
 
 pub(crate) use super::server::serve;
 
@@ -295,16 +295,6 @@ pub struct Status {
     pub destinations: Vec<DestinationStatus>,
     /// The status endpoint's refused, timed-out and evicted connections.
     pub status_server: StatusServerStatus,
-}
-
-/// The breaker state name for `telemetry.forward.breaker` (0 closed, 1 open, 2 half-open).
-pub(crate) const fn breaker_name(state: u64) -> &'static str {
-    match state {
-        0 => "closed",
-        1 => "open",
-        2 => "half_open",
-        _ => "unknown",
-    }
 }
 
 impl Status {

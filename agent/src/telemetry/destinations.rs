@@ -167,7 +167,7 @@ impl DestinationStatus {
             payloads_delivered: row.payloads_delivered.load(Relaxed),
             retries: row.retries.load(Relaxed),
             retry_queue_bytes: row.retry_queue_bytes.load(Relaxed),
-            breaker: crate::control::status::breaker_name(row.breaker.load(Relaxed)),
+            breaker: super::breaker_name(row.breaker.load(Relaxed)),
             last_intake_error: row.last_intake_error.lock().ok().and_then(|e| e.clone()),
         }
     }
