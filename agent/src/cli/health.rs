@@ -9,8 +9,9 @@ use offpath::errors::Chain;
 
 use super::args::HealthArgs;
 
-/// Most bytes of the answer read (it is a few hundred).
-const READ_MAX: usize = 64 * 1024;
+/// Most bytes of an answer read: `/health` is a few hundred, `/status/contexts?top=1000` (`offpath
+/// stats`) 1,000 names of a few hundred bytes at most.
+const READ_MAX: usize = 1 << 20;
 
 /// With `--wait`, the pause between two attempts.
 const WAIT_RETRY: Duration = Duration::from_millis(100);
@@ -80,10 +81,12 @@ pub async fn health_command(args: &HealthArgs) -> i32 {
         result = probe_health(addr, timeout.min(left).max(WAIT_RETRY)).await;
     }
     let who = match &result {
-        Ok(_) | Err(ProbeError::Unhealthy { .. }) => match get(addr, "/status", timeout).await {
-            Ok((reqwest::StatusCode::OK, body)) => instance(&body),
-            _ => None,
-        },
+        Ok(_) | Err(ProbeError::Unhealthy { .. }) => {
+            match get(addr, "/status", "", timeout).await {
+                Ok((reqwest::StatusCode::OK, body)) => instance(&body),
+                _ => None,
+            }
+        }
         Err(_) => None,
     };
     let who = who.map_or_else(String::new, |w| format!(" [{w}]"));
@@ -169,7 +172,7 @@ pub fn health_addr(args: &HealthArgs) -> Result<SocketAddr, ProbeError> {
 /// # Errors
 /// [`ProbeError`] when there is no answer in time or the status is not 200.
 pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String, ProbeError> {
-    let (status, body) = get(addr, "/health", timeout).await?;
+    let (status, body) = get(addr, "/health", "", timeout).await?;
     if status == reqwest::StatusCode::OK {
         Ok(body)
     } else {
@@ -180,10 +183,11 @@ pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String,
     }
 }
 
-/// `GET path` on the status endpoint: the status and the body (trimmed).
-async fn get(
+/// `GET path` (with `query`, `""` or `?…`) on the status endpoint: the status and the body (trimmed).
+pub(super) async fn get(
     addr: SocketAddr,
     path: &'static str,
+    query: &str,
     timeout: Duration,
 ) -> Result<(reqwest::StatusCode, String), ProbeError> {
     let request = |source| ProbeError::Request { addr, path, source };
@@ -194,7 +198,7 @@ async fn get(
             .build()
             .map_err(request)?;
         let resp = client
-            .get(format!("http://{addr}{path}"))
+            .get(format!("http://{addr}{path}{query}"))
             .send()
             .await
             .map_err(request)?;

@@ -9,10 +9,7 @@ use offpath::errors::Chain;
 use serde::Deserialize;
 
 use super::args::{HealthArgs, StatsArgs};
-use super::health::{ProbeError, health_addr};
-
-/// Most bytes of the answer read (1,000 names of a few hundred bytes at most).
-const READ_MAX: usize = 1 << 20;
+use super::health::{ProbeError, get, health_addr};
 
 /// `/status/contexts` as read back (the server's [`ContextsView`], owned).
 #[derive(Debug, Deserialize)]
@@ -83,43 +80,13 @@ pub async fn stats_command(args: &StatsArgs) -> i32 {
     }
 }
 
-/// `GET /status/contexts?top=N`.
+/// `GET /status/contexts?top=N`: the body when the answer is 200.
 async fn fetch(
     addr: std::net::SocketAddr,
     top: usize,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
-    const PATH: &str = "/status/contexts";
-    let request = |source| ProbeError::Request {
-        addr,
-        path: PATH,
-        source,
-    };
-    let exchange = async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(request)?;
-        let resp = client
-            .get(format!("http://{addr}{PATH}?top={top}"))
-            .send()
-            .await
-            .map_err(request)?;
-        let status = resp.status();
-        let body = offpath::http::read_body(resp, READ_MAX)
-            .await
-            .map_err(request)?;
-        Ok::<_, ProbeError>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ProbeError::Timeout {
-            addr,
-            path: PATH,
-            timeout,
-        })??;
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let (status, body) = get(addr, "/status/contexts", &format!("?top={top}"), timeout).await?;
     if status == reqwest::StatusCode::OK {
         Ok(body)
     } else {

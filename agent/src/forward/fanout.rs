@@ -27,6 +27,17 @@ pub struct Fanout {
     forwarders: Vec<Forwarder>,
 }
 
+/// One destination's delivery, run beside the others'.
+type Run<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A copy of `payloads` per destination (bodies are `Bytes`: a copy is a reference); the last gets the
+/// original. Each forwarder tags its copies with its destination.
+fn copies(payloads: Vec<Payload>, n: usize) -> Vec<Vec<Payload>> {
+    let mut out: Vec<Vec<Payload>> = (1..n).map(|_| payloads.clone()).collect();
+    out.push(payloads);
+    out
+}
+
 impl Fanout {
     /// Ship to these forwarders (one per destination, the main one first; at least one).
     pub fn new(forwarders: Vec<Forwarder>) -> Self {
@@ -136,17 +147,13 @@ impl Fanout {
         deadline: impl Into<Deadline>,
     ) -> impl Future<Output = ()> + '_ {
         let deadline = deadline.into();
-        let mut payloads = Some(payloads);
-        let n = self.forwarders.len();
-        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::with_capacity(n);
-        for (i, f) in self.forwarders.iter_mut().enumerate() {
-            let copy = if i + 1 == n {
-                payloads.take().unwrap_or_default()
-            } else {
-                payloads.as_ref().map(|p| p.to_vec()).unwrap_or_default()
-            };
-            runs.push(Box::pin(f.deliver(copy, deadline.clone())));
-        }
+        let copies = copies(payloads, self.forwarders.len());
+        let runs: Vec<Run<'_>> = self
+            .forwarders
+            .iter_mut()
+            .zip(copies)
+            .map(|(f, copy)| -> Run<'_> { Box::pin(f.deliver(copy, deadline.clone())) })
+            .collect();
         join_all(runs)
     }
 
@@ -158,21 +165,13 @@ impl Fanout {
         deadline: impl Into<Deadline>,
     ) -> impl Future<Output = ()> + '_ {
         let deadline = deadline.into();
-        let mut payloads = Some(payloads);
-        let n = self.forwarders.len();
-        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::with_capacity(n);
-        for (i, f) in self.forwarders.iter_mut().enumerate() {
-            let mut copy = if i + 1 == n {
-                payloads.take().unwrap_or_default()
-            } else {
-                payloads.as_ref().map(|p| p.to_vec()).unwrap_or_default()
-            };
-            let dest = f.destination();
-            for p in &mut copy {
-                p.destination = dest;
-            }
-            runs.push(Box::pin(f.send(copy, deadline.clone())));
-        }
+        let copies = copies(payloads, self.forwarders.len());
+        let runs: Vec<Run<'_>> = self
+            .forwarders
+            .iter_mut()
+            .zip(copies)
+            .map(|(f, copy)| -> Run<'_> { Box::pin(f.send(copy, deadline.clone())) })
+            .collect();
         join_all(runs)
     }
 
@@ -180,11 +179,11 @@ impl Fanout {
     /// [`Forwarder::retry_queued`]).
     pub fn retry_queued(&mut self, deadline: impl Into<Deadline>) -> impl Future<Output = ()> + '_ {
         let deadline = deadline.into();
-        let mut runs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
-            Vec::with_capacity(self.forwarders.len());
-        for f in &mut self.forwarders {
-            runs.push(Box::pin(f.retry_queued(deadline.clone())));
-        }
+        let runs: Vec<Run<'_>> = self
+            .forwarders
+            .iter_mut()
+            .map(|f| -> Run<'_> { Box::pin(f.retry_queued(deadline.clone())) })
+            .collect();
         join_all(runs)
     }
 

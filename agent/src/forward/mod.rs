@@ -368,11 +368,7 @@ impl Forwarder {
         deadline: impl Into<Deadline>,
     ) -> impl Future<Output = ()> + '_ {
         self.settle_abandoned();
-        let dest = self.dest;
-        self.pending.extend(payloads.into_iter().map(|mut p| {
-            p.destination = dest;
-            p
-        }));
+        self.take_over(payloads);
         let deadline = deadline.into();
         async move {
             self.refresh_key(deadline.at()).await;
@@ -396,11 +392,7 @@ impl Forwarder {
         self.settle_abandoned();
         self.pending.extend(self.queue.drain());
         self.sync_queue_bytes();
-        let dest = self.dest;
-        self.pending.extend(payloads.into_iter().map(|mut p| {
-            p.destination = dest;
-            p
-        }));
+        self.take_over(payloads);
         let deadline = deadline.into();
         async move {
             self.refresh_key(deadline.at()).await;
@@ -419,6 +411,15 @@ impl Forwarder {
             self.refresh_key(deadline.at()).await;
             self.run(&deadline).await;
         }
+    }
+
+    /// Own `payloads` (tagged with this forwarder's destination) for the delivery about to run.
+    fn take_over(&mut self, payloads: Vec<Payload>) {
+        let dest = self.dest;
+        self.pending.extend(payloads.into_iter().map(|mut p| {
+            p.destination = dest;
+            p
+        }));
     }
 
     /// Take everything not yet delivered (at shutdown, for the fallback): what waits for room in the
