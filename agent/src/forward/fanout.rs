@@ -157,24 +157,6 @@ impl Fanout {
         join_all(runs)
     }
 
-    /// Deliver a copy of `payloads` to every destination before `deadline`, concurrently (see
-    /// [`Forwarder::send`]). Every forwarder owns its copies as soon as this is called.
-    pub fn send(
-        &mut self,
-        payloads: Vec<Payload>,
-        deadline: impl Into<Deadline>,
-    ) -> impl Future<Output = ()> + '_ {
-        let deadline = deadline.into();
-        let copies = copies(payloads, self.forwarders.len());
-        let runs: Vec<Run<'_>> = self
-            .forwarders
-            .iter_mut()
-            .zip(copies)
-            .map(|(f, copy)| -> Run<'_> { Box::pin(f.send(copy, deadline.clone())) })
-            .collect();
-        join_all(runs)
-    }
-
     /// Retry what waits in every destination's retry queue before `deadline`, concurrently (see
     /// [`Forwarder::retry_queued`]).
     pub fn retry_queued(&mut self, deadline: impl Into<Deadline>) -> impl Future<Output = ()> + '_ {
