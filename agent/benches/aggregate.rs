@@ -6,17 +6,17 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use offpath::aggregate::Aggregator;
-use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
 use offpath::dogstatsd::{self, Message};
 use offpath::ingest::Route;
 use offpath::telemetry::Telemetry;
+
+mod common;
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;
@@ -46,27 +46,6 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const T0: i64 = 1_700_000_000;
-
-fn config(limit: usize) -> AggregateConfig {
-    AggregateConfig {
-        namespace: String::new(),
-        tags: vec!["env:prod".into(), "service:checkout".into()],
-        hostname: "bench-host".into(),
-        histogram_aggregates: vec![
-            HistogramAggregate::Max,
-            HistogramAggregate::Median,
-            HistogramAggregate::Avg,
-            HistogramAggregate::Count,
-        ],
-        histogram_percentiles: vec![0.95],
-        context_limit: NonZeroUsize::new(limit).unwrap(),
-        mapping: MetricMapping::Agent,
-        workers: NonZeroUsize::MIN,
-        own_names: Vec::new(),
-        filter: offpath::enrich::FilterConfig::default(),
-        context_stats: std::env::var("OFFPATH_CONTEXT_STATS").map_or(true, |v| v != "false"),
-    }
-}
 
 /// One line of context `i`: a realistic mix (60 % counts, 20 % gauges, 10 % timers, 10 % distributions), 4 tags.
 fn corpus_line(i: usize, round: usize) -> String {
@@ -128,7 +107,10 @@ fn throughput(c: &mut Criterion) {
         let datagrams = packets(&lines);
         let msgs = messages(&lines);
         group.bench_function(format!("parse_and_insert/{contexts}_contexts"), |b| {
-            let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
+            let mut agg = Aggregator::new(
+                &common::aggregate_config(200_000, context_stats()),
+                Arc::new(Telemetry::default()),
+            );
             b.iter_custom(|iters| {
                 pass(&mut agg, iters, |agg, now| {
                     for p in &datagrams {
@@ -138,7 +120,10 @@ fn throughput(c: &mut Criterion) {
             });
         });
         group.bench_function(format!("insert_parsed/{contexts}_contexts"), |b| {
-            let mut agg = Aggregator::new(&config(200_000), Arc::new(Telemetry::default()));
+            let mut agg = Aggregator::new(
+                &common::aggregate_config(200_000, context_stats()),
+                Arc::new(Telemetry::default()),
+            );
             b.iter_custom(|iters| {
                 pass(&mut agg, iters, |agg, now| {
                     for m in &msgs {
@@ -156,9 +141,9 @@ fn pass(agg: &mut Aggregator, iters: u64, work: impl Fn(&mut Aggregator, i64)) -
     let mut spent = Duration::ZERO;
     let mut now = T0;
     for _ in 0..iters {
-        let start = cpu_time();
+        let start = common::cpu_time();
         work(agg, now);
-        spent += cpu_time() - start;
+        spent += common::cpu_time() - start;
         now += 1;
         std::hint::black_box(agg.flush(now, false));
     }
@@ -166,16 +151,6 @@ fn pass(agg: &mut Aggregator, iters: u64, work: impl Fn(&mut Aggregator, i64)) -
 }
 
 /// CPU time of this thread: the 2 shared cores of a busy machine make wall time meaningless.
-fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: usize = statm
@@ -192,7 +167,10 @@ fn memory_per_context() {
     let lines = corpus(N, N);
     let msgs = messages(&lines);
     let (heap0, rss0) = (LIVE.load(Relaxed), rss_bytes());
-    let mut agg = Aggregator::new(&config(N), Arc::new(Telemetry::default()));
+    let mut agg = Aggregator::new(
+        &common::aggregate_config(N, context_stats()),
+        Arc::new(Telemetry::default()),
+    );
     for m in &msgs {
         agg.insert(m, T0);
     }
@@ -215,12 +193,16 @@ fn best_passes() {
         let datagrams = packets(&lines);
         let msgs = messages(&lines);
         let mut best = [Duration::MAX; 2];
-        let mut aggs =
-            [(); 2].map(|()| Aggregator::new(&config(200_000), Arc::new(Telemetry::default())));
+        let mut aggs = [(); 2].map(|()| {
+            Aggregator::new(
+                &common::aggregate_config(200_000, context_stats()),
+                Arc::new(Telemetry::default()),
+            )
+        });
         for round in 0..30 {
             let now = T0 + round;
             for (i, agg) in aggs.iter_mut().enumerate() {
-                let start = cpu_time();
+                let start = common::cpu_time();
                 if i == 0 {
                     for p in &datagrams {
                         agg.insert_packet(p, now);
@@ -230,7 +212,7 @@ fn best_passes() {
                         agg.insert(m, now);
                     }
                 }
-                best[i] = best[i].min(cpu_time() - start);
+                best[i] = best[i].min(common::cpu_time() - start);
                 std::hint::black_box(agg.flush(now + 1, false));
             }
         }
@@ -283,21 +265,25 @@ fn sharded_passes() {
             let mut route_best = Duration::MAX;
             let mut shards: Vec<Vec<Vec<u8>>> = Vec::new();
             for _ in 0..10 {
-                let start = cpu_time();
+                let start = common::cpu_time();
                 shards = split(&datagrams, n);
-                route_best = route_best.min(cpu_time() - start);
+                route_best = route_best.min(common::cpu_time() - start);
             }
             let telemetry = Arc::new(Telemetry::default());
-            let mut aggs = Aggregator::sharded(&config(200_000), &telemetry, n);
+            let mut aggs = Aggregator::sharded(
+                &common::aggregate_config(200_000, context_stats()),
+                &telemetry,
+                n,
+            );
             let mut best = vec![Duration::MAX; n];
             for round in 0..30 {
                 let now = T0 + round;
                 for (i, agg) in aggs.iter_mut().enumerate() {
-                    let start = cpu_time();
+                    let start = common::cpu_time();
                     for p in &shards[i] {
                         agg.insert_packet(p, now);
                     }
-                    best[i] = best[i].min(cpu_time() - start);
+                    best[i] = best[i].min(common::cpu_time() - start);
                     std::hint::black_box(agg.flush(now + 1, false));
                 }
             }
@@ -325,7 +311,7 @@ fn sharded_passes() {
 /// The datagrams' lines, split by [`Route`] into per-worker packets of at most 8 KiB as a receive
 /// thread splits them: one `memchr` per line, one copy per run of consecutive lines of one worker.
 fn split(datagrams: &[Vec<u8>], n: usize) -> Vec<Vec<Vec<u8>>> {
-    let route = Route::new(&config(1).tags);
+    let route = Route::new(&common::aggregate_config(1, context_stats()).tags);
     let mut out: Vec<Vec<Vec<u8>>> = vec![vec![Vec::with_capacity(8192)]; n];
     let mut put = |q: usize, run: &[u8]| {
         let shard = &mut out[q];
@@ -367,3 +353,8 @@ fn memory(_: &mut Criterion) {
 
 criterion_group!(benches, memory, throughput);
 criterion_main!(benches);
+
+/// `OFFPATH_CONTEXT_STATS=false` turns the cardinality view off (on by default, as shipped).
+fn context_stats() -> bool {
+    std::env::var("OFFPATH_CONTEXT_STATS").map_or(true, |v| v != "false")
+}

@@ -16,6 +16,8 @@ use offpath::aggregate::Aggregator;
 use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
 use offpath::telemetry::Telemetry;
 
+mod common;
+
 const T0: i64 = 1_700_000_000;
 const STEADY: usize = 10_000;
 const CHURN: usize = 1_000;
@@ -79,7 +81,7 @@ fn round_packets(round: usize) -> Vec<Vec<u8>> {
 fn run(rounds: &[Vec<Vec<u8>>], context_stats: bool) -> (Duration, usize) {
     let mut agg = Aggregator::new(&config(context_stats), Arc::new(Telemetry::default()));
     let mut series = 0;
-    let start = cpu_time();
+    let start = common::cpu_time();
     for (r, packets) in rounds.iter().enumerate() {
         let now = T0 + 10 * r as i64;
         for p in packets {
@@ -87,17 +89,7 @@ fn run(rounds: &[Vec<Vec<u8>>], context_stats: bool) -> (Duration, usize) {
         }
         series += agg.flush(now + 10, false).series.len();
     }
-    (cpu_time() - start, series)
-}
-
-fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    (common::cpu_time() - start, series)
 }
 
 fn main() {

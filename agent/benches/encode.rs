@@ -10,6 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use offpath::encode::{Encoder, Payload};
 use offpath::model::{DogSketch, Flush, Series, SeriesKind, SketchSeries};
 
+mod common;
+
 /// xorshift64*: deterministic data without a dependency.
 struct Rng(u64);
 
@@ -104,23 +106,13 @@ fn sketch_flush() -> Flush {
 }
 
 /// CPU time of this thread.
-fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Median CPU time of `f` over `n` runs.
 fn cpu_median(n: usize, mut f: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..n)
         .map(|_| {
-            let t = cpu_time();
+            let t = common::cpu_time();
             f();
-            cpu_time() - t
+            common::cpu_time() - t
         })
         .collect();
     times.sort();

@@ -13,37 +13,16 @@
 //! and divide the total `Ir` by `passes × 100,000`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use offpath::aggregate::Aggregator;
-use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
 use offpath::telemetry::Telemetry;
+
+mod common;
 
 const T0: i64 = 1_700_000_000;
 const LINES: usize = 100_000;
-
-fn config(context_stats: bool) -> AggregateConfig {
-    AggregateConfig {
-        namespace: String::new(),
-        tags: vec!["env:prod".into(), "service:checkout".into()],
-        hostname: "bench-host".into(),
-        histogram_aggregates: vec![
-            HistogramAggregate::Max,
-            HistogramAggregate::Median,
-            HistogramAggregate::Avg,
-            HistogramAggregate::Count,
-        ],
-        histogram_percentiles: vec![0.95],
-        context_limit: NonZeroUsize::new(1_000_000).unwrap(),
-        mapping: MetricMapping::Agent,
-        filter: offpath::enrich::FilterConfig::default(),
-        workers: NonZeroUsize::MIN,
-        own_names: Vec::new(),
-        context_stats,
-    }
-}
 
 /// Line of context `i` (as the aggregate bench: 60 % counts, 20 % gauges, 10 % timers, 10 % distributions,
 /// 4 tags).
@@ -103,16 +82,6 @@ fn measured(agg: &mut Aggregator, datagrams: &[Vec<u8>], now: i64) {
     }
 }
 
-fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; take the numbers and the workload from what is left.
     let args: Vec<String> = std::env::args()
@@ -130,14 +99,17 @@ fn main() {
         })
         .collect();
     let datagrams = packets(&lines);
-    let mut agg = Aggregator::new(&config(stats), Arc::new(Telemetry::default()));
+    let mut agg = Aggregator::new(
+        &common::aggregate_config(1_000_000, stats),
+        Arc::new(Telemetry::default()),
+    );
     // Make every context first; the passes then find them (a bucket sees every pass: same `now`).
     warm_up(&mut agg, &datagrams);
     let mut best = Duration::MAX;
     for _ in 0..passes {
-        let start = cpu_time();
+        let start = common::cpu_time();
         measured(&mut agg, &datagrams, T0);
-        best = best.min(cpu_time() - start);
+        best = best.min(common::cpu_time() - start);
     }
     println!(
         "hotpath: {} {contexts} contexts ({} live, context stats {}), {passes} passes of {LINES} lines: best {:.2} M lines/s \

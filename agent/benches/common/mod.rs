@@ -1,0 +1,43 @@
+//! What several benches share: the calling thread's CPU time and the aggregator settings of the
+//! aggregate and hot-path benches. Not every bench uses every item.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use offpath::config::{AggregateConfig, HistogramAggregate, MetricMapping};
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): on a shared machine, time the thread
+/// did not run is not counted.
+pub fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One worker with the Agent's defaults (two global tags, max/median/avg/count and the 95th
+/// percentile), `limit` live contexts and the cardinality view on or off.
+pub fn aggregate_config(limit: usize, context_stats: bool) -> AggregateConfig {
+    AggregateConfig {
+        namespace: String::new(),
+        tags: vec!["env:prod".into(), "service:checkout".into()],
+        hostname: "bench-host".into(),
+        histogram_aggregates: vec![
+            HistogramAggregate::Max,
+            HistogramAggregate::Median,
+            HistogramAggregate::Avg,
+            HistogramAggregate::Count,
+        ],
+        histogram_percentiles: vec![0.95],
+        context_limit: NonZeroUsize::new(limit).unwrap(),
+        mapping: MetricMapping::Agent,
+        filter: offpath::enrich::FilterConfig::default(),
+        workers: NonZeroUsize::MIN,
+        own_names: Vec::new(),
+        context_stats,
+    }
+}
