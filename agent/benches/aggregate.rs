@@ -47,28 +47,10 @@ static GLOBAL: Counting = Counting;
 
 const T0: i64 = 1_700_000_000;
 
-/// One line of context `i`: a realistic mix (60 % counts, 20 % gauges, 10 % timers, 10 % distributions), 4 tags.
-fn corpus_line(i: usize, round: usize) -> String {
-    let (kind, name) = match i % 10 {
-        0..=5 => ("c", "http.requests"),
-        6 | 7 => ("g", "queue.depth"),
-        8 => ("ms", "http.latency"),
-        _ => ("d", "db.query.time"),
-    };
-    let value = (i * 7 + round * 13) % 500;
-    format!(
-        "{name}.{}:{value}|{kind}|#endpoint:/api/v1/item{},status:{},region:eu-west-{},shard:{i}",
-        i % 50,
-        i % 97,
-        200 + i % 5,
-        i % 3
-    )
-}
-
 /// Lines cycling over `contexts` contexts, `total` lines long.
 fn corpus(contexts: usize, total: usize) -> Vec<String> {
     (0..total)
-        .map(|n| corpus_line(n % contexts, n / contexts))
+        .map(|n| common::corpus_line(n % contexts, n / contexts))
         .collect()
 }
 
@@ -230,7 +212,7 @@ fn hot_corpus(contexts: usize, total: usize) -> Vec<String> {
     (0..total)
         .map(|n| {
             if n % 5 == 4 {
-                corpus_line((n / 5) % contexts, n / contexts)
+                common::corpus_line((n / 5) % contexts, n / contexts)
             } else {
                 let h = (n - n / 5) % 10_000;
                 format!(

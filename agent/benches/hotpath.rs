@@ -24,29 +24,10 @@ mod common;
 const T0: i64 = 1_700_000_000;
 const LINES: usize = 100_000;
 
-/// Line of context `i` (as the aggregate bench: 60 % counts, 20 % gauges, 10 % timers, 10 % distributions,
-/// 4 tags).
-fn uniform_line(i: usize, round: usize) -> String {
-    let (kind, name) = match i % 10 {
-        0..=5 => ("c", "http.requests"),
-        6 | 7 => ("g", "queue.depth"),
-        8 => ("ms", "http.latency"),
-        _ => ("d", "db.query.time"),
-    };
-    let value = (i * 7 + round * 13) % 500;
-    format!(
-        "{name}.{}:{value}|{kind}|#endpoint:/api/v1/item{},status:{},region:eu-west-{},shard:{i}",
-        i % 50,
-        i % 97,
-        200 + i % 5,
-        i % 3
-    )
-}
-
 /// 80 % of the lines one count name over `contexts` tag sets, the rest uniform lines.
 fn hot_line(n: usize, contexts: usize) -> String {
     if n % 5 == 4 {
-        return uniform_line((n / 5) % 1000, n);
+        return common::corpus_line((n / 5) % 1000, n);
     }
     let h = n % contexts;
     format!(
@@ -95,7 +76,7 @@ fn main() {
     let lines: Vec<String> = (0..LINES)
         .map(|n| match hot {
             true => hot_line(n, contexts),
-            false => uniform_line(n % contexts, n / contexts),
+            false => common::corpus_line(n % contexts, n / contexts),
         })
         .collect();
     let datagrams = packets(&lines);
