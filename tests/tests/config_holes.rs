@@ -60,22 +60,7 @@ fn a_plain_http_intake_is_a_warning_at_start_and_in_check() {
         ("OFFPATH_FALLBACK", "stdout"),
         ("OFFPATH_SELF_TELEMETRY", "false"),
     ];
-    let mut offpath = Offpath::start(&[], &env);
-    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
-    let log = offpath.stderr();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("plain http://"))
-        .unwrap_or_else(|| panic!("no plain-http warning at start:\n{log}"));
-    assert!(warning.contains("DD_DD_URL"), "{warning}");
-
-    let out = run_once(&["check"], &env);
-    let all = text(&out);
-    let warning = all
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("plain http://"))
-        .unwrap_or_else(|| panic!("no plain-http warning in check:\n{all}"));
-    assert!(warning.contains("DD_DD_URL"), "{warning}");
+    let all = warned_at_start_and_in_check(&env, "plain http://", "DD_DD_URL");
     assert!(!all.contains("0ff9a7e2e5ec2e7k3y7b1d4c8a9f6e0d"), "{all}");
 
     // The key is removed as a whole token: a one-letter key `K` leaves the words holding a K alone.
@@ -96,22 +81,7 @@ fn a_status_address_off_loopback_is_a_warning_at_start_and_in_check() {
         ("OFFPATH_FALLBACK", "stdout"),
         ("OFFPATH_SELF_TELEMETRY", "false"),
     ];
-    let mut offpath = Offpath::start(&[], &env);
-    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
-    let log = offpath.stderr();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("not on loopback"))
-        .unwrap_or_else(|| panic!("no off-loopback status warning at start:\n{log}"));
-    assert!(warning.contains("OFFPATH_STATUS_ADDR"), "{warning}");
-
-    let out = run_once(&["check"], &env);
-    let all = text(&out);
-    let warning = all
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("not on loopback"))
-        .unwrap_or_else(|| panic!("no off-loopback status warning in check:\n{all}"));
-    assert!(warning.contains("OFFPATH_STATUS_ADDR"), "{warning}");
+    warned_at_start_and_in_check(&env, "not on loopback", "OFFPATH_STATUS_ADDR");
 
     // On loopback: no such warning.
     let out = run_once(
@@ -122,4 +92,21 @@ fn a_status_address_off_loopback_is_a_warning_at_start_and_in_check() {
         ],
     );
     assert!(!text(&out).contains("not on loopback"), "{}", text(&out));
+}
+
+/// offpath started with `env` logs a warning containing `what` that names `key`, and so does `offpath
+/// check`; returns check's output.
+#[track_caller]
+fn warned_at_start_and_in_check(env: &[(&str, &str)], what: &str, key: &str) -> String {
+    let mut offpath = Offpath::start(&[], env);
+    assert_eq!(offpath.stop(), Some(0), "{}", offpath.stderr());
+    let check = text(&run_once(&["check"], env));
+    for (when, out) in [("at start", offpath.stderr()), ("in check", check.clone())] {
+        let warning = out
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains(what))
+            .unwrap_or_else(|| panic!("no warning with {what:?} {when}:\n{out}"));
+        assert!(warning.contains(key), "{warning}");
+    }
+    check
 }
