@@ -3,7 +3,7 @@
 
 use std::hash::Hasher;
 
-use memchr::{memchr, memrchr_iter};
+use memchr::{memchr, memchr_iter, memrchr_iter};
 use rustc_hash::FxHasher;
 
 /// Tags a context key leaves out or keeps elsewhere, so routing must ignore them: `host:` (the host is a
@@ -16,9 +16,9 @@ const SET_MAX: usize = 16;
 
 /// How lines are spread over the aggregate workers.
 ///
-/// A metric line goes by a hash of its name (the bytes before the first `:`) and of its tag set: its
-/// distinct tag hashes in order (the smallest and the largest only beyond 16 distinct tags), which no tag
-/// order and no repeated tag changes. Tags the
+/// A metric line goes by a hash of its name (the bytes before the first `:`) and of its tag set: the
+/// wrapping sum of its distinct tag hashes (the smallest and the largest only beyond 16 distinct tags),
+/// which no tag order and no repeated tag changes; one pass over the tags, no sort. Tags the
 /// context key drops are left out too (the global tags, `host:`, metadata tags), so every line of one
 /// context, whatever its value, type, tag order, repeats or special tags, reaches the same shard, which
 /// aggregates it exactly as a single aggregator would; and the contexts of one hot name (one name, many tag
@@ -64,14 +64,18 @@ impl Route {
     }
 
     fn pick(&self, name: &[u8], tags: &[u8], shards: usize) -> usize {
-        // The distinct tag hashes in order, while there are at most `SET_MAX`; beyond, the smallest and
-        // the largest only. Either way a function of the tag set alone.
+        // The distinct tag hashes, while there are at most `SET_MAX`; beyond, the smallest and the
+        // largest only. Either way combined by a function of the tag set alone: a wrapping sum of the
+        // distinct hashes (no order), or the pair.
         let mut set = [0u64; SET_MAX];
         let mut len = 0;
         let mut overflow = false;
         let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for tag in tags.split(|&b| b == b',') {
-            if tag.is_empty() || IGNORED_PREFIXES.iter().any(|p| tag.starts_with(p)) {
+        let mut start = 0;
+        for end in memchr_iter(b',', tags).chain(std::iter::once(tags.len())) {
+            let tag = tags.get(start..end).unwrap_or_default();
+            start = end + 1;
+            if tag.is_empty() || is_ignored(tag) {
                 continue;
             }
             let th = tag_hash(tag);
@@ -80,21 +84,16 @@ impl Route {
             }
             lo = lo.min(th);
             hi = hi.max(th);
-            if overflow {
+            if overflow || set[..len].contains(&th) {
                 continue;
             }
-            let held = &set[..len];
-            let at = held.partition_point(|&h| h < th);
-            if held.get(at) == Some(&th) {
-                continue;
+            match set.get_mut(len) {
+                Some(slot) => {
+                    *slot = th;
+                    len += 1;
+                }
+                None => overflow = true,
             }
-            if len == SET_MAX {
-                overflow = true;
-                continue;
-            }
-            set.copy_within(at..len, at + 1);
-            set[at] = th;
-            len += 1;
         }
         let mut h = FxHasher::default();
         h.write(name);
@@ -102,9 +101,8 @@ impl Route {
             h.write_u64(lo);
             h.write_u64(hi);
         } else {
-            for &th in &set[..len] {
-                h.write_u64(th);
-            }
+            let sum = set[..len].iter().fold(0u64, |acc, &th| acc.wrapping_add(th));
+            h.write_u64(sum);
         }
         h.write_usize(len);
         // Mix every bit into the high half, then map it onto 0..shards without a division.
@@ -135,6 +133,11 @@ fn tags_field(rest: &[u8]) -> &[u8] {
         end = pipe;
     }
     b""
+}
+
+/// Whether the context key leaves `tag` out ([`IGNORED_PREFIXES`]); most tags fail the first byte.
+fn is_ignored(tag: &[u8]) -> bool {
+    matches!(tag.first(), Some(b'h' | b'd')) && IGNORED_PREFIXES.iter().any(|p| tag.starts_with(p))
 }
 
 fn is_event_or_check(line: &[u8]) -> bool {
