@@ -5,7 +5,7 @@
 # the work alone, the library without an extension (synchronous API flush), the library with offpath's
 # compatible layer, and the same with the intake down. Prints median and p99 of the function's duration and
 # of the time until the next event/next (packaging/bench/README.md).
-# Usage: packaging/bench/lambda-seed.sh [--invocations N] [--delay-ms MS] [--configs baseline,api,offpath,offpath-down]
+# Usage: packaging/bench/lambda-seed.sh [--invocations N] [--delay-ms MS] [--configs baseline,api,offpath,offpath-down,library]
 # Environment: SKIP_BUILD=1 reuses built binaries; BENCH_PROFILE=release builds the harness optimised too
 # (default: dev; the extension is always the dist build, what ships); OFFPATH_LAMBDA_PYTHON: a python that has
 # awslambdaric and datadog-lambda (default: the virtual environment tests/run.sh makes, made here if missing).

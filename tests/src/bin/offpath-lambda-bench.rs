@@ -15,7 +15,11 @@
 //! - `api`: the library without an extension: it flushes to the fake intake (`DATADOG_HOST`) synchronously
 //!   at the end of each invocation;
 //! - `offpath`: the library with offpath installed as `/opt/extensions/datadog-agent` (the compatible layer);
-//! - `offpath-down`: the same with the intake down (connection refused).
+//! - `offpath-down`: the same with the intake down (connection refused);
+//! - `library`: the library's own floor: `/opt/extensions/datadog-agent` exists, so the library sends each
+//!   sample as a DogStatsD datagram, but no extension runs: a UDP socket bound on 127.0.0.1:8125 that nobody
+//!   reads takes the datagrams (the kernel drops them once its buffer is full). What the `lambda_metric`
+//!   calls cost the function whatever is listening.
 //!
 //! The fake intake answers every request after `--delay-ms`. Per configuration it prints the median and p99
 //! of the function's duration (event delivered -> response posted) and of the time until the next
@@ -53,7 +57,7 @@ const PIDNS: &str = "OFFPATH_BENCH_PIDNS";
 /// (a function that may never be invoked again leaves nothing behind), then off the invocation's path.
 const BUSY_AFTER: usize = 20;
 
-const CONFIGS: [&str; 4] = ["baseline", "api", "offpath", "offpath-down"];
+const CONFIGS: [&str; 5] = ["baseline", "api", "offpath", "offpath-down", "library"];
 
 const HANDLER: &str = r#"
 import base64
@@ -237,7 +241,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Args {
 fn usage() -> ! {
     eprintln!(
         "usage: offpath-lambda-bench seed --extension <offpath-lambda> [--invocations N] [--delay-ms MS] \
-         [--configs baseline,api,offpath,offpath-down] [--seed N]\n       \
+         [--configs baseline,api,offpath,offpath-down,library] [--seed N]\n       \
          offpath-lambda-bench cpu --extension <offpath-lambda> [--invocations N] [--metrics N]"
     );
     std::process::exit(2);
@@ -345,6 +349,17 @@ fn seed(args: &Args) {
             quantile(&off.2, 0.99) - quantile(&base.2, 0.99),
         );
     }
+    if let (Some(floor), Some(off)) = (
+        rows.iter().find(|r| r.0 == "library"),
+        rows.iter().find(|r| r.0 == "offpath"),
+    ) {
+        println!(
+            "offpath - library floor (the same lambda_metric calls, nobody reading), until next event/next: \
+             median {:+.1} ms, p99 {:+.1} ms",
+            quantile(&off.2, 0.5) - quantile(&floor.2, 0.5),
+            quantile(&off.2, 0.99) - quantile(&floor.2, 0.99),
+        );
+    }
 }
 
 /// One configuration, inside fresh namespaces: prints one result line.
@@ -352,7 +367,10 @@ async fn seed_one(args: &Args) {
     let config = args.configs[0].as_str();
     let extension = config.starts_with("offpath");
     let binary = args.extension.clone().unwrap();
-    lambda_sandbox::enter(extension.then_some(binary.as_path()));
+    // `library`: the file the library looks for, and a DogStatsD port nobody reads.
+    let floor = config == "library";
+    lambda_sandbox::enter((extension || floor).then_some(binary.as_path()));
+    let _unread = floor.then(|| std::net::UdpSocket::bind("127.0.0.1:8125").unwrap());
     let intake = FakeIntake::start(KEY).await;
     intake.set_default_reply(Reply::Delay(Duration::from_millis(args.delay_ms), 202));
     let rt = FakeRuntime::start(TelemetryMode::Accept).await;
