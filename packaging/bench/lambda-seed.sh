@@ -3,7 +3,7 @@
 # calls) in the real Python runtime client (awslambdaric) with Datadog's library (datadog-lambda), against
 # the fake Runtime API and a fake intake answering after 150 ms, 100 invocations per configuration:
 # the work alone, the library without an extension (synchronous API flush), the library with offpath's
-# compatible layer, and the same with the intake down. Prints median and p99 of the function's duration and
+# compatible layer, the same with the intake down, and the library with nothing reading its datagrams. Prints median and p99 of the function's duration and
 # of the time until the next event/next (packaging/bench/README.md).
 # Usage: packaging/bench/lambda-seed.sh [--invocations N] [--delay-ms MS] [--configs baseline,api,offpath,offpath-down,library]
 # Environment: SKIP_BUILD=1 reuses built binaries; BENCH_PROFILE=release builds the harness optimised too

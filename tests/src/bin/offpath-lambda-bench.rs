@@ -10,7 +10,9 @@
 //! and Datadog's library (`datadog-lambda`): each invocation gets a 200-record batch, processes it (a fixed
 //! amount of CPU work, 70–120 ms on this machine, drawn per invocation) and, except in the baseline, calls
 //! `lambda_metric` 200–1,000 times spread over the records. The same seeded sequence of batches runs in each
-//! configuration, each in fresh private mount and network namespaces (the library's fixed places):
+//! configuration, each in fresh private mount, network and PID namespaces (the library's fixed places; `/proc`
+//! shows the sandbox's few processes, as in Lambda, so the enhanced metrics' `/proc` snapshots cost what they
+//! cost there):
 //! - `baseline`: the work alone, no library, no extension;
 //! - `api`: the library without an extension: it flushes to the fake intake (`DATADOG_HOST`) synchronously
 //!   at the end of each invocation;
@@ -299,7 +301,7 @@ fn seed(args: &Args) {
             iters_per_ms.to_string(),
         ];
         let inner: Vec<&str> = inner.iter().map(String::as_str).collect();
-        let (status, output) = lambda_sandbox::in_namespaces(&exe, &inner);
+        let (status, output) = lambda_sandbox::in_namespaces_with_pids(&exe, &inner);
         let Some(line) = output.lines().find_map(|l| l.strip_prefix(RESULT)) else {
             panic!("{config}: no result ({status:?}):\n{output}");
         };
