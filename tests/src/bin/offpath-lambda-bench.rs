@@ -26,7 +26,11 @@
 //! The fake intake answers every request after `--delay-ms`. Per configuration it prints the median and p99
 //! of the function's duration (event delivered -> response posted) and of the time until the next
 //! `event/next` (event delivered -> runtime and extension both asked for their next event: what Lambda bills
-//! and what holds a shard's next batch back), and the time the handler spent inside `lambda_metric`.
+//! and what holds a shard's next batch back), also from invocation 20 on (when `adaptive` takes the flush off
+//! the path), and the time the handler spent inside `lambda_metric`. A configuration may be named more than
+//! once (`--configs baseline,library,offpath,baseline,library,offpath`): the comparisons pair the k-th runs
+//! and report the median over those rounds, since the machine drifts more between runs than the
+//! differences looked for.
 //!
 //! `cpu` runs the release extension in a private PID namespace (so `/proc` shows a sandbox's few processes,
 //! as in Lambda) against a healthy local fake intake, sends `--metrics` DogStatsD lines per invocation, and
@@ -314,54 +318,88 @@ fn seed(args: &Args) {
                 .collect()
         };
         let (function, next, metric) = (list("function_ms"), list("next_ms"), list("metric_ms"));
-        let mut note = r["note"].as_str().unwrap_or("").to_owned();
+        let note = r["note"].as_str().unwrap_or("").to_owned();
         let steady = list("next_steady_ms");
-        if config.starts_with("offpath") && !steady.is_empty() {
-            note = format!(
-                "{note}; from invocation {BUSY_AFTER} on (adaptive: flushes off the path): until next \
-                 median {:.1} ms, p99 {:.1} ms",
-                quantile(&steady, 0.5),
-                quantile(&steady, 0.99)
-            );
-        }
-        rows.push((config.clone(), function, next, metric, note));
+        rows.push(Row {
+            config: config.clone(),
+            function,
+            next,
+            metric,
+            steady,
+            note,
+        });
     }
     println!();
     println!(
-        "| configuration | function median | function p99 | until next event/next median | p99 | in lambda_metric median | |"
+        "| configuration | function median | function p99 | until next event/next median | p99 | \
+         from invocation {BUSY_AFTER}: until next median | p99 | in lambda_metric median | |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (config, function, next, metric, note) in &rows {
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in &rows {
         println!(
-            "| {config} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {note} |",
-            quantile(function, 0.5),
-            quantile(function, 0.99),
-            quantile(next, 0.5),
-            quantile(next, 0.99),
-            quantile(metric, 0.5),
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+            r.config,
+            quantile(&r.function, 0.5),
+            quantile(&r.function, 0.99),
+            quantile(&r.next, 0.5),
+            quantile(&r.next, 0.99),
+            quantile(&r.steady, 0.5),
+            quantile(&r.steady, 0.99),
+            quantile(&r.metric, 0.5),
+            r.note,
         );
     }
-    if let (Some(base), Some(off)) = (
-        rows.iter().find(|r| r.0 == "baseline"),
-        rows.iter().find(|r| r.0 == "offpath"),
-    ) {
+    // Each comparison pairs the k-th run of one configuration with the k-th run of the other (the same
+    // seeded batches, run back to back), and gives the median over those rounds: the machine's drift
+    // between rounds is larger than the differences looked for.
+    for (a, b, what) in [
+        ("offpath", "baseline", "the work alone (target: within 2 ms)"),
+        (
+            "offpath",
+            "library",
+            "the library's floor (the same lambda_metric calls, nobody reading)",
+        ),
+    ] {
+        let (ra, rb): (Vec<&Row>, Vec<&Row>) = (
+            rows.iter().filter(|r| r.config == a).collect(),
+            rows.iter().filter(|r| r.config == b).collect(),
+        );
+        if ra.is_empty() || rb.is_empty() {
+            continue;
+        }
+        let diff = |pick: fn(&Row) -> &[f64], q: f64| -> Vec<f64> {
+            ra.iter()
+                .zip(&rb)
+                .map(|(x, y)| quantile(pick(x), q) - quantile(pick(y), q))
+                .collect()
+        };
+        let rounds = ra.len().min(rb.len());
+        let show = |v: &[f64]| {
+            let each: Vec<String> = v.iter().map(|d| format!("{d:+.1}")).collect();
+            format!("{:+.1} ms (rounds: {})", quantile(v, 0.5), each.join(", "))
+        };
         println!(
-            "\noffpath - baseline, until next event/next: median {:+.1} ms, p99 {:+.1} ms (target: within 2 ms)",
-            quantile(&off.2, 0.5) - quantile(&base.2, 0.5),
-            quantile(&off.2, 0.99) - quantile(&base.2, 0.99),
+            "\n{a} - {b}, {what}, {rounds} round(s), median over rounds:\n  \
+             function median {}\n  until next median {}, p99 {}\n  \
+             from invocation {BUSY_AFTER}: until next median {}, p99 {}",
+            show(&diff(|r| &r.function, 0.5)),
+            show(&diff(|r| &r.next, 0.5)),
+            show(&diff(|r| &r.next, 0.99)),
+            show(&diff(|r| &r.steady, 0.5)),
+            show(&diff(|r| &r.steady, 0.99)),
         );
     }
-    if let (Some(floor), Some(off)) = (
-        rows.iter().find(|r| r.0 == "library"),
-        rows.iter().find(|r| r.0 == "offpath"),
-    ) {
-        println!(
-            "offpath - library floor (the same lambda_metric calls, nobody reading), until next event/next: \
-             median {:+.1} ms, p99 {:+.1} ms",
-            quantile(&off.2, 0.5) - quantile(&floor.2, 0.5),
-            quantile(&off.2, 0.99) - quantile(&floor.2, 0.99),
-        );
-    }
+}
+
+/// One configuration's samples, in milliseconds.
+struct Row {
+    config: String,
+    function: Vec<f64>,
+    next: Vec<f64>,
+    metric: Vec<f64>,
+    /// Until next event/next, from invocation [`BUSY_AFTER`] on (the same invocations in every configuration).
+    steady: Vec<f64>,
+    note: String,
 }
 
 /// One configuration, inside fresh namespaces: prints one result line.
