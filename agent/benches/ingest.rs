@@ -126,6 +126,7 @@ fn run_stream(name: &str, payload: &[u8], lines: usize, duration: Duration) {
         so_rcvbuf: None,
         queue_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
         receive_threads: 1,
+        pace: None,
     };
     let telemetry = Arc::new(Telemetry::default());
     let (tx, rx) = crossbeam_channel::bounded::<Packet>(cfg.queue_size.get());
@@ -193,6 +194,7 @@ fn run(case: &Case, duration: Duration) {
         so_rcvbuf: None,
         queue_size: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
         receive_threads: case.receive_threads,
+        pace: None,
     };
     let telemetry = Arc::new(Telemetry::default());
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..case.workers)

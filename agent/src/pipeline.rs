@@ -34,6 +34,9 @@ use crate::telemetry::{PointDrop, SelfMetrics, Telemetry};
 /// Payloads waiting between the forwarder and the fallback task.
 const OVERFLOW_QUEUE: usize = 256;
 
+/// Longest a flush waits for paced listeners to empty their sockets ([`Listeners::syncer`]).
+const SYNC_WAIT: Duration = Duration::from_millis(50);
+
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -263,6 +266,19 @@ impl Engine {
 
     /// Ask every worker for a flush. `final_flush` also emits open buckets.
     async fn collect(&mut self, final_flush: bool, deadline: &Deadline) -> Option<Flush> {
+        // Paced listeners may hold datagrams in their sockets: hand them over first (bounded).
+        if let Some(syncer) = self.listeners.as_ref().and_then(Listeners::syncer) {
+            let wait = deadline
+                .at()
+                .saturating_duration_since(Instant::now())
+                .min(SYNC_WAIT);
+            if !matches!(
+                tokio::task::spawn_blocking(move || syncer.sync(wait)).await,
+                Ok(true)
+            ) {
+                tracing::debug!("a paced listener did not empty its socket before the flush");
+            }
+        }
         let answer = self
             .workers
             .as_ref()?

@@ -36,14 +36,29 @@ pub fn inside() -> bool {
 
 /// Run `program args` under `unshare --mount --net` with [`INSIDE`] set; returns its exit status and output.
 pub fn in_namespaces(program: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    unshare(&["--mount", "--net", "--propagation", "private"], program, args)
+    unshare(
+        &["--mount", "--net", "--propagation", "private"],
+        program,
+        args,
+    )
 }
 
 /// [`in_namespaces`] plus a private PID namespace with its own `/proc`, so `/proc` lists only the
 /// sandbox's processes, as in Lambda (the enhanced metrics' `/proc` snapshots cost what they cost there).
-pub fn in_namespaces_with_pids(program: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+pub fn in_namespaces_with_pids(
+    program: &Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
     unshare(
-        &["--mount", "--net", "--propagation", "private", "--pid", "--fork", "--mount-proc"],
+        &[
+            "--mount",
+            "--net",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ],
         program,
         args,
     )

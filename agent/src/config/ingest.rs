@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::ConfigError;
 use super::key::Reader;
@@ -30,6 +31,9 @@ pub struct IngestConfig {
     pub queue_size: NonZeroUsize,
     /// Receive threads for UDP (`SO_REUSEPORT` sockets) (`OFFPATH_RECEIVE_THREADS`, 0 = one per core up to 4).
     pub receive_threads: usize,
+    /// Sleep between drains of a datagram socket while traffic is light (`OFFPATH_RECEIVE_PACE`; `None`:
+    /// block for every datagram).
+    pub pace: Option<Duration>,
 }
 
 impl IngestConfig {
@@ -48,6 +52,7 @@ impl IngestConfig {
             so_rcvbuf: r.get(&k::DOGSTATSD_SO_RCVBUF)?.filter(|n| *n > 0),
             queue_size: r.value(&k::DOGSTATSD_QUEUE_SIZE)?,
             receive_threads: r.value(&k::RECEIVE_THREADS)?,
+            pace: r.value(&k::RECEIVE_PACE)?,
         })
     }
 }

@@ -154,6 +154,12 @@ keys! {
     RECEIVE_THREADS: usize = Setting::new(&["OFFPATH_RECEIVE_THREADS"], "offpath.receive_threads",
         Value("0"), v::receive_threads,
         "UDP receive threads (SO_REUSEPORT sockets), at most 64; 0 is one per core, at most 4.");
+    /// `OFFPATH_RECEIVE_PACE`.
+    RECEIVE_PACE: Option<Duration> = Setting::new(&["OFFPATH_RECEIVE_PACE"],
+        "offpath.receive_pace", ByDeployment { sidecar: "0", lambda: "5" }, v::receive_pace,
+        "Milliseconds a UDP receive thread sleeps between emptying its socket while traffic is light, \
+         at most 100; 0 wakes for every datagram. Fewer wake-ups (CPU) per Lambda invocation; a flush \
+         empties the sockets first, and a socket found a quarter full is not slept on.");
 
     // Tags and aggregation.
 

@@ -347,6 +347,20 @@ pub(super) fn receive_threads(v: &str) -> Result<usize, &'static str> {
     )
 }
 
+/// Longest `OFFPATH_RECEIVE_PACE`, in milliseconds.
+pub const MAX_RECEIVE_PACE_MS: u64 = 100;
+
+/// `OFFPATH_RECEIVE_PACE`: milliseconds, `0` (no pacing: `None`) to 100.
+pub(super) fn receive_pace(v: &str) -> Result<Option<Duration>, &'static str> {
+    let ms = parse::in_range(
+        v,
+        0,
+        MAX_RECEIVE_PACE_MS,
+        "milliseconds from 0 (off) to 100",
+    )?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
 // Lambda (read in `lambda.rs`).
 
 /// The parsed `DD_SERVERLESS_FLUSH_STRATEGY` (the extension's flush policy acts on it).

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::READ_TIMEOUT;
+use super::pace::Pacer;
 use super::packet::{Buf, Pool, Sink};
 
 /// Datagrams read by one `recvmmsg` call at most.
@@ -217,22 +218,86 @@ pub(crate) fn run(fd: RawFd, mut sink: Sink, stop: &AtomicBool, drain_limit: usi
                 batch.deliver(n, &mut sink);
             }
             Err(e) if is_idle(&e) => {}
-            Err(e) => {
-                errors += 1;
-                if errors == 1 || errors.is_power_of_two() {
-                    tracing::warn!(error = %e, errors, "receive failed");
+            Err(e) => count_error(&e, &mut errors),
+        }
+    }
+    drain(fd, &mut batch, &mut sink, drain_limit, &mut errors);
+}
+
+/// Bytes the kernel charges a datagram's socket buffer beyond its data, roughly (its `sk_buff`): what
+/// makes a socket of small datagrams fill long before its bytes reach `SO_RCVBUF`.
+const DATAGRAM_OVERHEAD: usize = 1024;
+
+/// [`run`], paced ([`Pacer`]): empty the socket without blocking; if that read little, sleep for the
+/// pace (a flush's [`Pacer::sync`] cuts the sleep short) and empty it again; once it is found empty,
+/// block until a datagram arrives. "Little" is less than a quarter of `rcvbuf` (the usable receive
+/// buffer) counting [`DATAGRAM_OVERHEAD`] per datagram: a fuller socket is emptied again at once.
+pub(crate) fn run_paced(
+    fd: RawFd,
+    mut sink: Sink,
+    stop: &AtomicBool,
+    drain_limit: usize,
+    (pacer, me): (&Pacer, usize),
+    rcvbuf: usize,
+) {
+    wait_readable(fd, stop);
+    pacer.busy(me);
+    let mut batch = Batch::new(sink.pool());
+    let mut errors = 0u64;
+    while !stop.load(Relaxed) {
+        let asked = pacer.asked();
+        let (bytes, datagrams) = drain(fd, &mut batch, &mut sink, drain_limit, &mut errors);
+        if datagrams == 0 {
+            pacer.answered(me, asked, true);
+            wait_readable(fd, stop);
+            pacer.busy(me);
+            continue;
+        }
+        pacer.answered(me, asked, false);
+        if (bytes + datagrams * DATAGRAM_OVERHEAD) * 4 < rcvbuf {
+            pacer.sleep(asked);
+        }
+    }
+    drain(fd, &mut batch, &mut sink, drain_limit, &mut errors);
+    pacer.answered(me, u64::MAX, true);
+}
+
+/// Read what the socket holds without blocking, up to about `limit` bytes. Returns the bytes and
+/// datagrams read.
+fn drain(
+    fd: RawFd,
+    batch: &mut Batch,
+    sink: &mut Sink,
+    limit: usize,
+    errors: &mut u64,
+) -> (usize, usize) {
+    let (mut bytes, mut datagrams) = (0, 0);
+    while bytes < limit {
+        match batch.recv(fd, libc::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes += batch.deliver(n, sink).max(1);
+                datagrams += n;
+                if n < BATCH {
+                    // Fewer than asked for: the socket was emptied.
+                    break;
                 }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_idle(&e) => break,
+            Err(e) => {
+                count_error(&e, errors);
+                break;
             }
         }
     }
-    let mut drained = 0;
-    while drained < drain_limit {
-        match batch.recv(fd, libc::MSG_DONTWAIT) {
-            Ok(0) => break,
-            Ok(n) => drained += batch.deliver(n, &mut sink).max(1),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
+    (bytes, datagrams)
+}
+
+fn count_error(e: &io::Error, errors: &mut u64) {
+    *errors += 1;
+    if *errors == 1 || errors.is_power_of_two() {
+        tracing::warn!(error = %e, errors = *errors, "receive failed");
     }
 }
 

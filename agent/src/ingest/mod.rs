@@ -51,6 +51,7 @@
 mod datagram;
 mod fair;
 mod frame;
+mod pace;
 mod packet;
 mod route;
 mod stream;
@@ -79,6 +80,7 @@ pub use route::{Route, shard_of};
 pub use stream::MAX_CONNECTIONS as MAX_STREAM_CONNECTIONS;
 
 use datagram::{BATCH, RcvBuf};
+use pace::Pacer;
 use packet::{Pool, Sink};
 
 /// How long a receive thread blocks before it looks at the stop flag.
@@ -137,6 +139,18 @@ pub enum IngestError {
     },
 }
 
+/// Empties the paced datagram sockets into the queues on demand ([`Listeners::syncer`]).
+#[derive(Debug, Clone)]
+pub struct Syncer(Arc<Pacer>);
+
+impl Syncer {
+    /// Ask every paced thread to hand what its socket holds to the queues now, and block until each has
+    /// (or has found its socket empty since), at most `wait`. Returns whether all did in time.
+    pub fn sync(&self, wait: Duration) -> bool {
+        self.0.sync(wait)
+    }
+}
+
 /// The running listeners: their receive threads and socket files.
 ///
 /// Dropping it stops them like [`Listeners::stop`].
@@ -149,6 +163,8 @@ pub struct Listeners {
     threads: Vec<JoinHandle<()>>,
     /// Unix socket files to remove at stop.
     socket_files: Vec<PathBuf>,
+    /// The UDP threads' pacing (`OFFPATH_RECEIVE_PACE`), when on.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Listeners {
@@ -200,6 +216,7 @@ impl Listeners {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             socket_files: Vec::new(),
+            pacer: cfg.pace.map(|pace| Arc::new(Pacer::new(pace))),
         };
         let sink = |name: String| {
             Sink::new(
@@ -228,9 +245,20 @@ impl Listeners {
                     _ => format!("udp {bound} #{i}"),
                 };
                 let sink = sink(name);
-                let limit = drain_limit(rcvbuf.granted);
-                this.spawn(format!("offpath-udp-{i}"), move |stop| {
-                    datagram::run(socket.as_raw_fd(), sink, stop, limit);
+                let (limit, granted) = (drain_limit(rcvbuf.granted), rcvbuf.granted);
+                let paced = this.pacer.clone().map(|p| (p.join(), p));
+                this.spawn(format!("offpath-udp-{i}"), move |stop| match paced {
+                    Some((me, p)) => {
+                        datagram::run_paced(
+                            socket.as_raw_fd(),
+                            sink,
+                            stop,
+                            limit,
+                            (&p, me),
+                            granted,
+                        );
+                    }
+                    None => datagram::run(socket.as_raw_fd(), sink, stop, limit),
                 })?;
             }
             tracing::info!(addr = %bound, threads = n, "listening for DogStatsD on UDP");
@@ -256,6 +284,8 @@ impl Listeners {
             };
             let sink = sink(format!("unixgram {}", path.display())).waiting(UNIX_QUEUE_WAIT);
             let limit = drain_limit(granted);
+            // Never paced: a Unix datagram client blocks while the socket is full, and the socket holds
+            // few datagrams (`net.unix.max_dgram_qlen`), so a sleeping reader would make clients wait.
             this.spawn("offpath-unixgram".into(), move |stop| {
                 datagram::run(socket.as_raw_fd(), sink, stop, limit);
             })?;
@@ -286,6 +316,13 @@ impl Listeners {
         self.udp_addr
     }
 
+    /// What makes a flush see every datagram sent before it, when the UDP threads are paced
+    /// (`OFFPATH_RECEIVE_PACE`: a thread may be sleeping with datagrams waiting in its socket); `None`
+    /// without pacing, where every datagram is read as it arrives.
+    pub fn syncer(&self) -> Option<Syncer> {
+        self.pacer.clone().map(Syncer)
+    }
+
     /// Stop reading, drain what the sockets already hold into the queue, join the threads and remove
     /// the socket files. When this returns, every `Sender` clone of the queue is dropped.
     pub fn stop(mut self) {
@@ -311,6 +348,9 @@ impl Listeners {
             return;
         }
         self.stop.store(true, Relaxed);
+        if let Some(p) = &self.pacer {
+            p.stop();
+        }
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("a receive thread panicked");

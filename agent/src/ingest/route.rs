@@ -101,7 +101,9 @@ impl Route {
             h.write_u64(lo);
             h.write_u64(hi);
         } else {
-            let sum = set[..len].iter().fold(0u64, |acc, &th| acc.wrapping_add(th));
+            let sum = set[..len]
+                .iter()
+                .fold(0u64, |acc, &th| acc.wrapping_add(th));
             h.write_u64(sum);
         }
         h.write_usize(len);

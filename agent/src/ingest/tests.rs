@@ -25,6 +25,7 @@ fn config(buffer_size: usize, queue_size: usize) -> IngestConfig {
         so_rcvbuf: None,
         queue_size: NonZeroUsize::new(queue_size).unwrap(),
         receive_threads: 1,
+        pace: None,
     }
 }
 
@@ -188,6 +189,50 @@ fn several_udp_receive_threads_share_the_port_and_deliver_everything() {
     let (rest, t) = r.stop();
     assert!(rest.is_empty());
     assert_eq!(t.packets_received(), 80);
+}
+
+#[test]
+fn paced_udp_threads_hand_over_what_their_sockets_hold_when_a_flush_syncs() {
+    // An hour's pace: after its first drain a thread sleeps until a sync (or the stop) wakes it.
+    let cfg = IngestConfig {
+        receive_threads: 2,
+        pace: Some(Duration::from_secs(3600)),
+        ..udp_config(8192)
+    };
+    let r = start(&cfg);
+    let syncer = r.listeners.syncer().expect("paced listeners can be synced");
+    assert!(syncer.sync(Duration::ZERO), "idle threads hold nothing");
+    let addr = r.listeners.udp_addr().unwrap();
+    // Several clients, so both sockets of the port get some.
+    let clients: Vec<UdpSocket> = (0..8)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for c in &clients {
+        c.send_to(b"first:1|c", addr).unwrap();
+    }
+    assert_eq!(r.lines(8).len(), 8);
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let line = format!("paced{i}:1|c|#k:v");
+        clients[i % 8].send_to(line.as_bytes(), addr).unwrap();
+        expected.push(line);
+    }
+    // Everything sent before the sync is in the queue when it returns.
+    assert!(syncer.sync(FAIL_AFTER), "every paced thread answered");
+    let mut got: Vec<String> = r.rx.try_iter().flat_map(|p| split(p.data())).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    let (rest, t) = r.stop();
+    assert!(rest.is_empty());
+    assert_eq!(t.packets_received(), 308);
+}
+
+#[test]
+fn without_pacing_there_is_nothing_to_sync() {
+    let r = start(&udp_config(8192));
+    assert!(r.listeners.syncer().is_none());
+    r.stop();
 }
 
 #[test]

@@ -353,7 +353,11 @@ fn seed(args: &Args) {
     // seeded batches, run back to back), and gives the median over those rounds: the machine's drift
     // between rounds is larger than the differences looked for.
     for (a, b, what) in [
-        ("offpath", "baseline", "the work alone (target: within 2 ms)"),
+        (
+            "offpath",
+            "baseline",
+            "the work alone (target: within 2 ms)",
+        ),
         (
             "offpath",
             "library",

@@ -1,0 +1,186 @@
+//! Paced receiving (`OFFPATH_RECEIVE_PACE`): a UDP receive thread that found little in its socket sleeps
+//! for the pace instead of blocking in the socket, so a sender's datagram wakes nobody; a flush first asks
+//! every paced thread to empty its socket ([`Pacer::sync`]). UDP only: a UDP sender never waits for its
+//! reader, while a Unix datagram client blocks on a full socket, so a sleeping reader would make it wait.
+//!
+//! Blocking in the socket costs a wake-up and two context switches per datagram when datagrams trickle in
+//! (a Lambda function's client sends one per sample): in Lambda that is most of the extension's CPU per
+//! invocation. A paced thread empties its socket, sleeps, empties it again, and goes back to blocking only
+//! when it found the socket empty. It does not sleep after finding the socket a quarter full (a burst:
+//! see the datagram loop), so a sleep never lets the socket overflow at a rate blocking would have kept up
+//! with.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The paced threads of one set of listeners, and the flushes waiting for them.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    /// How long a thread sleeps between drains while traffic is light.
+    interval: Duration,
+    state: Mutex<State>,
+    /// Signalled when a drain is asked for, answered, or the threads stop.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Drains asked for by [`Pacer::sync`] so far.
+    asked: u64,
+    /// Per paced thread, by the index [`Pacer::join`] gave it.
+    threads: Vec<Paced>,
+    stopping: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Paced {
+    /// The last request this thread's socket was emptied after.
+    answered: u64,
+    /// Waiting in the socket for a first datagram after finding it empty: it holds nothing to hand over.
+    idle: bool,
+}
+
+impl Pacer {
+    pub(crate) fn new(interval: Duration) -> Pacer {
+        Pacer {
+            interval,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent whatever a panicking holder did: every update is one assignment.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Register one paced thread (idle until it first reads); returns its index.
+    pub(crate) fn join(&self) -> usize {
+        let mut s = self.lock();
+        s.threads.push(Paced {
+            answered: 0,
+            idle: true,
+        });
+        s.threads.len() - 1
+    }
+
+    /// The request a drain starting now answers.
+    pub(crate) fn asked(&self) -> u64 {
+        self.lock().asked
+    }
+
+    /// Thread `me` emptied its socket after request `asked` was made; `idle`: it found nothing and now
+    /// waits in the socket for a first datagram.
+    pub(crate) fn answered(&self, me: usize, asked: u64, idle: bool) {
+        let mut s = self.lock();
+        let waited_for = s.asked > 0;
+        if let Some(t) = s.threads.get_mut(me) {
+            t.answered = t.answered.max(asked);
+            t.idle = idle;
+        }
+        drop(s);
+        if waited_for {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Thread `me` has datagrams to read again.
+    pub(crate) fn busy(&self, me: usize) {
+        if let Some(t) = self.lock().threads.get_mut(me) {
+            t.idle = false;
+        }
+    }
+
+    /// Sleep for the interval, or less when a drain is asked for after request `seen` or the threads stop.
+    pub(crate) fn sleep(&self, seen: u64) {
+        let s = self.lock();
+        let _ = self
+            .changed
+            .wait_timeout_while(s, self.interval, |s| s.asked == seen && !s.stopping);
+    }
+
+    /// Wake every sleeping thread for good: the listeners stop.
+    pub(crate) fn stop(&self) {
+        self.lock().stopping = true;
+        self.changed.notify_all();
+    }
+
+    /// Ask every paced thread to empty its socket into the queues now, and wait until each has (or holds
+    /// nothing: it found its socket empty since), at most `wait`. Returns whether all did in time.
+    pub(crate) fn sync(&self, wait: Duration) -> bool {
+        let mut s = self.lock();
+        s.asked += 1;
+        let want = s.asked;
+        self.changed.notify_all();
+        let pending =
+            |s: &mut State| !s.stopping && s.threads.iter().any(|t| !t.idle && t.answered < want);
+        let (_s, timeout) = self
+            .changed
+            .wait_timeout_while(s, wait, pending)
+            .unwrap_or_else(PoisonError::into_inner);
+        !timeout.timed_out()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn sync_returns_at_once_when_every_thread_is_idle() {
+        let p = Pacer::new(Duration::from_secs(3600));
+        p.join();
+        p.join();
+        assert!(p.sync(Duration::ZERO));
+    }
+
+    #[test]
+    fn sync_waits_for_a_busy_thread_to_answer_and_wakes_it_from_its_sleep() {
+        let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
+        let me = p.join();
+        p.busy(me);
+        let seen = p.asked();
+        p.answered(me, seen, false);
+        let thread = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || {
+                // An hour-long sleep that only a request can cut short.
+                p.sleep(seen);
+                let asked = p.asked();
+                assert!(asked > seen);
+                p.answered(me, asked, false);
+            })
+        };
+        let start = Instant::now();
+        assert!(p.sync(Duration::from_secs(60)));
+        assert!(start.elapsed() < Duration::from_secs(60));
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn sync_gives_up_after_its_wait_when_a_busy_thread_never_answers() {
+        let p = Pacer::new(Duration::from_secs(3600));
+        let me = p.join();
+        p.busy(me);
+        assert!(!p.sync(Duration::from_millis(1)));
+        // Once the thread found its socket empty, nothing is pending.
+        p.answered(me, 0, true);
+        assert!(p.sync(Duration::ZERO));
+    }
+
+    #[test]
+    fn stop_ends_sleeps_and_pending_syncs() {
+        let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
+        let me = p.join();
+        p.busy(me);
+        let sleeper = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || p.sleep(p.asked()))
+        };
+        p.stop();
+        sleeper.join().unwrap();
+        assert!(p.sync(Duration::from_secs(60)));
+    }
+}
