@@ -17,6 +17,9 @@ const MAX_CORES: usize = 256;
 const INTERFACES: [&str; 2] = ["vinternal_1", "vint_runtime"];
 /// Used when no process shows a limit (Lambda's defaults).
 const DEFAULT_LIMIT: f64 = 1024.0;
+/// [`Sampler::limits`] reads `/proc` again after answering from its copy this many times: limits are set
+/// at start and seldom change, and reading them costs a walk of `/proc` and a file per process.
+const LIMITS_REREAD: u32 = 64;
 
 /// CPU time counters from `/proc/stat`, in milliseconds since boot.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -163,6 +166,8 @@ pub struct Sampler {
     tmp: Option<CString>,
     ticks_per_second: f64,
     buf: String,
+    /// The limits last read, and how many times they were answered since.
+    limits: Option<(Limits, u32)>,
 }
 
 impl Sampler {
@@ -175,6 +180,7 @@ impl Sampler {
             tmp: tmp.to_str().and_then(|t| CString::new(t).ok()),
             ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
             buf: String::with_capacity(4096),
+            limits: None,
         }
     }
 
@@ -216,8 +222,21 @@ impl Sampler {
         }
     }
 
-    /// The sandbox's limits.
+    /// The sandbox's limits: read from `/proc` at the first call and again every [`LIMITS_REREAD`] calls,
+    /// answered from the last reading in between.
     pub fn limits(&mut self) -> Limits {
+        if let Some((limits, uses)) = self.limits.as_mut()
+            && *uses < LIMITS_REREAD
+        {
+            *uses += 1;
+            return *limits;
+        }
+        let limits = self.read_limits();
+        self.limits = Some((limits, 1));
+        limits
+    }
+
+    fn read_limits(&mut self) -> Limits {
         let mut limits = Limits {
             tmp_max: self.statvfs().map(|(max, _)| max),
             fd_max: DEFAULT_LIMIT,
@@ -391,6 +410,17 @@ mod tests {
         assert_eq!(l.fd_max, 1024.0, "the default is the ceiling");
         assert_eq!(l.threads_max, 900.0);
         assert!(l.tmp_max.unwrap() > 0.0);
+        // A changed limit shows at the next reading, LIMITS_REREAD calls after the first.
+        std::fs::write(
+            proc_root.join("7/limits"),
+            "Max processes 800 800 processes\nMax open files 512 4096 files\n",
+        )
+        .unwrap();
+        for _ in 1..LIMITS_REREAD {
+            assert_eq!(s.limits(), l);
+        }
+        let reread = s.limits();
+        assert_eq!((reread.fd_max, reread.threads_max), (512.0, 800.0));
 
         let mut missing = Sampler::new(&dir.path().join("none"), &dir.path().join("none"));
         assert_eq!(missing.counters(), Counters::default());
