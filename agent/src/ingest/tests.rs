@@ -73,6 +73,18 @@ impl Running {
         self.telemetry.packets_dropped(reason)
     }
 
+    /// `got` holds exactly the `expected` lines (in any order); then stop with nothing left over, `packets`
+    /// datagrams counted.
+    #[track_caller]
+    fn expect_all_then_stop(self, mut got: Vec<String>, mut expected: Vec<String>, packets: u64) {
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+        let (rest, t) = self.stop();
+        assert!(rest.is_empty());
+        assert_eq!(t.packets_received(), packets);
+    }
+
     /// Stop, then everything still queued, as lines; the queue must be closed afterwards.
     #[track_caller]
     fn stop(self) -> (Vec<String>, Arc<Telemetry>) {
@@ -182,13 +194,8 @@ fn several_udp_receive_threads_share_the_port_and_deliver_everything() {
             expected.push(line);
         }
     }
-    let mut got = r.lines(expected.len());
-    got.sort();
-    expected.sort();
-    assert_eq!(got, expected);
-    let (rest, t) = r.stop();
-    assert!(rest.is_empty());
-    assert_eq!(t.packets_received(), 80);
+    let got = r.lines(expected.len());
+    r.expect_all_then_stop(got, expected, 80);
 }
 
 #[test]
@@ -219,13 +226,8 @@ fn paced_udp_threads_hand_over_what_their_sockets_hold_when_a_flush_syncs() {
     }
     // Everything sent before the sync is in the queue when it returns.
     assert!(syncer.sync(FAIL_AFTER), "every paced thread answered");
-    let mut got: Vec<String> = r.rx.try_iter().flat_map(|p| split(p.data())).collect();
-    got.sort();
-    expected.sort();
-    assert_eq!(got, expected);
-    let (rest, t) = r.stop();
-    assert!(rest.is_empty());
-    assert_eq!(t.packets_received(), 308);
+    let got: Vec<String> = r.rx.try_iter().flat_map(|p| split(p.data())).collect();
+    r.expect_all_then_stop(got, expected, 308);
 }
 
 #[test]
