@@ -128,6 +128,14 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
+    /// A pacer with an hour's pace and one thread that has read (so a sync waits for it).
+    fn one_busy_thread() -> (Arc<Pacer>, usize) {
+        let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
+        let me = p.join();
+        p.busy(me);
+        (p, me)
+    }
+
     #[test]
     fn sync_returns_at_once_when_every_thread_is_idle() {
         let p = Pacer::new(Duration::from_secs(3600));
@@ -138,9 +146,7 @@ mod tests {
 
     #[test]
     fn sync_waits_for_a_busy_thread_to_answer_and_wakes_it_from_its_sleep() {
-        let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
-        let me = p.join();
-        p.busy(me);
+        let (p, me) = one_busy_thread();
         let seen = p.asked();
         p.answered(me, seen, false);
         let thread = {
@@ -161,9 +167,7 @@ mod tests {
 
     #[test]
     fn sync_gives_up_after_its_wait_when_a_busy_thread_never_answers() {
-        let p = Pacer::new(Duration::from_secs(3600));
-        let me = p.join();
-        p.busy(me);
+        let (p, me) = one_busy_thread();
         assert!(!p.sync(Duration::from_millis(1)));
         // Once the thread found its socket empty, nothing is pending.
         p.answered(me, 0, true);
@@ -172,9 +176,7 @@ mod tests {
 
     #[test]
     fn stop_ends_sleeps_and_pending_syncs() {
-        let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
-        let me = p.join();
-        p.busy(me);
+        let (p, _me) = one_busy_thread();
         let sleeper = {
             let p = Arc::clone(&p);
             std::thread::spawn(move || p.sleep(p.asked()))
