@@ -204,6 +204,71 @@ impl Offpath {
     }
 }
 
+/// `/status` of a running `offpath`, as JSON (a 200 and a JSON body, or the test fails).
+pub fn status(offpath: &Offpath) -> serde_json::Value {
+    let (code, body) = offpath.http_get("/status");
+    assert_eq!(code, 200, "/status answered {code}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+/// Poll `/status` until `cond` holds (a readiness signal, not a timing assertion); returns it. Fails
+/// after 60 s, showing `what`, the last `/status` and offpath's stderr.
+pub fn wait_status(
+    offpath: &Offpath,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(offpath);
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "offpath never reached: {what}\n/status: {s}\nstderr:\n{}",
+            offpath.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run `offpath <args>` to the end with exactly `env` (plus PATH and HOME, and the EC2 metadata lookup
+/// off); killed, and the test failed, after 60 s.
+pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let child = Command::new(binary("offpath"))
+        .args(args)
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill(2) on the child we started; it has not been reaped yet.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            true
+        } else {
+            false
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done_tx.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "offpath {args:?} did not finish (killed)"
+    );
+    out
+}
+
 /// A minimal blocking `GET` (HTTP/1.0, connection closed by the server) returning (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::Write;

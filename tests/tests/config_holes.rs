@@ -2,22 +2,9 @@
 //! HTTP, a status endpoint off loopback, an API key short enough to appear inside words. Each is a clear
 //! message naming the key, never an abort, never silence and never a mangled report.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use offpath_tests::support::{self, Offpath};
-
-/// Run `offpath <args>` to completion with exactly `env` (plus PATH and HOME).
-fn run_once(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(support::binary("offpath"))
-        .args(args)
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use offpath_tests::support::{Offpath, run_once};
 
 fn text(out: &Output) -> String {
     format!(

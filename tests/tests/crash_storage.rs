@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use offpath::forward::store::format;
 use offpath_tests::fake_intake::{FakeIntake, Reply};
-use offpath_tests::support::Offpath;
-use serde_json::Value;
+use offpath_tests::support::{Offpath, status};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 /// Upper bound of every condition wait (generous: the machine is shared).
@@ -22,12 +21,6 @@ const WAIT: Duration = Duration::from_secs(120);
 const METRICS: usize = 50;
 /// Datagrams sent; each carries one value of every metric.
 const DATAGRAMS: usize = 2_000;
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "/status answered {code}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
-}
 
 /// Poll `cond` every 20 ms until it holds; fail with `what` after [`WAIT`].
 #[track_caller]

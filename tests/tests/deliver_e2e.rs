@@ -14,7 +14,7 @@ use cadence::prelude::*;
 use cadence::{StatsdClient, UdpMetricSink};
 use offpath_proto::metric_payload::MetricType;
 use offpath_tests::fake_intake::{Answer, FakeIntake, Reply};
-use offpath_tests::support::Offpath;
+use offpath_tests::support::{Offpath, status};
 use serde_json::Value;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -37,12 +37,6 @@ fn start(intake: &FakeIntake, extra: &[(&str, &str)]) -> Offpath {
     ];
     env.extend_from_slice(extra);
     tokio::task::block_in_place(|| Offpath::start(&[], &env))
-}
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "/status answered {code}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
 }
 
 /// Poll `/status` until offpath has received `n` points (metric values, events, service checks).

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use offpath_tests::fake_intake::FakeIntake;
 use offpath_tests::lambda_sandbox::PYTHON_ENV;
-use offpath_tests::support::Offpath;
-use serde_json::Value;
+use offpath_tests::support::{Offpath, status};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -53,12 +52,6 @@ fn python() -> String {
              `datadog` client), or point {PYTHON_ENV} at a python that has it"
         )
     })
-}
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 #[test]

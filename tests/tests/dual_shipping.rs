@@ -7,8 +7,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use offpath_tests::fake_intake::{FakeIntake, Reply};
-use offpath_tests::support::Offpath;
-use serde_json::Value;
+use offpath_tests::support::{Offpath, status};
 
 const KEY_A: &str = "0123456789abcdef0123456789aaaaa1";
 const KEY_B: &str = "0123456789abcdef0123456789bbbbb2";
@@ -26,12 +25,6 @@ fn lines() -> Vec<String> {
     }
     lines.push("_sc|dual.check|1|#route:a".to_owned());
     lines
-}
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 /// Everything of [`lines`] arrived at `intake`.

@@ -7,8 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use offpath_tests::fake_intake::FakeIntake;
-use offpath_tests::support::Offpath;
-use serde_json::Value;
+use offpath_tests::support::{Offpath, status};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(120);
@@ -34,11 +33,6 @@ fn send_frames(path: &std::path::Path, lines: impl Iterator<Item = String>) {
     if !frame.is_empty() {
         put(&mut frame);
     }
-}
-
-fn status(offpath: &Offpath) -> Value {
-    let (_, body) = offpath.http_get("/status");
-    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

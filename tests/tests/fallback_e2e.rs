@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use offpath_proto::metric_payload::MetricType;
 use offpath_tests::cloudwatch::Moto;
 use offpath_tests::fake_intake::{Answer, FakeIntake};
-use offpath_tests::support::{Offpath, binary};
+use offpath_tests::support::{Offpath, binary, status};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -44,12 +44,6 @@ fn sidecar_env(intake_url: &str, key: &str, moto: &Moto, group: &str) -> Vec<(St
 fn start(env: &[(String, String)]) -> Offpath {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Offpath::start(&[], &env)
-}
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 /// Send `lines` as one datagram each, then wait until `/status` counts `points` received in total.

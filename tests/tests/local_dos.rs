@@ -9,36 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use offpath_tests::support::{self, Offpath};
+use offpath_tests::support::{self, Offpath, wait_status};
 use serde_json::Value;
 
 /// The user the neighbour runs as (`nobody`).
 const NOBODY: u32 = 65534;
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "/status answered {code}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Poll `/status` until `cond` holds (a readiness signal, not a timing assertion); returns it.
-fn wait_status(offpath: &Offpath, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(offpath);
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offpath never reached: {what}\n/status: {s}\nstderr:\n{}",
-            offpath.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn unix_listener(s: &Value) -> &Value {
     s["listeners"]

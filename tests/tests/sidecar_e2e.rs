@@ -6,13 +6,13 @@ use std::io::Write;
 use std::net::UdpSocket;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use offpath_tests::fake_intake::{FakeIntake, Reply};
-use offpath_tests::support::{self, Offpath};
+use offpath_tests::support::{Offpath, run_once, status, wait_status};
 use serde_json::Value;
 
 /// A distinctive API key: if any output contains it, it leaked.
@@ -25,30 +25,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// `/status` as JSON.
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "/status answered {code}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
-}
-
-/// Poll `/status` until `cond` holds (a readiness signal, not a timing assertion); returns it.
-fn wait_status(offpath: &Offpath, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(offpath);
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offpath never reached: {what}\n/status: {s}\nstderr:\n{}",
-            offpath.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn received(s: &Value) -> u64 {
@@ -78,41 +54,6 @@ fn wait_within(offpath: &mut Offpath, limit: Duration) -> (Option<i32>, Duration
         offpath.stderr()
     );
     (code, elapsed)
-}
-
-/// Run `offpath <args>` to the end with exactly `env` (plus PATH and HOME); killed after 60 s.
-fn run_once(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let child = Command::new(support::binary("offpath"))
-        .args(args)
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            // SAFETY: kill(2) on the child we started; it has not been reaped yet.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            true
-        } else {
-            false
-        }
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = done_tx.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "offpath {args:?} did not finish (killed)"
-    );
-    out
 }
 
 fn text(out: &Output) -> String {

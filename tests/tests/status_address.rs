@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use offpath_tests::support::{self, Offpath};
+use offpath_tests::support::{self, Offpath, run_once};
 
 fn text(out: &Output) -> String {
     format!(
@@ -13,19 +13,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// `offpath <args>` to the end, with exactly `env` (plus PATH and HOME).
-fn run_once(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(support::binary("offpath"))
-        .args(args)
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[test]

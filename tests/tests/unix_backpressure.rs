@@ -7,7 +7,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use offpath_tests::support::Offpath;
+use offpath_tests::support::{Offpath, status};
 use serde_json::Value;
 
 /// Datagram client threads, datagrams each, lines per datagram.
@@ -17,12 +17,6 @@ const DATAGRAMS: usize = 4000;
 const STREAM_CLIENTS: usize = 2;
 const FRAMES: usize = 4000;
 const LINES: usize = 20;
-
-fn status(offpath: &Offpath) -> Value {
-    let (code, body) = offpath.http_get("/status");
-    assert_eq!(code, 200, "/status answered {code}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
 
 /// `LINES` count lines over several metric names (so both workers get some), `\n`-joined.
 fn payload(client: usize, i: usize) -> Vec<u8> {
