@@ -172,7 +172,20 @@ pub fn health_addr(args: &HealthArgs) -> Result<SocketAddr, ProbeError> {
 /// # Errors
 /// [`ProbeError`] when there is no answer in time or the status is not 200.
 pub async fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<String, ProbeError> {
-    let (status, body) = get(addr, "/health", "", timeout).await?;
+    get_ok(addr, "/health", "", timeout).await
+}
+
+/// [`get`], and its body when the status is 200.
+///
+/// # Errors
+/// [`ProbeError`] when there is no answer in time or the status is not 200.
+pub(super) async fn get_ok(
+    addr: SocketAddr,
+    path: &'static str,
+    query: &str,
+    timeout: Duration,
+) -> Result<String, ProbeError> {
+    let (status, body) = get(addr, path, query, timeout).await?;
     if status == reqwest::StatusCode::OK {
         Ok(body)
     } else {

@@ -9,7 +9,7 @@ use offpath::errors::Chain;
 use serde::Deserialize;
 
 use super::args::{HealthArgs, StatsArgs};
-use super::health::{ProbeError, get, health_addr};
+use super::health::{ProbeError, get_ok, health_addr};
 
 /// `/status/contexts` as read back (the server's [`ContextsView`], owned).
 #[derive(Debug, Deserialize)]
@@ -86,15 +86,7 @@ async fn fetch(
     top: usize,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
-    let (status, body) = get(addr, "/status/contexts", &format!("?top={top}"), timeout).await?;
-    if status == reqwest::StatusCode::OK {
-        Ok(body)
-    } else {
-        Err(ProbeError::Unhealthy {
-            status_line: format!("HTTP {status}"),
-            body,
-        })
-    }
+    get_ok(addr, "/status/contexts", &format!("?top={top}"), timeout).await
 }
 
 /// The table: a header line with the limit, then one line per name.
