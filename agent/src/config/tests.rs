@@ -26,6 +26,14 @@ fn load_for(deployment: Deployment, pairs: &[(&str, &str)]) -> Result<Config, Co
 #[test]
 fn defaults_listen_on_loopback_8125_with_no_api_key() {
     let c = load(&[]).unwrap();
+    assert_eq!(
+        c.aggregate.histogram_aggregates,
+        HistogramAggregate::AGENT_DEFAULT
+    );
+    assert_eq!(
+        c.aggregate.histogram_percentiles,
+        HistogramAggregate::AGENT_DEFAULT_PERCENTILES
+    );
     assert_eq!(c.ingest.udp, Some("127.0.0.1:8125".parse().unwrap()));
     assert_eq!(c.forward.api_key, None);
     assert_eq!(c.forward.intake_url, "https://api.datadoghq.com");

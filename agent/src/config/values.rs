@@ -39,6 +39,13 @@ pub enum HistogramAggregate {
 }
 
 impl HistogramAggregate {
+    /// The Agent's default aggregates, `DD_HISTOGRAM_AGGREGATES` unset (`max,median,avg,count`).
+    pub const AGENT_DEFAULT: [HistogramAggregate; 4] =
+        [Self::Max, Self::Median, Self::Avg, Self::Count];
+
+    /// The Agent's default percentiles, `DD_HISTOGRAM_PERCENTILES` unset (`0.95`).
+    pub const AGENT_DEFAULT_PERCENTILES: [f64; 1] = [0.95];
+
     /// The suffix without the dot.
     pub const fn as_str(self) -> &'static str {
         match self {
