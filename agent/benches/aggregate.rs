@@ -54,23 +54,6 @@ fn corpus(contexts: usize, total: usize) -> Vec<String> {
         .collect()
 }
 
-/// The corpus as datagrams of at most 8 KiB (the Agent's default buffer), lines separated by `\n`.
-fn packets(lines: &[String]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
-    for l in lines {
-        let cur = out.last_mut().unwrap();
-        if !cur.is_empty() && cur.len() + 1 + l.len() > 8192 {
-            out.push(Vec::new());
-        }
-        let cur = out.last_mut().unwrap();
-        if !cur.is_empty() {
-            cur.push(b'\n');
-        }
-        cur.extend_from_slice(l.as_bytes());
-    }
-    out
-}
-
 /// The corpus parsed ahead of time.
 fn messages(lines: &[String]) -> Vec<Message<'_>> {
     lines
@@ -86,7 +69,7 @@ fn throughput(c: &mut Criterion) {
     group.sample_size(10);
     for contexts in [1_000, 10_000, 100_000] {
         let lines = corpus(contexts, LINES);
-        let datagrams = packets(&lines);
+        let datagrams = common::packets(&lines);
         let msgs = messages(&lines);
         group.bench_function(format!("parse_and_insert/{contexts}_contexts"), |b| {
             let mut agg = Aggregator::new(
@@ -172,7 +155,7 @@ fn best_passes() {
     const LINES: usize = 100_000;
     for contexts in [1_000, 10_000, 100_000] {
         let lines = corpus(contexts, LINES);
-        let datagrams = packets(&lines);
+        let datagrams = common::packets(&lines);
         let msgs = messages(&lines);
         let mut best = [Duration::MAX; 2];
         let mut aggs = [(); 2].map(|()| {
@@ -242,7 +225,7 @@ fn sharded_passes() {
             "hot" => hot_corpus(contexts, LINES),
             _ => corpus(contexts, LINES),
         };
-        let datagrams = packets(&lines);
+        let datagrams = common::packets(&lines);
         for n in [2usize, 4] {
             let mut route_best = Duration::MAX;
             let mut shards: Vec<Vec<Vec<u8>>> = Vec::new();

@@ -43,7 +43,7 @@ fn config(context_stats: bool) -> AggregateConfig {
 /// The packets of one 10 s round: every steady context and this round's new ones, several lines each.
 fn round_packets(round: usize) -> Vec<Vec<u8>> {
     let contexts = STEADY + CHURN;
-    let mut out = vec![Vec::new()];
+    let mut out = Vec::new();
     for n in 0..LINES_PER_ROUND {
         let i = n % contexts;
         let id = if i < STEADY {
@@ -64,15 +64,7 @@ fn round_packets(round: usize) -> Vec<Vec<u8>> {
             id % 97,
             200 + id % 5
         );
-        let cur = out.last_mut().unwrap();
-        if !cur.is_empty() && cur.len() + 1 + line.len() > 8192 {
-            out.push(Vec::new());
-        }
-        let cur = out.last_mut().unwrap();
-        if !cur.is_empty() {
-            cur.push(b'\n');
-        }
-        cur.extend_from_slice(line.as_bytes());
+        common::push_line(&mut out, line.as_bytes());
     }
     out
 }

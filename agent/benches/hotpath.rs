@@ -37,24 +37,6 @@ fn hot_line(n: usize, contexts: usize) -> String {
     )
 }
 
-fn packets(lines: &[String]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
-    for l in lines {
-        if out
-            .last()
-            .is_some_and(|c| !c.is_empty() && c.len() + 1 + l.len() > 8192)
-        {
-            out.push(Vec::new());
-        }
-        let cur = out.last_mut().unwrap();
-        if !cur.is_empty() {
-            cur.push(b'\n');
-        }
-        cur.extend_from_slice(l.as_bytes());
-    }
-    out
-}
-
 /// The measured work: every packet inserted once.
 #[inline(never)]
 fn measured(agg: &mut Aggregator, datagrams: &[Vec<u8>], now: i64) {
@@ -79,7 +61,7 @@ fn main() {
             false => common::corpus_line(n % contexts, n / contexts),
         })
         .collect();
-    let datagrams = packets(&lines);
+    let datagrams = common::packets(&lines);
     let mut agg = Aggregator::new(
         &common::aggregate_config(1_000_000, stats),
         Arc::new(Telemetry::default()),

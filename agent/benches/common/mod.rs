@@ -54,3 +54,28 @@ pub fn corpus_line(i: usize, round: usize) -> String {
         i % 3
     )
 }
+
+/// Append `line` to the last datagram of `out` (after a `\n`), or to a new one when it would pass 8 KiB
+/// (the Agent's default buffer).
+pub fn push_line(out: &mut Vec<Vec<u8>>, line: &[u8]) {
+    if out
+        .last()
+        .is_none_or(|c| !c.is_empty() && c.len() + 1 + line.len() > 8192)
+    {
+        out.push(Vec::new());
+    }
+    let cur = out.last_mut().unwrap();
+    if !cur.is_empty() {
+        cur.push(b'\n');
+    }
+    cur.extend_from_slice(line);
+}
+
+/// `lines` as datagrams of at most 8 KiB, lines separated by `\n`.
+pub fn packets(lines: &[String]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for l in lines {
+        push_line(&mut out, l.as_bytes());
+    }
+    out
+}
