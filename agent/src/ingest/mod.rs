@@ -246,7 +246,13 @@ impl Listeners {
                 };
                 let sink = sink(name);
                 let (limit, granted) = (drain_limit(rcvbuf.granted), rcvbuf.granted);
-                let paced = this.pacer.clone().map(|p| (p.join(), p));
+                let paced = match &this.pacer {
+                    Some(p) => {
+                        let dup = socket.try_clone().map_err(err)?;
+                        Some((p.join(dup.into()), Arc::clone(p)))
+                    }
+                    None => None,
+                };
                 this.spawn(format!("offpath-udp-{i}"), move |stop| match paced {
                     Some((me, p)) => {
                         datagram::run_paced(

@@ -10,6 +10,7 @@
 //! see the datagram loop), so a sleep never lets the socket overflow at a rate blocking would have kept up
 //! with.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -32,12 +33,33 @@ struct State {
     stopping: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Paced {
     /// The last request this thread's socket was emptied after.
     answered: u64,
-    /// Waiting in the socket for a first datagram after finding it empty: it holds nothing to hand over.
+    /// Waiting in the socket for a first datagram after finding it empty.
     idle: bool,
+    /// The thread's socket (a duplicate descriptor): an idle thread holds nothing to hand over unless a
+    /// datagram arrived that it has not woken for yet, which only the socket can tell.
+    socket: OwnedFd,
+}
+
+impl Paced {
+    /// Whether a sync asking for request `want` must wait for this thread.
+    fn pending(&self, want: u64) -> bool {
+        self.answered < want && (!self.idle || readable(&self.socket))
+    }
+}
+
+/// Whether `socket` holds a datagram now (a poll that does not wait).
+fn readable(socket: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that outlives the call, and its count; the descriptor is owned.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
 impl Pacer {
@@ -54,12 +76,14 @@ impl Pacer {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Register one paced thread (idle until it first reads); returns its index.
-    pub(crate) fn join(&self) -> usize {
+    /// Register one paced thread reading `socket` (a duplicate of its descriptor), idle until it first
+    /// reads; returns its index.
+    pub(crate) fn join(&self, socket: OwnedFd) -> usize {
         let mut s = self.lock();
         s.threads.push(Paced {
             answered: 0,
             idle: true,
+            socket,
         });
         s.threads.len() - 1
     }
@@ -106,14 +130,17 @@ impl Pacer {
     }
 
     /// Ask every paced thread to empty its socket into the queues now, and wait until each has (or holds
-    /// nothing: it found its socket empty since), at most `wait`. Returns whether all did in time.
+    /// nothing: it found its socket empty since and no datagram arrived), at most `wait`. Returns whether
+    /// all did in time.
+    ///
+    /// An idle thread whose socket holds a datagram is about to wake for it: the sync waits for that
+    /// thread's drain too, so every datagram the socket took before the sync is handed over.
     pub(crate) fn sync(&self, wait: Duration) -> bool {
         let mut s = self.lock();
         s.asked += 1;
         let want = s.asked;
         self.changed.notify_all();
-        let pending =
-            |s: &mut State| !s.stopping && s.threads.iter().any(|t| !t.idle && t.answered < want);
+        let pending = |s: &mut State| !s.stopping && s.threads.iter().any(|t| t.pending(want));
         let (_s, timeout) = self
             .changed
             .wait_timeout_while(s, wait, pending)
@@ -125,13 +152,21 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::UdpSocket;
     use std::sync::Arc;
     use std::time::Instant;
+
+    /// A bound UDP socket, and a duplicate of its descriptor for [`Pacer::join`].
+    fn socket() -> (UdpSocket, OwnedFd) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dup = s.try_clone().unwrap().into();
+        (s, dup)
+    }
 
     /// A pacer with an hour's pace and one thread that has read (so a sync waits for it).
     fn one_busy_thread() -> (Arc<Pacer>, usize) {
         let p = Arc::new(Pacer::new(Duration::from_secs(3600)));
-        let me = p.join();
+        let me = p.join(socket().1);
         p.busy(me);
         (p, me)
     }
@@ -139,8 +174,24 @@ mod tests {
     #[test]
     fn sync_returns_at_once_when_every_thread_is_idle() {
         let p = Pacer::new(Duration::from_secs(3600));
-        p.join();
-        p.join();
+        p.join(socket().1);
+        p.join(socket().1);
+        assert!(p.sync(Duration::ZERO));
+    }
+
+    #[test]
+    fn sync_waits_for_an_idle_thread_whose_socket_took_a_datagram() {
+        let p = Pacer::new(Duration::from_secs(3600));
+        let (s, dup) = socket();
+        let me = p.join(dup);
+        // Sent before the sync; the thread has not woken for it yet.
+        s.send_to(b"a:1|c", s.local_addr().unwrap()).unwrap();
+        assert!(!p.sync(Duration::from_millis(1)));
+        // The thread wakes, empties its socket, finds it empty on the next drain and waits in it again.
+        p.busy(me);
+        let mut buf = [0u8; 64];
+        assert_eq!(s.recv(&mut buf).unwrap(), 5);
+        p.answered(me, p.asked(), true);
         assert!(p.sync(Duration::ZERO));
     }
 
