@@ -4,18 +4,21 @@
 //! over every tag, a hash per tag and a sort. Clients send the same context spelled the same way line after
 //! line, so each spelling seen (type class, whether the point was produced in-process, the name and the tag
 //! list exactly as sent) is remembered with the table slot of the context it resolved to: a line whose
-//! spelling is known hashes its raw name and tags once, compares them with the remembered bytes and goes
-//! straight to its context's slot. A new spelling (a new context, or a known one with its tags in another
-//! order) takes the canonical path and is remembered.
+//! spelling is known hashes its raw name and tags once and goes straight to its context's slot. A new
+//! spelling (a new context, or a known one with its tags in another order) takes the canonical path and is
+//! remembered.
+//!
+//! A spelling is known by a 128-bit hash under a seed drawn at start, not by its bytes: an entry is 32 bytes
+//! and a hit reads no bytes but the line's own, one memory access fewer per line than keeping the bytes
+//! (docs/architecture.md, "Contexts"). Two spellings of different contexts would have to agree on 128
+//! seeded bits to meet; the Agent itself tells contexts apart by a 64-bit hash alone.
 //!
 //! Slots move when the context table grows or shrinks, and are reused after a context is forgotten: both
 //! clear or prune the spellings ([`Contexts`]), and every hit also checks the identity of the context in
-//! the slot, so a spelling never reaches another context.
-
-use std::hash::Hasher;
+//! the slot, so a spelling never reaches a forgotten context's successor.
 
 use hashbrown::HashTable;
-use rustc_hash::FxHasher;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::context::{Class, Context, Contexts, LineKey, Refused};
 
@@ -31,71 +34,53 @@ pub(super) struct Spelling<'a> {
 }
 
 impl Spelling<'_> {
-    fn hash(&self) -> u64 {
-        let mut h = FxHasher::default();
-        h.write_u8(self.class as u8);
-        h.write_u8(u8::from(self.own));
-        h.write(self.name.as_bytes());
-        // 0xff never occurs in UTF-8: it separates the name from the tags.
-        h.write_u8(0xff);
-        h.write(self.tags.as_bytes());
-        h.finish()
-    }
-
-    fn head(&self) -> [u8; 2] {
-        [self.class as u8, u8::from(self.own)]
+    /// What a spelling is known by: XXH3's 128-bit hashes of its name (seeded by `seed` and the head) and of
+    /// its tags (seeded by `!seed`), combined. Two one-shot hashes of whole slices cost less than one
+    /// streamed over the three parts.
+    fn hash(&self, seed: u64) -> u128 {
+        let head = u64::from(self.class as u8) << 8 | u64::from(self.own);
+        xxh3_128_with_seed(self.name.as_bytes(), seed ^ head)
+            ^ xxh3_128_with_seed(self.tags.as_bytes(), !seed)
     }
 }
 
-/// One remembered spelling.
+/// One remembered spelling: its hash and its context.
 #[derive(Debug)]
 struct Alias {
-    hash: u64,
+    hash: u128,
     /// The context's slot in the context table, and its identity there ([`Context::id`]).
     slot: usize,
     id: usize,
-    name_len: usize,
-    /// [`Spelling::head`], the name, the tags.
-    bytes: Box<[u8]>,
-}
-
-impl Alias {
-    fn is(&self, hash: u64, s: &Spelling<'_>) -> bool {
-        self.hash == hash
-            && self.name_len == s.name.len()
-            && self.bytes.len() == 2 + s.name.len() + s.tags.len()
-            && self.bytes.get(..2) == Some(&s.head()[..])
-            && self.bytes.get(2..2 + s.name.len()) == Some(s.name.as_bytes())
-            && self.bytes.get(2 + s.name.len()..) == Some(s.tags.as_bytes())
-    }
 }
 
 /// The spellings of live contexts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Spellings {
     table: HashTable<Alias>,
+    /// This process's seed: hashes cannot be predicted from outside it.
+    seed: u64,
+}
+
+impl Default for Spellings {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            seed: rand::random(),
+        }
+    }
 }
 
 impl Spellings {
-    fn find(&self, hash: u64, s: &Spelling<'_>) -> Option<(usize, usize)> {
+    fn find(&self, hash: u128) -> Option<(usize, usize)> {
         self.table
-            .find(hash, |a| a.is(hash, s))
+            .find(hash as u64, |a| a.hash == hash)
             .map(|a| (a.slot, a.id))
     }
 
-    fn remember(&mut self, hash: u64, s: &Spelling<'_>, slot: usize, id: usize) {
-        let mut bytes = Vec::with_capacity(2 + s.name.len() + s.tags.len());
-        bytes.extend_from_slice(&s.head());
-        bytes.extend_from_slice(s.name.as_bytes());
-        bytes.extend_from_slice(s.tags.as_bytes());
-        let alias = Alias {
-            hash,
-            slot,
-            id,
-            name_len: s.name.len(),
-            bytes: bytes.into_boxed_slice(),
-        };
-        self.table.insert_unique(hash, alias, |a| a.hash);
+    fn remember(&mut self, hash: u128, slot: usize, id: usize) {
+        let alias = Alias { hash, slot, id };
+        self.table
+            .insert_unique(hash as u64, alias, |a| a.hash as u64);
     }
 
     pub fn len(&self) -> usize {
@@ -111,12 +96,13 @@ impl Spellings {
     pub fn retain(&mut self, mut live: impl FnMut(usize, usize) -> bool) {
         self.table.retain(|a| live(a.slot, a.id));
         if self.table.len() < self.table.capacity() / 4 {
-            self.table.shrink_to(self.table.len() * 2, |a| a.hash);
+            self.table
+                .shrink_to(self.table.len() * 2, |a| a.hash as u64);
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.table.allocation_size() + self.table.iter().map(|a| a.bytes.len()).sum::<usize>()
+        self.table.allocation_size()
     }
 }
 
@@ -134,8 +120,8 @@ impl Contexts {
         key: impl FnOnce(&str) -> LineKey<'a>,
         now_bucket: i64,
     ) -> Result<&mut Context, Refused> {
-        let hash = s.hash();
-        if let Some((slot, id)) = self.spellings.find(hash, s)
+        let hash = s.hash(self.spellings.seed);
+        if let Some((slot, id)) = self.spellings.find(hash)
             && self.table.get_bucket(slot).is_some_and(|c| c.id() == id)
         {
             // Just checked: the slot holds the context.
@@ -152,7 +138,7 @@ impl Contexts {
             if self.spellings.len() >= SPELLINGS_PER_CONTEXT * self.table.len() + SPELLINGS_SLACK {
                 self.spellings.clear();
             }
-            self.spellings.remember(hash, s, slot, id);
+            self.spellings.remember(hash, slot, id);
         }
         // `find_or_insert` just answered this slot.
         self.table.get_bucket_mut(slot).ok_or(Refused::TooLong)
