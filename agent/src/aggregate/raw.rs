@@ -37,11 +37,54 @@ impl Spelling<'_> {
     /// What a spelling is known by: XXH3's 128-bit hashes of its name (seeded by `seed` and the head) and of
     /// its tags (seeded by `!seed`), combined. Two one-shot hashes of whole slices cost less than one
     /// streamed over the three parts.
+    #[inline]
     fn hash(&self, seed: u64) -> u128 {
         let head = u64::from(self.class as u8) << 8 | u64::from(self.own);
         xxh3_128_with_seed(self.name.as_bytes(), seed ^ head)
             ^ xxh3_128_with_seed(self.tags.as_bytes(), !seed)
     }
+}
+
+/// A spelling hashed ahead of its line ([`Contexts::look_ahead`]): the hash, and where the spelling's
+/// text was (addresses in the packet being inserted, so equal places mean equal bytes).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ahead {
+    hash: u128,
+    /// The slot and identity of its context, when the spelling was known then.
+    found: Option<(usize, usize)>,
+    head: [u8; 2],
+    name: (usize, usize),
+    tags: (usize, usize),
+}
+
+impl Ahead {
+    fn of(s: &Spelling<'_>, hash: u128, found: Option<(usize, usize)>) -> Self {
+        Self {
+            hash,
+            found,
+            head: [s.class as u8, u8::from(s.own)],
+            name: (s.name.as_ptr() as usize, s.name.len()),
+            tags: (s.tags.as_ptr() as usize, s.tags.len()),
+        }
+    }
+
+    fn is(&self, s: &Spelling<'_>) -> bool {
+        let other = Self::of(s, self.hash, None);
+        self.head == other.head && self.name == other.name && self.tags == other.tags
+    }
+}
+
+/// Ask the processor to start loading the cache line at `r` (a hint: nothing waits for it).
+#[inline]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults; `r` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(r).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 /// One remembered spelling: its hash and its context.
@@ -112,6 +155,29 @@ const SPELLINGS_PER_CONTEXT: usize = 2;
 const SPELLINGS_SLACK: usize = 1024;
 
 impl Contexts {
+    /// Hash the next line's spelling (`None` when it is not a metric) and, when it is known, start loading
+    /// its context: the lookups of two lines overlap instead of waiting for memory one after the other.
+    /// The hash is kept for that line's [`Contexts::resolve`], which must come before the next call. The
+    /// spelling must borrow the packet being inserted, and [`Contexts::forget_ahead`] must be called before
+    /// that packet's buffer is released.
+    pub fn look_ahead(&mut self, s: Option<&Spelling<'_>>) {
+        let [this, next] = &mut self.ahead;
+        *this = next.take();
+        let Some(s) = s else { return };
+        let hash = s.hash(self.spellings.seed);
+        let found = self.spellings.find(hash);
+        // Only the address: reading the context here would wait for it.
+        if let Some(c) = found.and_then(|(slot, _)| self.table.get_bucket(slot)) {
+            prefetch(c);
+        }
+        *next = Some(Ahead::of(s, hash, found));
+    }
+
+    /// Forget the looked-ahead spellings (their packet is done).
+    pub fn forget_ahead(&mut self) {
+        self.ahead = [None, None];
+    }
+
     /// The context of a line spelled `s`: by its spelling when known, else by its canonical key (`key`,
     /// given the namespace, is only called then), created when new and under the limit.
     pub fn resolve<'a>(
@@ -120,9 +186,17 @@ impl Contexts {
         key: impl FnOnce(&str) -> LineKey<'a>,
         now_bucket: i64,
     ) -> Result<&mut Context, Refused> {
-        let hash = s.hash(self.spellings.seed);
-        if let Some((slot, id)) = self.spellings.find(hash)
-            && self.table.get_bucket(slot).is_some_and(|c| c.id() == id)
+        let (hash, found) = match self.ahead[0].take() {
+            // Looked up ahead; the slot is checked below like any other, since the table may have moved.
+            Some(a) if a.is(s) => (a.hash, a.found),
+            _ => (s.hash(self.spellings.seed), None),
+        };
+        let holds = |(slot, id): &(usize, usize)| {
+            self.table.get_bucket(*slot).is_some_and(|c| c.id() == *id)
+        };
+        if let Some((slot, _)) = found
+            .filter(holds)
+            .or_else(|| self.spellings.find(hash).filter(holds))
         {
             // Just checked: the slot holds the context.
             return self.table.get_bucket_mut(slot).ok_or(Refused::TooLong);
@@ -220,6 +294,30 @@ mod tests {
             assert_eq!(ctx.name(), names[i]);
             assert_eq!(ctx.current_samples(), 0);
         }
+    }
+
+    #[test]
+    fn a_hash_looked_up_ahead_serves_only_its_own_line() {
+        let mut contexts = Contexts::new(String::new(), 100);
+        for name in ["x", "y"] {
+            contexts
+                .resolve(&spelling(name, "a:1"), |_| key(name, "a:1"), 0)
+                .unwrap();
+        }
+        let (x, y) = (spelling("x", "a:1"), spelling("y", "a:1"));
+        // x is looked up ahead, then another line comes in its place.
+        contexts.look_ahead(Some(&x));
+        contexts.look_ahead(None);
+        let ctx = contexts.resolve(&y, |_| key("y", "a:1"), 0).unwrap();
+        assert_eq!(ctx.name(), "y");
+        // Its own line uses it.
+        contexts.look_ahead(Some(&x));
+        contexts.look_ahead(None);
+        let ctx = contexts
+            .resolve(&x, |_| panic!("found by the hash looked up ahead"), 0)
+            .unwrap();
+        assert_eq!(ctx.name(), "x");
+        assert_eq!(contexts.len(), 2);
     }
 
     #[test]

@@ -85,8 +85,16 @@ fn sink(n: usize) -> (Sink, Vec<Receiver<Packet>>, Arc<ListenerStats>) {
 
 /// The flushes (canonical) and counters of one aggregator fed every datagram whole.
 fn single(steps: &[Step], limit: usize) -> (Vec<Flush>, Vec<u64>) {
+    single_looking_ahead(steps, limit, false)
+}
+
+/// [`single`], inserting every packet looking ahead (as with many contexts) when `ahead`.
+fn single_looking_ahead(steps: &[Step], limit: usize, ahead: bool) -> (Vec<Flush>, Vec<u64>) {
     let telemetry = Arc::new(Telemetry::default());
     let mut agg = Aggregator::new(&config(limit), Arc::clone(&telemetry));
+    if ahead {
+        agg.look_ahead_always();
+    }
     let mut flushes = Vec::new();
     for step in steps {
         match step {
@@ -251,6 +259,17 @@ proptest! {
             let (got, got_counters) = sharded(&steps, 100_000, n);
             prop_assert_eq!(&got, &want, "{} workers", n);
             prop_assert_eq!(&got_counters, &want_counters, "{} workers", n);
+        }
+    }
+
+    #[test]
+    fn looking_ahead_flushes_what_inserting_line_by_line_flushes(steps in steps()) {
+        // A large limit, and one that refuses contexts.
+        for limit in [100_000, 5] {
+            let (want, want_counters) = single(&steps, limit);
+            let (got, got_counters) = single_looking_ahead(&steps, limit, true);
+            prop_assert_eq!(&got, &want, "limit {}", limit);
+            prop_assert_eq!(&got_counters, &want_counters, "limit {}", limit);
         }
     }
 }
