@@ -37,7 +37,7 @@ impl Spelling<'_> {
     /// What a spelling is known by: XXH3's 128-bit hashes of its name (seeded by `seed` and the head) and of
     /// its tags (seeded by `!seed`), combined. Two one-shot hashes of whole slices cost less than one
     /// streamed over the three parts.
-    #[inline]
+    #[inline(always)]
     fn hash(&self, seed: u64) -> u128 {
         let head = u64::from(self.class as u8) << 8 | u64::from(self.own);
         xxh3_128_with_seed(self.name.as_bytes(), seed ^ head)
