@@ -316,6 +316,15 @@ keys! {
         "Ship offpath's own counters as offpath.* metrics. Off by default in Lambda, where every \
          sandbox would ship its own series (custom metrics).");
 
+    /// `OFFPATH_RELEASE_STARTUP_PAGES`.
+    RELEASE_STARTUP_PAGES: bool = Setting::new(&["OFFPATH_RELEASE_STARTUP_PAGES"],
+        "offpath.release_startup_pages", ByDeployment { sidecar: "true", lambda: "false" },
+        parse::boolean,
+        "Once, after the first flush, hand the kernel back the pages of code and read-only data that \
+         only start-up touched (madvise MADV_PAGEOUT on the binary's file mappings): idle RSS drops by \
+         about half; a page used again is read back on its next touch. Off in Lambda, where the \
+         sandbox is short-lived and a re-read would land in an invocation.");
+
     // Lambda.
 
     /// `DD_SERVERLESS_FLUSH_STRATEGY`.

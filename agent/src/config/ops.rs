@@ -27,6 +27,9 @@ pub struct OpsConfig {
     /// Ship offpath's own counters as `offpath.*` metrics (`OFFPATH_SELF_TELEMETRY`: true in the
     /// sidecar, false in Lambda).
     pub self_telemetry: bool,
+    /// Page out what only start-up touched, once after the first flush (`OFFPATH_RELEASE_STARTUP_PAGES`:
+    /// true in the sidecar, false in Lambda).
+    pub release_startup_pages: bool,
 }
 
 impl OpsConfig {
@@ -38,6 +41,7 @@ impl OpsConfig {
             status_addr: r.value(&k::STATUS_ADDR)?,
             status_addr_set: r.raw(&k::STATUS_ADDR.key).is_some(),
             self_telemetry: r.value(&k::SELF_TELEMETRY)?,
+            release_startup_pages: r.value(&k::RELEASE_STARTUP_PAGES)?,
         })
     }
 
