@@ -10,7 +10,7 @@ use super::cardinality::NameStats;
 use super::context::{
     Budget, Class, Context, Contexts, LineKey, Refused, TagBuf, canonicalize, tag_hash,
 };
-use super::raw::Spelling;
+use super::raw::{LOOK_AHEAD, Spelling};
 use crate::config::{AggregateConfig, MetricMapping};
 use crate::dogstatsd::{
     self, Message, MetricKind, MetricSample, MetricValue, Origin, ParseError, Tags,
@@ -235,14 +235,15 @@ impl Aggregator {
         tally.commit(&self.telemetry);
     }
 
-    /// [`Aggregator::insert_packet`] with two metric lines in flight: the one being inserted, and the one
-    /// after it, parsed first so that its context starts loading while this line is inserted
-    /// (docs/architecture.md, "Contexts"). They take turns in two slots. Events and service checks go
-    /// straight in: they keep their order among themselves, metric lines among theirs, which is all the
-    /// aggregation depends on.
+    /// [`Aggregator::insert_packet`] [`LOOK_AHEAD`] metric lines behind the parser: each line is parsed and
+    /// its spelling hashed that many lines before it is inserted, so that what it will need is loading
+    /// meanwhile ([`Contexts::look_ahead`], docs/architecture.md, "Contexts"). The lines wait their turn in
+    /// a ring of slots. Events and service checks go straight in: they keep their order among themselves,
+    /// metric lines among theirs, which is all the aggregation depends on.
     fn insert_looking_ahead(&mut self, packet: &[u8], now: i64, tally: &mut Tally) {
-        let mut slots: [Option<MetricSample<'_>>; 2] = [None, None];
-        let mut turn = 0;
+        const RING: usize = LOOK_AHEAD + 1;
+        let mut slots: [Option<MetricSample<'_>>; RING] = Default::default();
+        let mut parsed = 0;
         for line in dogstatsd::parse_packet(packet) {
             match line {
                 Ok(Message::Metric(m)) => {
@@ -254,19 +255,27 @@ impl Aggregator {
                         tags: m.tags.raw,
                     });
                     self.contexts.look_ahead(ahead.as_ref());
-                    slots[turn] = Some(m);
-                    turn ^= 1;
-                    if let Some(previous) = &slots[turn] {
-                        self.insert_metric(previous, now, false, tally);
+                    slots[parsed % RING] = Some(m);
+                    parsed += 1;
+                    // The line LOOK_AHEAD before this one, in the slot written next.
+                    if parsed > LOOK_AHEAD
+                        && let Some(due) = &slots[parsed % RING]
+                    {
+                        self.insert_metric(due, now, false, tally);
                     }
                 }
                 other => self.insert_other(other, now, tally),
             }
         }
-        // The last metric line, parsed but not yet inserted.
-        if let Some(last) = &slots[turn ^ 1] {
+        // The last lines, parsed but not yet inserted.
+        for _ in 0..LOOK_AHEAD {
             self.contexts.look_ahead(None);
-            self.insert_metric(last, now, false, tally);
+            parsed += 1;
+            if parsed > LOOK_AHEAD
+                && let Some(due) = &slots[parsed % RING]
+            {
+                self.insert_metric(due, now, false, tally);
+            }
         }
         // What was looked ahead at points into this packet only.
         self.contexts.forget_ahead();

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use super::bucket::{BUCKET_SECS, Bucket};
 pub(super) use super::class::Class;
-use super::raw::{Ahead, Spellings};
+use super::raw::{Ahead, LOOK_AHEAD, Spellings};
 
 /// Tags of one line with their hashes, while the key is built; lines with more tags spill to the heap.
 pub(super) type TagBuf<'a> = SmallVec<[(u64, &'a str); 16]>;
@@ -372,9 +372,9 @@ pub(super) struct Contexts {
     pub(super) table: HashTable<Context>,
     /// How the live contexts were spelled ([`super::raw`]).
     pub(super) spellings: Spellings,
-    /// The spelling hashes of the line being inserted and of the next one, computed when their contexts
-    /// were prefetched ([`Contexts::look_ahead`]).
-    pub(super) ahead: [Option<Ahead>; 2],
+    /// The spelling hashes of the line being inserted and of the [`LOOK_AHEAD`] lines parsed after it,
+    /// oldest first ([`Contexts::look_ahead`]).
+    pub(super) ahead: [Option<Ahead>; LOOK_AHEAD + 1],
     /// The namespace (with its `.`), prepended to names that are not exempt.
     namespace: String,
     budget: Arc<Budget>,
@@ -392,7 +392,7 @@ impl Contexts {
         Self {
             table: HashTable::new(),
             spellings: Spellings::default(),
-            ahead: [None, None],
+            ahead: [None; LOOK_AHEAD + 1],
             namespace,
             budget,
         }

@@ -45,6 +45,10 @@ impl Spelling<'_> {
     }
 }
 
+/// How many metric lines of a packet are parsed ahead of the one being inserted when looking ahead
+/// ([`Contexts::look_ahead`]).
+pub(super) const LOOK_AHEAD: usize = 2;
+
 /// A spelling hashed ahead of its line ([`Contexts::look_ahead`]): the hash, and where the spelling's
 /// text was (addresses in the packet being inserted, so equal places mean equal bytes).
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +124,14 @@ impl Spellings {
             .map(|a| (a.slot, a.id))
     }
 
+    /// Start loading the entry `hash` most likely has, without reading it (which would wait): the first
+    /// entry whose control byte matches (a wrong guess, 1 in 128 per probed entry, costs a load only).
+    fn prefetch(&self, hash: u128) {
+        if let Some(a) = self.table.find(hash as u64, |_| true) {
+            prefetch(a);
+        }
+    }
+
     fn remember(&mut self, hash: u128, slot: usize, id: usize) {
         let alias = Alias { hash, slot, id };
         self.table
@@ -155,27 +167,33 @@ const SPELLINGS_PER_CONTEXT: usize = 2;
 const SPELLINGS_SLACK: usize = 1024;
 
 impl Contexts {
-    /// Hash the next line's spelling (`None` when it is not a metric) and, when it is known, start loading
-    /// its context: the lookups of two lines overlap instead of waiting for memory one after the other.
-    /// The hash is kept for that line's [`Contexts::resolve`], which must come before the next call. The
-    /// spelling must borrow the packet being inserted, and [`Contexts::forget_ahead`] must be called before
-    /// that packet's buffer is released.
+    /// Take the next metric line's spelling (`None`: no more lines), [`LOOK_AHEAD`] lines before it is
+    /// inserted, and start loading what the lines in between will need, so the waits of three lines for
+    /// memory overlap instead of coming one after the other: the new line's spelling is hashed and its
+    /// entry in the spelling table prefetched; the line after the next one, whose entry was prefetched one
+    /// line ago, is looked up and its context prefetched. Each line's [`Contexts::resolve`] must come
+    /// before the next call. The spellings must borrow the packet being inserted, and
+    /// [`Contexts::forget_ahead`] must be called before that packet's buffer is released.
     pub fn look_ahead(&mut self, s: Option<&Spelling<'_>>) {
-        let [this, next] = &mut self.ahead;
-        *this = next.take();
-        let Some(s) = s else { return };
-        let hash = s.hash(self.spellings.seed);
-        let found = self.spellings.find(hash);
-        // Only the address: reading the context here would wait for it.
-        if let Some(c) = found.and_then(|(slot, _)| self.table.get_bucket(slot)) {
-            prefetch(c);
+        self.ahead.rotate_left(1);
+        let newest = s.map(|s| {
+            let hash = s.hash(self.spellings.seed);
+            self.spellings.prefetch(hash);
+            Ahead::of(s, hash, None)
+        });
+        self.ahead[LOOK_AHEAD] = newest;
+        if let Some(a) = &mut self.ahead[1] {
+            a.found = self.spellings.find(a.hash);
+            // Only the address: reading the context here would wait for it.
+            if let Some(c) = a.found.and_then(|(slot, _)| self.table.get_bucket(slot)) {
+                prefetch(c);
+            }
         }
-        *next = Some(Ahead::of(s, hash, found));
     }
 
     /// Forget the looked-ahead spellings (their packet is done).
     pub fn forget_ahead(&mut self) {
-        self.ahead = [None, None];
+        self.ahead = [None; LOOK_AHEAD + 1];
     }
 
     /// The context of a line spelled `s`: by its spelling when known, else by its canonical key (`key`,
@@ -305,14 +323,18 @@ mod tests {
                 .unwrap();
         }
         let (x, y) = (spelling("x", "a:1"), spelling("y", "a:1"));
+        let ahead = |contexts: &mut Contexts, s: &Spelling<'_>| {
+            contexts.look_ahead(Some(s));
+            for _ in 0..LOOK_AHEAD {
+                contexts.look_ahead(None);
+            }
+        };
         // x is looked up ahead, then another line comes in its place.
-        contexts.look_ahead(Some(&x));
-        contexts.look_ahead(None);
+        ahead(&mut contexts, &x);
         let ctx = contexts.resolve(&y, |_| key("y", "a:1"), 0).unwrap();
         assert_eq!(ctx.name(), "y");
         // Its own line uses it.
-        contexts.look_ahead(Some(&x));
-        contexts.look_ahead(None);
+        ahead(&mut contexts, &x);
         let ctx = contexts
             .resolve(&x, |_| panic!("found by the hash looked up ahead"), 0)
             .unwrap();
