@@ -290,6 +290,17 @@ impl Engine {
         (answer.answered > 0).then_some(answer.flush)
     }
 
+    /// Free half the packet buffers the listeners keep free ([`Listeners::trim_buffers`]); the sidecar
+    /// calls it once per flush period, so that memory a burst took goes back once bursts stop.
+    pub fn trim_buffers(&self) {
+        if let Some(listeners) = &self.listeners {
+            let freed = listeners.trim_buffers();
+            if freed > 0 {
+                tracing::debug!(freed, "packet buffers freed");
+            }
+        }
+    }
+
     /// Flush the aggregator and deliver what it emits before `deadline`; what misses the deadline stays
     /// in the retry queue (or goes to the fallback when that overflows).
     ///
@@ -506,6 +517,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break Instant::now() + grace,
             _ = ticker.tick() => {
+                engine.trim_buffers();
                 // Deliveries may take up to one period; the next tick waits for this one.
                 let (deadline, cut) = Deadline::movable(Instant::now() + period.max(Duration::from_secs(1)));
                 let flush = engine.flush(false, deadline);

@@ -165,6 +165,8 @@ pub struct Listeners {
     socket_files: Vec<PathBuf>,
     /// The UDP threads' pacing (`OFFPATH_RECEIVE_PACE`), when on.
     pacer: Option<Arc<Pacer>>,
+    /// The buffers every listener reads into.
+    pool: Arc<Pool>,
 }
 
 impl Listeners {
@@ -217,6 +219,7 @@ impl Listeners {
             threads: Vec::new(),
             socket_files: Vec::new(),
             pacer: cfg.pace.map(|pace| Arc::new(Pacer::new(pace))),
+            pool: Arc::clone(&pool),
         };
         let sink = |name: String| {
             Sink::new(
@@ -320,6 +323,12 @@ impl Listeners {
     /// The bound UDP address (port 0 and `__random__` resolved); `None` when UDP is off.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// Free half the packet buffers the listeners hold free ([`Pool::trim`]); returns how many. Meant for
+    /// once per flush period, so the buffers a burst made are given back once bursts stop needing them.
+    pub fn trim_buffers(&self) -> usize {
+        self.pool.trim()
     }
 
     /// What makes a flush see every datagram sent before it, when the UDP threads are paced
