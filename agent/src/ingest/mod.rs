@@ -19,7 +19,8 @@
 //!   packet (as the Agent's packet assembler does), so a queue slot carries up to a buffer of lines; a
 //!   [`Packet`] gives its buffer back to the pool when it drops. An empty pool allocates (it never drops
 //!   data); a full one frees what is returned, so memory is bounded by the queues, the batches and what the
-//!   consumer holds.
+//!   consumer holds. The sidecar frees half the free buffers once per flush period
+//!   ([`Listeners::trim_buffers`]), so what a burst made goes back once bursts stop.
 //! - **Workers.** With several aggregate workers (`OFFPATH_AGGREGATE_WORKERS`), there is one queue
 //!   per worker ([`Listeners::start_sharded`]) and each receive thread splits what it read into lines
 //!   and copies each to the packet of its worker, chosen by metric name and tag set ([`Route`]): every
