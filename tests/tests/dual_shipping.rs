@@ -289,7 +289,12 @@ async fn a_hung_or_failing_destination_never_holds_up_the_other() {
                 r = async {
                     let healthy_got = healthy.wait_until(WAIT, |i| got(i, name)).await;
                     // The failing destination is being tried meanwhile (flush 2: its queue first).
-                    (healthy_got, failing.wait_arrivals(round, WAIT).await)
+                    let reached = failing.wait_arrivals(round, WAIT).await;
+                    // The intake storing the payload is not the client reading its answer: cutting the
+                    // deadline in between would leave the healthy copy undelivered and queued for a
+                    // retry (at least once), and the intake would get it twice. Wait for the count.
+                    let counted = counted_delivered(&telemetry, 0, 10 * round as u64, WAIT).await;
+                    (healthy_got && counted, reached)
                 } => r,
             };
             assert!(
@@ -339,6 +344,30 @@ async fn a_hung_or_failing_destination_never_holds_up_the_other() {
             assert!(intake.requests().iter().all(|r| r.api_key_ok));
         }
         assert!(fallback.try_recv().is_err(), "nothing went to the fallback");
+    }
+}
+
+/// Wait until destination `row` has counted at least `points` delivered, at most `wait`. The counter has
+/// no notification, so it is read every 2 ms while the caller's delivery is polled beside this wait.
+async fn counted_delivered(
+    telemetry: &offpath::telemetry::Telemetry,
+    row: usize,
+    points: u64,
+    wait: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let rows = telemetry.destinations();
+        if rows
+            .get(row)
+            .is_some_and(|r| r.delivered.load(std::sync::atomic::Ordering::Relaxed) >= points)
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
