@@ -1,7 +1,7 @@
 //! The aggregator: parsed DogStatsD in, closed buckets out as series, sketches, events and service checks.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::bucket::{
     BUCKET_SECS, HistogramShape, Identity, TIMESTAMPED_POINT_LIMIT, Value, bucket_start, emit,
@@ -84,9 +84,13 @@ impl Tally {
                 c.fetch_add(n, Relaxed);
             }
         };
-        add(&t.points.received, self.received);
+        // Drops first, then the points received with Release: a reader that loads `received` with
+        // Acquire and then the drops sees every drop of the points it counts (`/status` does).
         for (c, &n) in t.points.dropped.iter().zip(&self.dropped) {
             add(c, n);
+        }
+        if self.received > 0 {
+            t.points.received.fetch_add(self.received, Release);
         }
         add(&t.parse.metrics, self.metric_lines);
         add(&t.parse.events, self.event_lines);

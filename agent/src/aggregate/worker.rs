@@ -5,7 +5,7 @@
 //! the same stream would emit (series in another order).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::Release;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
@@ -304,8 +304,9 @@ impl OwnPoints {
             Err(TrySendError::Disconnected(b)) => (b.len(), PointDrop::ShutdownDeadline),
         };
         let lost = lost as u64;
-        self.telemetry.points.received.fetch_add(lost, Relaxed);
+        // The drop before the points received, as `Tally::commit` orders them.
         self.telemetry.points.drop_points(reason, lost);
+        self.telemetry.points.received.fetch_add(lost, Release);
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Acquire, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -330,6 +330,9 @@ impl Status {
             })
             .collect();
         let p = &t.points;
+        // Received first (Acquire), then the drops: the writers add a batch's drops before its points
+        // received (Release), so every point counted here that was dropped shows in `dropped`.
+        let received = p.received.load(Acquire);
         let dropped: BTreeMap<&'static str, u64> = PointDrop::ALL
             .iter()
             .map(|r| (r.as_str(), p.dropped[*r as usize].load(Relaxed)))
@@ -357,7 +360,7 @@ impl Status {
                     .collect(),
             },
             points: PointsStatus {
-                received: p.received.load(Relaxed),
+                received,
                 delivered: p.delivered.load(Relaxed),
                 fell_back: p.fell_back.load(Relaxed),
                 recovered: p.recovered.load(Relaxed),
